@@ -1,0 +1,211 @@
+"""Benchmark and GPU check of the fused cross-scan selective scan (chapter 04).
+
+    PYTHONPATH=. python benchmarks/scan_bench.py --check --bench --json benchmarks/scan_bench.json
+
+--check  compares the kernel with chapter 03's reference on the GPU at the four stage shapes (small batch:
+         the PyTorch references materialise (B, 4*Dm, L, N) tensors), outputs and all seven gradients, float32
+         and bfloat16 (and float16), checks that every output element is written and that two runs agree bitwise.
+--sweep  times a few tile shapes (BLOCK_D, T, num_warps) for the forward and the backward.
+--bench  times, for the four stage shapes of VMamba-S at 224^2 and batch 128 (N=16), forward and
+         forward+backward in float32 and bfloat16: the kernel, and the unfused PyTorch path
+         cross_scan -> selective_scan_parallel -> cross_merge (eager, and torch.compile'd with --compile).
+         The unfused path does not fit in memory at batch 128; it runs at the largest batch of 16, 8, 4, 2
+         that fits and its time is scaled linearly to 128 (the work is linear in the batch); RESULTS.md says so.
+Times are medians of triton.testing.do_bench (CUDA events); bandwidth is for the fused operation's minimum
+bytes (each input read once, each output written once) against a measured device-to-device copy.
+"""
+import argparse, json, math, os, subprocess, sys, time
+import torch, triton
+from triton.testing import do_bench
+
+import resvmamba.triton_scan as ts
+from resvmamba.triton_scan import cross_selective_scan_triton
+from resvmamba.cross_scan import cross_selective_scan_ref
+from resvmamba.scan import selective_scan_parallel, selective_scan_ref
+
+STAGES = [(192, 56), (384, 28), (768, 14), (1536, 7)]   # (Dm, H=W) of VMamba-S's four stages at 224^2
+BATCH, N = 128, 16
+OFFICIAL = {192: (15.6, 60.8), 384: (6.0, 23.6), 768: (3.2, 10.6), 1536: (3.9, 11.4)}   # fp32 ms, from the issue
+
+
+def inputs(Bsz, Dm, H, W, N, dtype, device="cuda", seed=0, param_dtype=torch.float32):
+    "Random inputs in the model's ranges: Δ before softplus around -4..0, A = -exp(.), B, C ~ N(0,1)."
+    g = torch.Generator(device=device).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, device=device, generator=g)
+    x = r(Bsz, Dm, H, W).to(dtype)
+    delta = (r(Bsz, 4, Dm, H, W) - 2).to(dtype)
+    A = -torch.exp(r(4, Dm, N) * 0.5).to(param_dtype)
+    B, C = r(Bsz, 4, N, H, W).to(dtype), r(Bsz, 4, N, H, W).to(dtype)
+    D, bias = r(4, Dm).to(param_dtype), (r(4, Dm) * 0.5).to(param_dtype)
+    return [x, delta, A, B, C, D, bias]
+
+
+def rel(a, b): return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def grads(y, ins, dy):
+    "Gradients of <y, dy>; zeros for inputs the graph never used (A on a 1x1 image)."
+    gs = torch.autograd.grad(y, ins, dy, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(gs, ins)]
+
+
+def check(log):
+    "Kernel vs reference on the GPU, outputs and gradients; returns True when every check passes."
+    ok = True
+    ts.POISON = True
+    cases = [(2, 192, 56, 56), (2, 384, 28, 28), (2, 768, 14, 14), (2, 1536, 7, 7), (3, 40, 75, 13), (2, 33, 1, 1),
+             (1, 24, 9, 15)]
+    for Ns in (16, 4, 1):
+        for (Bsz, Dm, H, W) in (cases if Ns == 16 else cases[4:]):
+            base = inputs(Bsz, Dm, H, W, Ns, torch.float32, seed=Bsz * Dm + H + Ns)
+            ref_in = [t.double().requires_grad_() for t in base]
+            yr = cross_selective_scan_ref(*ref_in, scan_fn=selective_scan_parallel)
+            dy = torch.randn_like(yr)
+            gr = grads(yr, ref_in, dy)
+            for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 1e-2)):
+                if dtype == torch.float16 and Ns != 16: continue
+                ins = [t.to(dtype) if i in (0, 1, 3, 4) else t.clone() for i, t in enumerate(base)]
+                ins = [t.requires_grad_() for t in ins]
+                y = cross_selective_scan_triton(*ins)
+                g = torch.autograd.grad(y, ins, dy.to(dtype))
+                # for half inputs the reference sees the same rounded inputs, in float64
+                if dtype != torch.float32:
+                    rin = [t.detach().double().requires_grad_() for t in ins]
+                    yr2 = cross_selective_scan_ref(*rin, scan_fn=selective_scan_parallel)
+                    gr2 = grads(yr2, rin, dy.to(dtype).double())
+                else: yr2, gr2 = yr, gr
+                errs = [rel(y, yr2)] + [rel(a, b) for a, b in zip(g, gr2)]
+                finite = bool(torch.isfinite(y).all()) and all(bool(torch.isfinite(a).all()) for a in g)
+                y2 = cross_selective_scan_triton(*ins); g2 = torch.autograd.grad(y2, ins, dy.to(dtype))
+                same = torch.equal(y, y2) and all(torch.equal(a, b) for a, b in zip(g, g2))
+                # A's gradient is 0 on 1x1 images (h_{t-1} = 0): skip its relative error there
+                good = finite and same and all(e < tol for i, e in enumerate(errs) if not (H * W == 1 and i == 3))
+                ok &= good
+                log(f"check N={Ns:2d} B={Bsz} Dm={Dm:4d} {H}x{W} {str(dtype)[6:]:8s} y {errs[0]:.1e} grads "
+                    + " ".join(f"{n}={e:.1e}" for n, e in zip(["x", "dt", "A", "B", "C", "D", "bias"], errs[1:]))
+                    + f" finite={finite} deterministic={same} {'PASS' if good else 'FAIL'}")
+    # an independent route: the sequential loop of chapter 02 on one stage-4 image
+    base = inputs(1, 1536, 7, 7, 16, torch.float32, seed=7)
+    e = rel(cross_selective_scan_triton(*base), cross_selective_scan_ref(*[t.double() for t in base]))
+    ok &= e < 1e-5
+    log(f"check vs sequential selective_scan_ref (1, 1536, 7x7, fp32): {e:.1e} {'PASS' if e < 1e-5 else 'FAIL'}")
+    ts.POISON = False
+    return ok
+
+
+def copy_bandwidth():
+    "Device-to-device copy bandwidth in bytes/s (bytes read + bytes written), median of a 2 GiB copy."
+    a = torch.empty(2 ** 29, device="cuda"); b = torch.empty_like(a)
+    ms = do_bench(lambda: b.copy_(a), warmup=50, rep=300, return_mode="median")
+    return 2 * a.numel() * 4 / (ms * 1e-3)
+
+
+def sm_clock_hz():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=clocks.max.sm", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True).stdout.split()[0]
+        return float(out) * 1e6
+    except Exception: return 1.98e9
+
+
+def floors(Bsz, Dm, H, W, N, dtype, bw, exp_rate, backward):
+    "(exp floor ms, memory floor ms, minimum bytes) of forward or forward+backward."
+    L, es = H * W, torch.tensor([], dtype=dtype).element_size()
+    fwd_bytes = es * (Bsz * Dm * L + Bsz * 4 * Dm * L + 2 * Bsz * 4 * N * L + Bsz * Dm * L)   # x, Δ, B, C in; y out
+    exps = Bsz * 4 * Dm * L * N
+    if backward:   # backward reads x, Δ, B, C, dy and writes dx, dΔ, dB, dC; the decays are needed again
+        nbytes, exps = 2 * fwd_bytes + es * (2 * Bsz * 4 * N * L + Bsz * Dm * L), 2 * exps
+    else: nbytes = fwd_bytes
+    return exps / exp_rate * 1e3, nbytes / bw * 1e3, nbytes
+
+
+def timed(fn, backward, ins):
+    if backward:
+        y0 = fn(*ins); dy = torch.randn_like(y0); del y0
+        run = lambda: torch.autograd.grad(fn(*ins), ins, dy)
+    else:
+        run = lambda: fn(*ins)
+    with torch.no_grad() if not backward else torch.enable_grad():
+        return do_bench(run, warmup=25, rep=200, return_mode="median")
+
+
+def unfused(x, delta, A, B, C, D, bias):
+    return cross_selective_scan_ref(x, delta, A, B, C, D, bias, True, scan_fn=selective_scan_parallel)
+
+
+def time_unfused(fn, Dm, H, dtype, backward, log):
+    "Time at the largest batch that fits, scaled to BATCH; returns (ms at BATCH, batch used) or (nan, 0)."
+    for b in (16, 8, 4, 2, 1):
+        try:
+            ins = [t.requires_grad_(backward) for t in inputs(b, Dm, H, H, N, dtype)]
+            ms = timed(fn, backward, ins)
+            del ins; torch.cuda.empty_cache()
+            return ms * BATCH / b, b
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+    return float("nan"), 0
+
+
+def sweep(log):
+    for Dm, H in (STAGES[0], STAGES[3]):
+        ins = inputs(BATCH, Dm, H, H, N, torch.float32)
+        for t in ((2, 32, 2), (4, 32, 4), (8, 32, 4), (4, 64, 4), (8, 64, 8), (8, 16, 4), (16, 16, 8), (2, 64, 2)):
+            ms = do_bench(lambda: ts._scan_fwd(*ins, True, False, tiles=t), warmup=10, rep=50, return_mode="median")
+            log(f"sweep fwd Dm={Dm} {H}x{H} tiles={t}: {ms:.3f} ms")
+        dy = torch.randn(BATCH, Dm, H, H, device="cuda")
+        for t in ((8, 16, 4), (16, 16, 8), (4, 16, 2), (8, 32, 8), (4, 32, 4), (16, 8, 4), (32, 8, 8)):
+            _, hs = ts._scan_fwd(*ins, True, True, tiles=(4, t[1], 4))
+            ms = do_bench(lambda: ts._scan_bwd(dy, hs, *ins, True, tiles=t), warmup=10, rep=50, return_mode="median")
+            log(f"sweep bwd Dm={Dm} {H}x{H} tiles={t}: {ms:.3f} ms")
+            del hs
+        del ins; torch.cuda.empty_cache()
+
+
+def bench(log, compile_unfused):
+    bw, clock = copy_bandwidth(), sm_clock_hz()
+    props = torch.cuda.get_device_properties(0)
+    exp_rate = 16 * props.multi_processor_count * clock
+    log(f"copy bandwidth {bw / 1e12:.2f} TB/s, {props.multi_processor_count} SMs at {clock / 1e9:.2f} GHz: "
+        f"{exp_rate / 1e12:.2f} T exp/s")
+    comp = torch.compile(unfused) if compile_unfused else None
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for Dm, H in STAGES:
+            for backward in (False, True):
+                ins = [t.requires_grad_(backward) for t in inputs(BATCH, Dm, H, H, N, dtype)]
+                k_ms = timed(cross_selective_scan_triton, backward, ins)
+                del ins; torch.cuda.empty_cache()
+                u_ms, u_b = time_unfused(unfused, Dm, H, dtype, backward, log)
+                c_ms, c_b = (time_unfused(comp, Dm, H, dtype, backward, log) if comp else (float("nan"), 0))
+                fe, fm, nbytes = floors(BATCH, Dm, H, H, N, dtype, bw, exp_rate, backward)
+                row = dict(dtype=str(dtype)[6:], Dm=Dm, H=H, pass_="fwd+bwd" if backward else "fwd", kernel_ms=k_ms,
+                           unfused_ms=u_ms, unfused_batch=u_b, compiled_ms=c_ms, compiled_batch=c_b,
+                           exp_floor_ms=fe, mem_floor_ms=fm, min_bytes=nbytes, kernel_TBps=nbytes / (k_ms * 1e-3) / 1e12,
+                           copy_TBps=bw / 1e12, official_fp32_ms=OFFICIAL[Dm][1 if backward else 0])
+                rows.append(row)
+                log(f"{row['dtype']:8s} Dm={Dm:4d} {H:2d}^2 {row['pass_']:7s} kernel {k_ms:7.3f} ms | unfused {u_ms:8.2f} "
+                    f"({u_ms / k_ms:5.1f}x, b={u_b}) | compiled {c_ms:8.2f} ({c_ms / k_ms:5.1f}x) | floors exp {fe:.3f} "
+                    f"mem {fm:.3f} ms | {row['kernel_TBps']:.2f} TB/s | official {row['official_fp32_ms']} ms "
+                    f"({row['official_fp32_ms'] / k_ms:.1f}x)")
+    return dict(gpu=props.name, driver=subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True).stdout.strip(), torch=torch.__version__, triton=triton.__version__,
+                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), copy_TBps=bw / 1e12, sm_clock_GHz=clock / 1e9,
+                sms=props.multi_processor_count, tiles_fwd=ts._tiles(N, interp=False), tiles_bwd=ts._tiles(N, True, interp=False),
+                rows=rows)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--check", action="store_true"); p.add_argument("--sweep", action="store_true")
+    p.add_argument("--bench", action="store_true"); p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    log = lambda s: print(s, flush=True)
+    ok = check(log) if a.check else True
+    if a.sweep: sweep(log)
+    if a.bench:
+        res = bench(log, a.compile)
+        res["check_passed"] = ok if a.check else None
+        if a.json: json.dump(res, open(a.json, "w"), indent=1)
+    log(f"ALL CHECKS {'PASSED' if ok else 'FAILED'}")
+    sys.exit(0 if ok else 1)

@@ -1,0 +1,239 @@
+"Value-for-value checks of `resvmamba.scan` and `resvmamba.cross_scan` against independent float64 references."
+import math, itertools, pytest, torch
+from resvmamba.scan import selective_scan_ref, selective_scan_parallel, linear_scan
+from resvmamba.cross_scan import cross_scan, cross_merge, cross_selective_scan_ref
+
+def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The published reference semantics written out scalar by scalar, in float64 Python floats:
+    one loop per batch, channel, state and step. Returns (y, last_state) as nested lists -> tensors."""
+    u, delta, A, B, C = (t.double().tolist() for t in (u, delta, A, B, C))
+    D = None if D is None else D.double().tolist()
+    z = None if z is None else z.double().tolist()
+    bias = None if delta_bias is None else delta_bias.double().tolist()
+    nb, d, L, N = len(u), len(u[0]), len(u[0][0]), len(A[0])
+    grouped = isinstance(B[0][0][0], list)
+    G = len(B[0]) if grouped else 1
+    softplus = lambda v: math.log1p(math.exp(v)) if v < 30 else v
+    silu = lambda v: v / (1 + math.exp(-v))
+    y = [[[0.0] * L for _ in range(d)] for _ in range(nb)]
+    last = [[[0.0] * N for _ in range(d)] for _ in range(nb)]
+    for b in range(nb):
+        for c in range(d):
+            g = c // (d // G)                          # channel c reads the B/C of its group
+            Bc = B[b][g] if grouped else B[b]
+            Cc = C[b][g] if grouped else C[b]
+            for n in range(N):
+                h = 0.0
+                for t in range(L):
+                    dt = delta[b][c][t] + (bias[c] if bias else 0.0)
+                    if delta_softplus: dt = softplus(dt)
+                    h = math.exp(dt * A[c][n]) * h + dt * Bc[n][t] * u[b][c][t]
+                    y[b][c][t] += Cc[n][t] * h
+                last[b][c][n] = h
+            for t in range(L):
+                if D is not None: y[b][c][t] += D[c] * u[b][c][t]
+                if z is not None: y[b][c][t] *= silu(z[b][c][t])
+    return torch.tensor(y, dtype=torch.float64), torch.tensor(last, dtype=torch.float64)
+
+def closed_form_states(a_log, x):
+    "h_t = Σ_{s≤t} exp(Σ_{s<r≤t} log a_r) x_s for every t: the unrolled recurrence, O(L²), float64. a_log, x: (..., L)."
+    L = x.shape[-1]
+    S = torch.cumsum(a_log, -1)
+    diff = S[..., :, None] - S[..., None, :]                   # (..., t, s) = Σ_{s<r≤t} log a_r
+    mask = torch.ones(L, L, dtype=torch.bool).tril()
+    return (torch.exp(diff.masked_fill(~mask, -math.inf)) * x[..., None, :]).sum(-1)
+
+def make_inputs(b=2, d=4, N=3, L=6, G=None, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
+    BC = (b, G, N, L) if G else (b, N, L)
+    return dict(u=r(b, d, L), delta=r(b, d, L), A=-torch.rand(d, N, generator=g, dtype=dtype) * 2, B=r(*BC), C=r(*BC),
+                D=r(d), z=r(b, d, L), delta_bias=r(d))
+
+OPTS = list(itertools.product([None, 2, 4], [False, True], [False, True], [False, True], [False, True], [False, True]))
+
+@pytest.mark.parametrize("G,useD,usez,usebias,softplus,last", OPTS)
+@pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_parallel])
+def test_scan_matches_naive(fn, G, useD, usez, usebias, softplus, last):
+    inp = make_inputs(G=G)
+    kw = dict(D=inp['D'] if useD else None, z=inp['z'] if usez else None,
+              delta_bias=inp['delta_bias'] if usebias else None, delta_softplus=softplus)
+    args = [inp[k] for k in ('u', 'delta', 'A', 'B', 'C')]
+    y_ref, h_ref = naive_scan(*args, **kw)
+    out = fn(*args, **kw, return_last_state=last)
+    y, h = out if last else (out, None)
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5)
+    if last:
+        assert h.shape == (2, 4, 3)
+        torch.testing.assert_close(h.double(), h_ref, rtol=1e-5, atol=1e-5)
+
+def test_float64_exact_and_closed_form():
+    inp = make_inputs(dtype=torch.float64, L=9, G=2)
+    args = [inp[k] for k in ('u', 'delta', 'A', 'B', 'C')]
+    y_ref, h_ref = naive_scan(*args, delta_softplus=True)
+    for fn in (selective_scan_ref, selective_scan_parallel):
+        y, h = fn(*args, delta_softplus=True, return_last_state=True)
+        assert y.dtype == torch.float64
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
+
+@pytest.mark.parametrize("L", [1, 2, 7, 31, 32, 33, 64, 100, 1000, 1025, 4096])
+def test_linear_scan_matches_closed_form(L):
+    g = torch.Generator().manual_seed(L)
+    a_log = -torch.rand(3, L, generator=g, dtype=torch.float64) * 0.05
+    x = torch.randn(3, L, generator=g, dtype=torch.float64)
+    if L <= 1100: want = closed_form_states(a_log, x)
+    else:                                                   # O(L²) memory is too much: check the last 300 steps only
+        want = None
+    h = linear_scan(a_log.exp()[..., None], x[..., None], chunk=32)[..., 0]
+    if want is not None: torch.testing.assert_close(h, want, rtol=1e-10, atol=1e-10)
+    else:
+        h_loop, out = torch.zeros(3, dtype=torch.float64), []
+        for t in range(L): h_loop = a_log[:, t].exp() * h_loop + x[:, t]; out.append(h_loop)
+        torch.testing.assert_close(h, torch.stack(out, -1), rtol=1e-10, atol=1e-10)
+
+@pytest.mark.parametrize("L", [1, 2, 7, 64, 1000, 4096])
+def test_parallel_equals_loop_float32(L):
+    inp = make_inputs(b=1, d=2, N=2, L=L, G=None, seed=L)
+    args = [inp[k] for k in ('u', 'delta', 'A', 'B', 'C')]
+    kw = dict(D=inp['D'], z=inp['z'], delta_bias=inp['delta_bias'], delta_softplus=True, return_last_state=True)
+    y1, h1 = selective_scan_ref(*args, **kw)
+    y2, h2 = selective_scan_parallel(*args, **kw)
+    torch.testing.assert_close(y2, y1, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h2, h1, rtol=1e-4, atol=1e-5)
+
+def test_extreme_decays_stay_finite():
+    "Huge Δ|A| (decay underflows to 0) and tiny Δ (decay 1) over a long sequence: no inf, no nan, same as the loop."
+    L = 3000
+    inp = make_inputs(b=1, d=2, N=2, L=L)
+    delta = torch.where(torch.rand(1, 2, L) < 0.5, torch.full((1, 2, L), 80.), torch.full((1, 2, L), -80.))
+    args = (inp['u'], delta, inp['A'] * 10, inp['B'], inp['C'])
+    y1 = selective_scan_ref(*args, delta_softplus=True)
+    y2 = selective_scan_parallel(*args, delta_softplus=True)
+    assert torch.isfinite(y2).all()
+    torch.testing.assert_close(y2, y1, rtol=1e-4, atol=1e-4)
+
+@pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_parallel])
+def test_gradcheck(fn):
+    inp = make_inputs(b=1, d=2, N=2, L=5, G=2, dtype=torch.float64)
+    args = [inp[k].requires_grad_() for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')]
+    f = lambda u, dl, A, B, C, D, z, bias: fn(u, dl, A, B, C, D=D, z=z, delta_bias=bias, delta_softplus=True)
+    assert torch.autograd.gradcheck(f, args)
+
+def test_parallel_gradients_equal_loop():
+    inp = make_inputs(b=2, d=4, N=3, L=77, G=2)
+    names = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+    grads = []
+    for fn in (selective_scan_ref, selective_scan_parallel):
+        ts = [inp[k].clone().requires_grad_() for k in names]
+        y = fn(*ts[:5], D=ts[5], z=ts[6], delta_bias=ts[7], delta_softplus=True)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        grads.append([t.grad for t in ts])
+    for g1, g2 in zip(*grads): torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-5)
+
+def test_low_precision_inputs_return_their_dtype():
+    inp = make_inputs()
+    args = [inp[k].bfloat16() for k in ('u', 'delta', 'A', 'B', 'C')]
+    for fn in (selective_scan_ref, selective_scan_parallel):
+        y = fn(*args, delta_softplus=True)
+        assert y.dtype == torch.bfloat16
+        y32 = fn(*[a.float() for a in args], delta_softplus=True)  # computed in float32: only the final cast differs
+        torch.testing.assert_close(y, y32.bfloat16())
+
+@pytest.mark.parametrize("bad,msg", [
+    (dict(A=torch.randn(4, 3, dtype=torch.complex64)), "complex"),
+    (dict(u=torch.randn(2, 4)), "u must be"),
+    (dict(delta=torch.randn(2, 4, 5)), "delta must be"),
+    (dict(A=torch.randn(5, 3)), "A must be"),
+    (dict(B=torch.randn(2, 3, 5)), "B must be"),
+    (dict(C=torch.randn(2, 3, 3, 6)), "G=3"),
+    (dict(D=torch.randn(3)), "D must be"),
+    (dict(z=torch.randn(2, 4, 5)), "z must be"),
+    (dict(delta_bias=torch.randn(4, 1)), "delta_bias must be"),
+])
+@pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_parallel])
+def test_bad_shapes_raise(fn, bad, msg):
+    inp = make_inputs(); inp.update(bad)
+    with pytest.raises(ValueError, match=msg):
+        fn(inp['u'], inp['delta'], inp['A'], inp['B'], inp['C'], D=inp['D'], z=inp['z'], delta_bias=inp['delta_bias'])
+
+# ---- cross-scan -------------------------------------------------------------------------------
+
+SIZES = [(1, 1), (1, 5), (5, 1), (2, 2), (3, 5), (4, 3), (7, 7)]
+
+def route_index(H, W):
+    "Where each route reads from, as flat row-major pixel indices, built by walking the grid by hand."
+    rows = [i * W + j for i in range(H) for j in range(W)]
+    cols = [i * W + j for j in range(W) for i in range(H)]
+    return [rows, cols, rows[::-1], cols[::-1]]
+
+@pytest.mark.parametrize("H,W", SIZES)
+def test_cross_scan_routes_are_the_hand_walked_permutations(H, W):
+    x = torch.randn(2, 3, H, W)
+    xs = cross_scan(x)
+    assert xs.shape == (2, 4, 3, H * W)
+    for k, idx in enumerate(route_index(H, W)):
+        assert sorted(idx) == list(range(H * W))                 # a permutation: every pixel exactly once
+        torch.testing.assert_close(xs[:, k], x.flatten(2)[..., idx], rtol=0, atol=0)
+
+@pytest.mark.parametrize("H,W", SIZES)
+def test_cross_merge_is_adjoint(H, W):
+    x, y = torch.randn(2, 3, H, W, dtype=torch.float64), torch.randn(2, 4, 3, H * W, dtype=torch.float64)
+    torch.testing.assert_close((cross_scan(x) * y).sum(), (x * cross_merge(y, H, W)).sum())
+    xr = x.requires_grad_()
+    (cross_scan(xr) * y).sum().backward()
+    torch.testing.assert_close(xr.grad, cross_merge(y, H, W))
+
+def naive_cross_selective_scan(x, delta, A, B, C, D, bias):
+    "Direction by direction, with explicit index lists and one 1-D scan each (float64 naive scan)."
+    Bt, Dm, H, W = x.shape
+    y = torch.zeros(Bt, Dm, H * W, dtype=torch.float64)
+    for k, idx in enumerate(route_index(H, W)):
+        seq = lambda t: t.flatten(-2)[..., idx]
+        yk, _ = naive_scan(seq(x), seq(delta[:, k]), A[k], seq(B[:, k]), seq(C[:, k]), D=D[k], delta_bias=bias[k], delta_softplus=True)
+        y[..., idx] += yk                                         # scatter back to the pixels it was read from
+    return y.view(Bt, Dm, H, W)
+
+@pytest.mark.parametrize("H,W", [(1, 1), (3, 5), (4, 1), (2, 3)])
+@pytest.mark.parametrize("scan_fn", [None, selective_scan_parallel])
+def test_cross_selective_scan_matches_naive(H, W, scan_fn):
+    g = torch.Generator().manual_seed(H * 10 + W)
+    Bt, Dm, N = 2, 3, 2
+    r = lambda *s: torch.randn(*s, generator=g)
+    x, delta, A = r(Bt, Dm, H, W), r(Bt, 4, Dm, H, W), -torch.rand(4, Dm, N, generator=g)
+    B, C, D, bias = r(Bt, 4, N, H, W), r(Bt, 4, N, H, W), r(4, Dm), r(4, Dm)
+    y = cross_selective_scan_ref(x, delta, A, B, C, D=D, delta_bias=bias, scan_fn=scan_fn)
+    assert y.shape == (Bt, Dm, H, W) and y.dtype == x.dtype
+    torch.testing.assert_close(y.double(), naive_cross_selective_scan(x, delta, A, B, C, D, bias), rtol=1e-5, atol=1e-5)
+
+def test_cross_selective_scan_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    Bt, Dm, N, H, W = 1, 2, 2, 2, 3
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()
+    args = (r(Bt, Dm, H, W), r(Bt, 4, Dm, H, W), (-torch.rand(4, Dm, N, generator=g, dtype=torch.float64)).requires_grad_(),
+            r(Bt, 4, N, H, W), r(Bt, 4, N, H, W), r(4, Dm), r(4, Dm))
+    for fn in (None, selective_scan_parallel):
+        f = lambda x, dl, A, B, C, D, bias: cross_selective_scan_ref(x, dl, A, B, C, D=D, delta_bias=bias, scan_fn=fn)
+        assert torch.autograd.gradcheck(f, args)
+
+@pytest.mark.parametrize("bad,msg", [
+    (dict(x=torch.randn(2, 3, 4)), "x must be"),
+    (dict(delta=torch.randn(2, 3, 3, 4, 5)), "delta must be"),
+    (dict(A=torch.randn(3, 2)), "A must be"),
+    (dict(B=torch.randn(2, 4, 2, 5, 4)), "B must be"),
+    (dict(C=torch.randn(2, 4, 3, 4, 5)), "C must be"),
+    (dict(D=torch.randn(3)), "D must be"),
+    (dict(delta_bias=torch.randn(4, 2)), "delta_bias must be"),
+])
+def test_cross_selective_scan_bad_shapes(bad, msg):
+    Bt, Dm, N, H, W = 2, 3, 2, 4, 5
+    inp = dict(x=torch.randn(Bt, Dm, H, W), delta=torch.randn(Bt, 4, Dm, H, W), A=-torch.rand(4, Dm, N),
+               B=torch.randn(Bt, 4, N, H, W), C=torch.randn(Bt, 4, N, H, W), D=torch.randn(4, Dm), delta_bias=torch.randn(4, Dm))
+    inp.update(bad)
+    with pytest.raises(ValueError, match=msg):
+        cross_selective_scan_ref(**inp)
+
+def test_cross_merge_bad_shape():
+    with pytest.raises(ValueError, match="H\\*W"):
+        cross_merge(torch.randn(1, 4, 2, 12), 3, 5)
