@@ -49,13 +49,14 @@ def grads(y, ins, dy):
     return [torch.zeros_like(t) if g is None else g for g, t in zip(gs, ins)]
 
 
-def check(log):
+def check(log, quick=False):
     "Kernel vs reference on the GPU, outputs and gradients; returns True when every check passes."
     ok = True
     ts.POISON = True
     cases = [(2, 192, 56, 56), (2, 384, 28, 28), (2, 768, 14, 14), (2, 1536, 7, 7), (3, 40, 75, 13), (2, 33, 1, 1),
              (1, 24, 9, 15)]
-    for Ns in (16, 4, 1):
+    if quick: cases = [(1, 192, 56, 56), (3, 40, 75, 13), (2, 33, 1, 1), (2, 40, 75, 13)]
+    for Ns in ((16,) if quick else (16, 4, 1)):
         for (Bsz, Dm, H, W) in (cases if Ns == 16 else cases[4:]):
             base = inputs(Bsz, Dm, H, W, Ns, torch.float32, seed=Bsz * Dm + H + Ns)
             ref_in = [t.double().requires_grad_() for t in base]
@@ -89,6 +90,17 @@ def check(log):
     e = rel(cross_selective_scan_triton(*base), cross_selective_scan_ref(*[t.double() for t in base]))
     ok &= e < 1e-5
     log(f"check vs sequential selective_scan_ref (1, 1536, 7x7, fp32): {e:.1e} {'PASS' if e < 1e-5 else 'FAIL'}")
+    # torch.compile of a surrounding function, under autocast(bfloat16), forward and backward
+    try:
+        base = [t.requires_grad_() for t in inputs(2, 48, 9, 11, 16, torch.float32)]
+        f = torch.compile(lambda *a: 2 * cross_selective_scan_triton(*a) + 1)
+        with torch.autocast("cuda", dtype=torch.bfloat16): y = f(*base)
+        y.float().sum().backward()
+        e = rel((y - 1) / 2, cross_selective_scan_ref(*[t.detach().double() for t in base]))
+        good = e < 1e-2 and all(t.grad is not None and bool(torch.isfinite(t.grad).all()) for t in base)
+    except Exception as ex: good, e = False, repr(ex)[:300]
+    ok &= good
+    log(f"check torch.compile + autocast(bf16), fwd+bwd: rel err {e} {'PASS' if good else 'FAIL'}")
     ts.POISON = False
     return ok
 
@@ -146,14 +158,14 @@ def time_unfused(fn, Dm, H, dtype, backward, log):
     return float("nan"), 0
 
 
-def sweep(log):
+def sweep(log, fwd_tiles, bwd_tiles):
     for Dm, H in (STAGES[0], STAGES[3]):
         ins = inputs(BATCH, Dm, H, H, N, torch.float32)
-        for t in ((2, 32, 2), (4, 32, 4), (8, 32, 4), (4, 64, 4), (8, 64, 8), (8, 16, 4), (16, 16, 8), (2, 64, 2)):
+        for t in fwd_tiles:
             ms = do_bench(lambda: ts._scan_fwd(*ins, True, False, tiles=t), warmup=10, rep=50, return_mode="median")
             log(f"sweep fwd Dm={Dm} {H}x{H} tiles={t}: {ms:.3f} ms")
         dy = torch.randn(BATCH, Dm, H, H, device="cuda")
-        for t in ((8, 16, 4), (16, 16, 8), (4, 16, 2), (8, 32, 8), (4, 32, 4), (16, 8, 4), (32, 8, 8)):
+        for t in bwd_tiles:
             _, hs = ts._scan_fwd(*ins, True, True, tiles=(4, t[1], 4))
             ms = do_bench(lambda: ts._scan_bwd(dy, hs, *ins, True, tiles=t), warmup=10, rep=50, return_mode="median")
             log(f"sweep bwd Dm={Dm} {H}x{H} tiles={t}: {ms:.3f} ms")
@@ -190,7 +202,7 @@ def bench(log, compile_unfused):
     return dict(gpu=props.name, driver=subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                 capture_output=True, text=True).stdout.strip(), torch=torch.__version__, triton=triton.__version__,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), copy_TBps=bw / 1e12, sm_clock_GHz=clock / 1e9,
-                sms=props.multi_processor_count, tiles_fwd=ts._tiles(N, interp=False), tiles_bwd=ts._tiles(N, True, interp=False),
+                sms=props.multi_processor_count, tiles_fwd={H: ts._tiles(N, H * H, interp=False) for _, H in STAGES}, tiles_bwd=ts._tiles(N, 3136, True, interp=False),
                 rows=rows)
 
 
@@ -198,14 +210,19 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--check", action="store_true"); p.add_argument("--sweep", action="store_true")
     p.add_argument("--bench", action="store_true"); p.add_argument("--compile", action="store_true")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None); p.add_argument("--quick", action="store_true")
+    p.add_argument("--fwd-tiles", default="8,16,4;8,32,4;4,16,2;4,32,2;16,16,8;8,8,4;2,32,1;4,64,2")
+    p.add_argument("--bwd-tiles", default="8,16,4;4,16,2;8,8,4;16,8,8;4,8,2;8,32,4;2,16,1")
     a = p.parse_args()
     log = lambda s: print(s, flush=True)
-    ok = check(log) if a.check else True
-    if a.sweep: sweep(log)
-    if a.bench:
+    tiles = lambda s: [tuple(int(v) for v in c.split(",")) for c in s.split(";")]
+    if a.sweep: sweep(log, tiles(a.fwd_tiles), tiles(a.bwd_tiles))
+    if a.bench:     # timings first, checks after (the checks poison outputs with NaN fills, which cost time)
         res = bench(log, a.compile)
-        res["check_passed"] = ok if a.check else None
         if a.json: json.dump(res, open(a.json, "w"), indent=1)
+    ok = check(log, a.quick) if a.check else True
+    if a.bench and a.json:
+        res["check_passed"] = ok if a.check else None
+        json.dump(res, open(a.json, "w"), indent=1)
     log(f"ALL CHECKS {'PASSED' if ok else 'FAILED'}")
     sys.exit(0 if ok else 1)

@@ -6,11 +6,11 @@
 __all__ = ['discretize_zoh', 'discretize_euler', 'discretize_bilinear', 'discretize_mamba', 'ssm_recurrent', 'ssm_conv_kernel',
            'causal_conv']
 
-# %% ../nbs/01_discretization.ipynb #8cb26c86
+# %% ../nbs/01_discretization.ipynb #a2a24e53
 import torch
 from .ssm import as_float, is_diagonal, check_vec, batch_shape, state_flow
 
-# %% ../nbs/01_discretization.ipynb #5a4fff51
+# %% ../nbs/01_discretization.ipynb #59f482cd
 def discretize_zoh(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
                    B:torch.Tensor, # input vector (..., n)
                    delta:torch.Tensor|float, # step size, broadcasting with the batch dims of A and B
@@ -19,7 +19,7 @@ def discretize_zoh(A:torch.Tensor, # state matrix (..., n, n), or diagonals (...
     "Zero-order hold: $\\bar A = e^{\\Delta A}$, $\\bar B = \\int_0^\\Delta e^{As}ds\\,B$, exact for input held over each step."
     return state_flow(A, B, delta, diag=diag)   # Van Loan's block exponential (dense) or expm1 (diagonal): no inverse of A
 
-# %% ../nbs/01_discretization.ipynb #ec2c8e37
+# %% ../nbs/01_discretization.ipynb #7eea44b2
 def _delta_for(A, B, delta, diag):
     "Common dtype, checked shapes, and `delta` with singleton state axes ready to multiply A and B."
     A, B, delta = as_float(A, B, delta)
@@ -38,7 +38,7 @@ def discretize_euler(A:torch.Tensor, # state matrix (..., n, n), or diagonals (.
     if diag: return 1 + d * A, d * B
     return torch.eye(A.shape[-1], dtype=A.dtype, device=A.device) + d[..., None] * A, d * B
 
-# %% ../nbs/01_discretization.ipynb #4edd49cc
+# %% ../nbs/01_discretization.ipynb #fea4b19e
 def discretize_bilinear(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
                         B:torch.Tensor, # input vector (..., n)
                         delta:torch.Tensor|float, # step size, broadcasting with the batch dims of A and B
@@ -52,7 +52,7 @@ def discretize_bilinear(A:torch.Tensor, # state matrix (..., n, n), or diagonals
     Bb = torch.linalg.solve(lhs, (d * B)[..., None])[..., 0]
     return torch.linalg.solve(lhs, I + d[..., None] / 2 * A), Bb
 
-# %% ../nbs/01_discretization.ipynb #e93353a0
+# %% ../nbs/01_discretization.ipynb #b8bf2b93
 def discretize_mamba(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
                      B:torch.Tensor, # input vector (..., n)
                      delta:torch.Tensor|float, # step size, broadcasting with the batch dims of A and B
@@ -63,7 +63,7 @@ def discretize_mamba(A:torch.Tensor, # state matrix (..., n, n), or diagonals (.
     Ab = torch.exp(d * A) if diag else torch.linalg.matrix_exp(d[..., None] * A)
     return Ab, d * B   # the simplification of selective_scan_ref in state-spaces/mamba: deltaB_u = delta * B * u
 
-# %% ../nbs/01_discretization.ipynb #7e07b7c6
+# %% ../nbs/01_discretization.ipynb #e3636ef2
 def ssm_recurrent(Ab:torch.Tensor, # discrete state matrix (..., n, n), or diagonals (..., n); with per_step an L axis before the state axes
                   Bb:torch.Tensor, # discrete input vector (..., n); with per_step (..., L, n)
                   C:torch.Tensor, # output vector (..., n); with per_step (..., L, n)
@@ -76,7 +76,8 @@ def ssm_recurrent(Ab:torch.Tensor, # discrete state matrix (..., n, n), or diago
                  ): # y (..., L), or (y, h_L)
     "Run $h_k = \\bar A h_{k-1} + \\bar B x_k$, $y_k = C h_k + D x_k$ step by step: the reference recurrence."
     Ab, Bb, C, x = as_float(Ab, Bb, C, x)
-    diag = is_diagonal(Ab if not per_step else Ab[..., 0, :] if Ab.ndim >= 2 else Ab, diag)
+    if diag is None: diag = Ab.ndim == 1 + per_step                       # a lone diagonal: (n,), or (L, n) per step
+    diag = is_diagonal(Ab, diag)
     n, L = Ab.shape[-1], x.shape[-1]
     check_vec('Bb', Bb, n); check_vec('C', C, n)
     if per_step:
@@ -96,7 +97,7 @@ def ssm_recurrent(Ab:torch.Tensor, # discrete state matrix (..., n, n), or diago
     if D is not None: y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * x
     return (y, h) if return_last_state else y
 
-# %% ../nbs/01_discretization.ipynb #0fc50275
+# %% ../nbs/01_discretization.ipynb #e0ffa1e8
 def ssm_conv_kernel(Ab:torch.Tensor, # discrete state matrix (..., n, n), or diagonals (..., n)
                     Bb:torch.Tensor, # discrete input vector (..., n)
                     C:torch.Tensor, # output vector (..., n)
@@ -115,7 +116,7 @@ def ssm_conv_kernel(Ab:torch.Tensor, # discrete state matrix (..., n, n), or dia
         K.append((C * v).sum(-1)); v = (Ab @ v[..., None])[..., 0]
     return torch.stack(K, -1)
 
-# %% ../nbs/01_discretization.ipynb #bffaf860
+# %% ../nbs/01_discretization.ipynb #717877b6
 def causal_conv(x:torch.Tensor, # input sequence (..., L)
                 K:torch.Tensor, # kernel (..., L_K) with L_K >= L; taps beyond L are unused
                 D:torch.Tensor|float|None=None, # feedthrough (...), or None for 0

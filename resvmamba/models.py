@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MODELS', 'create_model']
 
-# %% ../nbs/07b_models.ipynb #cb05fc16
+# %% ../nbs/07b_models.ipynb #71f4e038
 import inspect
 from pathlib import Path
 import torch.nn as nn
@@ -33,7 +33,7 @@ def create_model(name,              # one of `MODELS`: vmamba_{tiny,small,base,t
     if pretrained: load_vmamba_checkpoint(model, Path(pretrained))
     return model
 
-# %% ../nbs/07b_models.ipynb #ca9c8fd5
+# %% ../nbs/07b_models.ipynb #57ce4f2e
 from timm.models import register_model
 
 def _timm_entry(name):

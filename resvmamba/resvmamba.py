@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['GlobalResidual', 'ResVMamba']
 
-# %% ../nbs/07_resvmamba.ipynb #4dd93cdd
+# %% ../nbs/07_resvmamba.ipynb #9358cdf5
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from .vmamba import VMamba, VMAMBA_CONFIGS, load_vmamba_checkpoint
 
-# %% ../nbs/07_resvmamba.ipynb #06e926f2
+# %% ../nbs/07_resvmamba.ipynb #086af92d
 class GlobalResidual(nn.Module):
     "Res-VMamba's stage residual: 2×2 max-pool (ceil mode) and a zero-initialised 1×1 conv; `(B,H,W,C_in)` → `(B,⌈H/2⌉,⌈W/2⌉,C_out)`."
     def __init__(self, in_dim,   # C_i, channels of the stage's input
@@ -23,7 +23,7 @@ class GlobalResidual(nn.Module):
     def forward(self, x): # (B, H, W, C_in), channels-last
         return self.proj(self.pool(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)  # (B, H/2, W/2, C_out)
 
-# %% ../nbs/07_resvmamba.ipynb #19274e12
+# %% ../nbs/07_resvmamba.ipynb #2869c255
 class ResVMamba(VMamba):
     "VMamba with Res-VMamba's global residual around the stages in `residual_stages` (trained, zero at init)."
     checkpoint_optional_prefixes = ("residuals.",)

@@ -6,10 +6,10 @@
 __all__ = ['as_float', 'is_diagonal', 'check_vec', 'batch_shape', 'state_flow', 'impulse_response', 'step_response',
            'ssm_solve_pwc']
 
-# %% ../nbs/00_ssm.ipynb #f7e49891
+# %% ../nbs/00_ssm.ipynb #70435a87
 import torch
 
-# %% ../nbs/00_ssm.ipynb #89a71a7f
+# %% ../nbs/00_ssm.ipynb #3c4639ce
 def as_float(*xs):
     "Tensors of `xs` on one device in one floating (or complex) dtype; integer inputs become the default float."
     tensors = [x for x in xs if isinstance(x, torch.Tensor)]
@@ -20,7 +20,7 @@ def as_float(*xs):
     # Python numbers take the tensors' dtype (as in torch's own promotion): a float delta must not be rounded to float32 first
     return [torch.as_tensor(x, dtype=dtype, device=dev) for x in xs]
 
-# %% ../nbs/00_ssm.ipynb #e97e0b8a
+# %% ../nbs/00_ssm.ipynb #63140d64
 def is_diagonal(A:torch.Tensor, # state matrix: dense (..., n, n) or the diagonal (..., n)
                 diag:bool|None=None, # True: `A` holds diagonals; None: only a 1-d `A` is diagonal
                )->bool:
@@ -32,7 +32,7 @@ def is_diagonal(A:torch.Tensor, # state matrix: dense (..., n, n) or the diagona
                          "for diagonal systems pass the diagonals, shape (..., n), with diag=True")
     return diag
 
-# %% ../nbs/00_ssm.ipynb #cbfeae88
+# %% ../nbs/00_ssm.ipynb #44da3938
 def check_vec(name:str, v:torch.Tensor, n:int):
     "Raise unless `v` has shape (..., n), the state size of `A`."
     if v.ndim < 1 or v.shape[-1] != n:
@@ -44,7 +44,7 @@ def batch_shape(**shapes):
     except RuntimeError:
         raise ValueError("batch dimensions do not broadcast: " + ", ".join(f"{k} {tuple(s)}" for k, s in shapes.items())) from None
 
-# %% ../nbs/00_ssm.ipynb #d804aeb2
+# %% ../nbs/00_ssm.ipynb #be75ba41
 def state_flow(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
                B:torch.Tensor, # input vector (..., n)
                t:torch.Tensor, # elapsed time, any shape broadcasting with the batch dims of A and B
@@ -69,7 +69,7 @@ def state_flow(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
     E = torch.linalg.matrix_exp(M)                            # [[Phi, Gamma], [0, 1]]
     return E[..., :n, :n], E[..., :n, n]
 
-# %% ../nbs/00_ssm.ipynb #90ba3828
+# %% ../nbs/00_ssm.ipynb #2bf943eb
 def _with_time_axis(A, B, C, diag):
     "Insert a time axis in front of the state axes of A, B, C."
     return (A[..., None, :] if diag else A[..., None, :, :]), B[..., None, :], C[..., None, :]
@@ -90,7 +90,7 @@ def impulse_response(A:torch.Tensor, # state matrix (..., n, n), or diagonals (.
     else:    Kt = (C * (torch.linalg.matrix_exp(A * t[:, None, None]) @ B[..., None])[..., 0]).sum(-1)
     return torch.where(t >= 0, Kt, torch.zeros_like(Kt))
 
-# %% ../nbs/00_ssm.ipynb #5530d614
+# %% ../nbs/00_ssm.ipynb #c3a583f2
 def step_response(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
                   B:torch.Tensor, # input vector (..., n)
                   C:torch.Tensor, # output vector (..., n)
@@ -105,7 +105,7 @@ def step_response(A:torch.Tensor, # state matrix (..., n, n), or diagonals (...,
     A, B, C = _with_time_axis(A, B, C, diag)
     return (C * state_flow(A, B, t.clamp(min=0), diag=diag)[1]).sum(-1)     # (..., T)
 
-# %% ../nbs/00_ssm.ipynb #b40b1a4a
+# %% ../nbs/00_ssm.ipynb #8b7ceb4b
 def ssm_solve_pwc(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
                   B:torch.Tensor, # input vector (..., n)
                   C:torch.Tensor, # output vector (..., n)

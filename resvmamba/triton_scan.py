@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['POISON', 'cross_selective_scan_triton', 'cross_selective_scan']
 
-# %% ../nbs/04_triton_scan.ipynb #f822dc96
+# %% ../nbs/04_triton_scan.ipynb #174b70a8
 import math, os
 import torch
 import triton
@@ -13,7 +13,7 @@ import triton.language as tl
 from .scan import selective_scan_ref, selective_scan_parallel
 from .cross_scan import cross_selective_scan_ref
 
-# %% ../nbs/04_triton_scan.ipynb #2efb3940
+# %% ../nbs/04_triton_scan.ipynb #f4f015c9
 @triton.jit
 def _pixel(t, k: tl.constexpr, H, W, L):
     "Image offset h*W + w of step t of route k (0 row-major, 1 column-major, 2 and 3 the same reversed)."
@@ -22,7 +22,7 @@ def _pixel(t, k: tl.constexpr, H, W, L):
     else: p = t                                      # row-major: the memory order itself
     return p
 
-# %% ../nbs/04_triton_scan.ipynb #0234a7e5
+# %% ../nbs/04_triton_scan.ipynb #03500c3d
 @triton.jit
 def _first_order(a1, b1, a2, b2):
     "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
@@ -37,14 +37,14 @@ def _softplus(v):
 
 @triton.jit
 def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
-    "Load a (BLOCK_D, T) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
     v = tl.load(dt_ptrs, mask=m, other=0.0).to(ACC)
-    if HAS_BIAS: v = v + bias[:, None]
+    if HAS_BIAS: v = v + bias[None, :]
     if SOFTPLUS: dt = _softplus(v)
     else: dt = v
     return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
 
-# %% ../nbs/04_triton_scan.ipynb #c0fa2a4e
+# %% ../nbs/04_triton_scan.ipynb #fb516957
 @triton.jit
 def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, image layout (see the launcher)
                 y_ptr, hs_ptr,                                         # outputs: y (B, Dm, L) in ACC; chunk states
@@ -52,59 +52,59 @@ def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, 
                 N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
                 HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 SAVE: tl.constexpr, ACC: tl.constexpr):
-    b = tl.program_id(0)                                   # this program: image b, channels d
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
-    x_row = x_ptr + b.to(tl.int64) * Dm * L + d[:, None] * L   # int64: B*Dm*L passes 2**31 at real sizes
-    y_row = y_ptr + b.to(tl.int64) * Dm * L + d[:, None] * L
+    x_row = x_ptr + b.to(tl.int64) * Dm * L + d[None, :] * L   # int64: B*Dm*L passes 2**31 at real sizes
+    y_row = y_ptr + b.to(tl.int64) * Dm * L + d[None, :] * L
     for k in tl.static_range(4):                               # the four routes, always in this order
         bk = b.to(tl.int64) * 4 + k
         A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
         if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
         if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
         else: bias = tl.zeros([BLOCK_D], ACC)
-        dt_row = dt_ptr + (bk * Dm + d[:, None]) * L
-        bc_row = (bk * N + n[:, None]) * L
+        dt_row = dt_ptr + (bk * Dm + d[None, :]) * L
+        bc_row = (bk * N + n[None, :]) * L
         h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
         for c in range(n_chunks):
             t = c * T + tt
             tm = t < L
-            p = _pixel(t, k, H, W, L)                                                    # (T,) image offsets
-            m = dm[:, None] & tm[None, :]
-            u = tl.load(x_row + p[None, :], mask=m, other=0.0).to(ACC)                    # (BLOCK_D, T)
-            _, dt = _load_dt(dt_row + p[None, :], m, bias, HAS_BIAS, SOFTPLUS, ACC)       # (BLOCK_D, T)
-            Bt = tl.load(B_ptr + bc_row + p[None, :], mask=tm[None, :], other=0.0).to(ACC)  # (N, T)
-            Ct = tl.load(C_ptr + bc_row + p[None, :], mask=tm[None, :], other=0.0).to(ACC)  # (N, T)
+            p = _pixel(t, k, H, W, L)[:, None]                                           # (T, 1) image offsets
+            m = tm[:, None] & dm[None, :]
+            u = tl.load(x_row + p, mask=m, other=0.0).to(ACC)                             # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC)                # (T, BLOCK_D)
+            Bt = tl.load(B_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
+            Ct = tl.load(C_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
             if SAVE: tl.store(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], h, mask=dm[:, None])
-            a = tl.exp2(dt[:, None, :] * A2[:, :, None])                                 # (BLOCK_D, N, T)
-            bu = (dt * u)[:, None, :] * Bt[None, :, :]                                   # (BLOCK_D, N, T)
-            ac, bc = tl.associative_scan((a, bu), 2, _first_order)                      # prefix maps of the chunk
-            hh = ac * h[:, :, None] + bc                                                 # every state of the chunk
-            yk = tl.sum(hh * Ct[None, :, :], 1)                                          # (BLOCK_D, T)
-            if HAS_D: yk += Dk[:, None] * u
-            h = tl.sum(tl.where(tt[None, None, :] == T - 1, hh, 0.0), 2)                # carry the last state on
-            yp = y_row + p[None, :]
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            yk = tl.sum(hh * Ct[:, None, :], 2)                                          # (T, BLOCK_D)
+            if HAS_D: yk += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            yp = y_row + p
             if k > 0: yk += tl.load(yp, mask=m, other=0.0)                               # add to routes before
             tl.store(yp, yk, mask=m)
         tl.debug_barrier()   # next route reads y that other threads of this program wrote
 
-# %% ../nbs/04_triton_scan.ipynb #97993d3e
+# %% ../nbs/04_triton_scan.ipynb #2c497d17
 @triton.jit
 def _adjoint(f1, q1, r1, f2, q2, r2):
     "Join a later segment (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
     return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
 
-# %% ../nbs/04_triton_scan.ipynb #c5b5ef0a
+# %% ../nbs/04_triton_scan.ipynb #63c1351f
 @triton.jit
 def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_ptr,  # forward inputs, checkpoints, dy
                 dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,            # gradients (partials for A, B, C, D, bias)
                 Bsz, Dm, H, W, L, n_chunks,
                 N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
                 HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
-    b, db = tl.program_id(0), tl.program_id(1)
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
     d = db * BLOCK_D + tl.arange(0, BLOCK_D)
     dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
-    img = b.to(tl.int64) * Dm * L + d[:, None] * L
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
     for k in tl.static_range(4):
         bk = b.to(tl.int64) * 4 + k
         A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
@@ -112,47 +112,47 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_
         if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
         if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
         else: bias = tl.zeros([BLOCK_D], ACC)
-        dt_row = (bk * Dm + d[:, None]) * L
-        bc_row = (bk * N + n[:, None]) * L
-        part_row = ((db * Bsz * 4 + bk) * N + n[:, None]) * L    # this channel block's share of dB, dC
+        dt_row = (bk * Dm + d[None, :]) * L
+        bc_row = (bk * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC
         carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
         dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
         for ci in range(n_chunks):
             c = n_chunks - 1 - ci                                 # chunks from last to first
             t = c * T + tt
             tm = t < L
-            p = _pixel(t, k, H, W, L)
-            m = dm[:, None] & tm[None, :]
-            u = tl.load(x_ptr + img + p[None, :], mask=m, other=0.0).to(ACC)
-            v, dt = _load_dt(dt_ptr + dt_row + p[None, :], m, bias, HAS_BIAS, SOFTPLUS, ACC)
-            Bt = tl.load(B_ptr + bc_row + p[None, :], mask=tm[None, :], other=0.0).to(ACC)
-            Ct = tl.load(C_ptr + bc_row + p[None, :], mask=tm[None, :], other=0.0).to(ACC)
-            dy = tl.load(dy_ptr + img + p[None, :], mask=m, other=0.0).to(ACC)
+            p = _pixel(t, k, H, W, L)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = tl.load(x_ptr + img + p, mask=m, other=0.0).to(ACC)                       # (T, BLOCK_D)
+            v, dt = _load_dt(dt_ptr + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
+            Bt = tl.load(B_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
+            Ct = tl.load(C_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = tl.load(dy_ptr + img + p, mask=m, other=0.0).to(ACC)
             h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
-            a = tl.exp2(dt[:, None, :] * A2[:, :, None])          # recompute the chunk from its checkpoint
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])          # recompute the chunk from its checkpoint
             dtu = dt * u
-            bu = dtu[:, None, :] * Bt[None, :, :]
-            ac, bc = tl.associative_scan((a, bu), 2, _first_order)
-            hh = ac * h0[:, :, None] + bc                         # h_t, (BLOCK_D, N, T)
-            _, q, r = tl.associative_scan((a, tl.full(a.shape, 1.0, ACC), dy[:, None, :] * Ct[None, :, :]), 2,
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((a, tl.full(a.shape, 1.0, ACC), dy[:, :, None] * Ct[:, None, :]), 0,
                                           _adjoint, reverse=True)
-            g = r + q * carry[:, :, None]                         # g_t, (BLOCK_D, N, T)
-            carry = tl.sum(tl.where(tt[None, None, :] == 0, a * g, 0.0), 2)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
             ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
-            gB = g * Bt[None, :, :]
-            dA += tl.sum(ga * dt[:, None, :], 2)
-            du = tl.sum(gB, 1) * dt
-            ddt = tl.sum(ga * A[:, :, None] + gB * u[:, None, :], 1)
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
             if HAS_D:
-                du += Dk[:, None] * dy
-                dD += tl.sum(dy * u, 1)
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
             if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
             ddt = tl.where(m, ddt, 0.0)
-            dbias += tl.sum(ddt, 1)
-            tl.store(ddt_ptr + dt_row + p[None, :], ddt, mask=m)
-            tl.store(dB_ptr + part_row + p[None, :], tl.sum(g * dtu[:, None, :], 0), mask=tm[None, :])
-            tl.store(dC_ptr + part_row + p[None, :], tl.sum(hh * dy[:, None, :], 0), mask=tm[None, :])
-            dxp = dx_ptr + img + p[None, :]
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddt_ptr + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            dxp = dx_ptr + img + p
             if k > 0: du += tl.load(dxp, mask=m, other=0.0)      # add to the routes before, as y in the forward
             tl.store(dxp, du, mask=m)
         tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
@@ -160,7 +160,7 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_
         tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
         tl.debug_barrier()
 
-# %% ../nbs/04_triton_scan.ipynb #549ec304
+# %% ../nbs/04_triton_scan.ipynb #5e7ffb86
 _LOG2E = 1.4426950408889634
 _VALID_N = (1, 2, 4, 8, 16)
 
@@ -168,11 +168,11 @@ def _interpreting():
     "True when Triton runs kernels in its numpy interpreter (TRITON_INTERPRET=1 at kernel definition)."
     return not isinstance(_fwd_kernel, triton.runtime.jit.JITFunction)
 
-def _tiles(N, backward=False, interp=None):
-    "(BLOCK_D, T, num_warps) for a state size N."
+def _tiles(N, L, backward=False, interp=None):
+    "(BLOCK_D, T, num_warps) for state size N and route length L: BLOCK_D*N = 128 states per step, split over 4 warps."
     if _interpreting() if interp is None else interp: return 2, 8, 1   # tiny tiles: every edge case on tiny inputs
-    if backward: return max(1, 2048 // (N * 16)), 16, 4                # 8 channels x 16 steps at N=16
-    return max(1, 2048 // (N * 32)), 32, 4                             # 4 channels x 32 steps at N=16
+    if backward: return max(1, 128 // N), 16, 4        # ~10 live tiles; T=16 keeps the checkpoints as large as Δ
+    return max(1, 128 // N), (32 if L >= 1024 else 16), 4
 
 def _acc(x):
     "Accumulation dtype: float32 for half, bfloat16 and float32 inputs; float64 stays float64 (for gradcheck)."
@@ -187,7 +187,7 @@ def _empty(shape, like, dtype):
     t = torch.empty(shape, device=like.device, dtype=dtype)
     return t.fill_(float("nan")) if POISON else t
 
-# %% ../nbs/04_triton_scan.ipynb #9c271cc1
+# %% ../nbs/04_triton_scan.ipynb #b3a897ad
 def _check_inputs(x, delta, A, B, C, D, delta_bias):
     "Raise a ValueError naming the first argument the kernel cannot take, and the shape it expects."
     if x.dim() != 4: raise ValueError(f"cross_selective_scan_triton: x must be (B, Dm, H, W), got shape {tuple(x.shape)}")
@@ -209,35 +209,35 @@ def _check_inputs(x, delta, A, B, C, D, delta_bias):
         raise ValueError("cross_selective_scan_triton: needs CUDA tensors (or TRITON_INTERPRET=1 set before importing "
                          "resvmamba.triton_scan); use backend='parallel' on the CPU")
 
-# %% ../nbs/04_triton_scan.ipynb #17829f1b
+# %% ../nbs/04_triton_scan.ipynb #5d3152c0
 def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, tiles=None):
     "Launch the forward kernel; returns (y in float32/float64, chunk-entry states for the backward or None)."
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
-    BD, T, nw = tiles or _tiles(N)
-    if save_states and tiles is None: T = _tiles(N, backward=True)[1]   # checkpoints where the backward's chunks start
+    BD, T, nw = tiles or _tiles(N, L)
+    if save_states and tiles is None: T = _tiles(N, L, backward=True)[1]   # checkpoints where the backward's chunks start
     acc, n_chunks = _acc(x), triton.cdiv(L, T)
     y = _empty((Bsz, Dm, H, W), x, acc)
     hs = _empty((Bsz, 4, n_chunks, Dm, N), x, acc) if save_states else y
-    _fwd_kernel[(Bsz, triton.cdiv(Dm, BD))](
+    _fwd_kernel[(triton.cdiv(Dm, BD), Bsz)](
         x, delta, A, B, C, x if D is None else D, x if delta_bias is None else delta_bias, y, hs,
         Dm, H, W, L, n_chunks, N=N, BLOCK_D=BD, T=T, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), SAVE=bool(save_states), ACC=_tl_dtype(acc), num_warps=nw)
     return y, (hs if save_states else None)
 
-# %% ../nbs/04_triton_scan.ipynb #cac36bc1
+# %% ../nbs/04_triton_scan.ipynb #f908f42b
 def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None):
     "Launch the backward kernel from the forward's chunk checkpoints `hs`; returns the seven gradients (float32/64)."
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
-    BD, T, nw = tiles or _tiles(N, backward=True)
+    BD, T, nw = tiles or _tiles(N, L, backward=True)
     acc, n_chunks, n_blocks = _acc(x), triton.cdiv(L, T), triton.cdiv(Dm, BD)
     if hs.shape != (Bsz, 4, n_chunks, Dm, N): raise ValueError(f"_scan_bwd: checkpoints must be {(Bsz, 4, n_chunks, Dm, N)}, got {tuple(hs.shape)}")
     dx, ddelta = _empty((Bsz, Dm, H, W), x, acc), _empty((Bsz, 4, Dm, H, W), x, acc)
     dA = _empty((Bsz, 4, Dm, N), x, acc)                                      # per-image partials, summed below
     dB, dC = (_empty((n_blocks, Bsz, 4, N, H, W), x, acc) for _ in range(2))  # per-channel-block partials
     dD, dbias = (_empty((Bsz, 4, Dm), x, acc) for _ in range(2))
-    _bwd_kernel[(Bsz, n_blocks)](
+    _bwd_kernel[(n_blocks, Bsz)](
         x, delta, A, B, C, x if D is None else D, x if delta_bias is None else delta_bias, hs, dy.contiguous(),
         dx, ddelta, dA, dB, dC, dD, dbias, Bsz, Dm, H, W, L, n_chunks,
         N=N, BLOCK_D=BD, T=T, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
@@ -245,7 +245,7 @@ def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=No
     # fixed-order sums over partials: the same bits on every run (no atomics)
     return dx, ddelta, dA.sum(0), dB.sum(0), dC.sum(0), dD.sum(0), dbias.sum(0)
 
-# %% ../nbs/04_triton_scan.ipynb #4b11f7d7
+# %% ../nbs/04_triton_scan.ipynb #efde27c1
 class _CrossScanFn(torch.autograd.Function):
     "Fused cross-scan selective scan: Triton forward, Triton backward from chunk checkpoints."
     @staticmethod
@@ -263,7 +263,7 @@ class _CrossScanFn(torch.autograd.Function):
         ins = (x, delta, A, B, C, D, delta_bias)
         return (*(None if t is None else g.to(t.dtype) for g, t in zip(grads, ins)), None)
 
-# %% ../nbs/04_triton_scan.ipynb #4f673840
+# %% ../nbs/04_triton_scan.ipynb #d617afd0
 @torch.compiler.disable
 def cross_selective_scan_triton(x,                    # input feature map, (B, Dm, H, W)
                                 delta,                # per-route Δ in image layout, (B, 4, Dm, H, W)
@@ -279,7 +279,7 @@ def cross_selective_scan_triton(x,                    # input feature map, (B, D
     cont = lambda t: None if t is None else t.contiguous()
     return _CrossScanFn.apply(*(cont(t) for t in (x, delta, A, B, C, D, delta_bias)), delta_softplus)
 
-# %% ../nbs/04_triton_scan.ipynb #d1254ebc
+# %% ../nbs/04_triton_scan.ipynb #d4dbaf4e
 _BACKENDS = ("auto", "reference", "parallel", "triton")
 
 def cross_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,

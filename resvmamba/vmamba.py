@@ -7,7 +7,7 @@ __all__ = ['VMAMBA_CONFIGS', 'HEAD_KEYS', 'Permute', 'vmamba_stage', 'VMamba', '
            'vmamba_test', 'meta_model', 'scan_flops', 'count_flops', 'vmamba_checkpoint_filter',
            'load_vmamba_checkpoint', 'checkpoint_classes']
 
-# %% ../nbs/06_vmamba.ipynb #40aa7312
+# %% ../nbs/06_vmamba.ipynb #c3412985
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -17,7 +17,7 @@ from fastcore.basics import patch
 from timm.layers import trunc_normal_
 from .vss import SS2D, VSSBlock, PatchMerging2D
 
-# %% ../nbs/06_vmamba.ipynb #01d402a9
+# %% ../nbs/06_vmamba.ipynb #27f44521
 class Permute(nn.Module):
     "`x.permute(*dims)` as a module, so an `nn.Sequential` can change layout (no parameters)."
     def __init__(self, *dims): super().__init__(); self.dims = dims
@@ -32,7 +32,7 @@ def vmamba_stage(dim,             # channels of this stage
         blocks=nn.Sequential(*[VSSBlock(dim, drop_path=dp, **block_kwargs) for dp in drop_paths]),
         downsample=PatchMerging2D(dim, out_dim) if out_dim else nn.Identity()))
 
-# %% ../nbs/06_vmamba.ipynb #2eb77658
+# %% ../nbs/06_vmamba.ipynb #6520f9de
 class VMamba(nn.Module):
     "The VMamba (v0) backbone and classifier: `(B, 3, H, W)` images → `(B, num_classes)` logits."
     def __init__(self, num_classes=1000,  # classes of the head; 0 = no head (features)
@@ -75,7 +75,7 @@ class VMamba(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
 
-# %% ../nbs/06_vmamba.ipynb #bc78d97b
+# %% ../nbs/06_vmamba.ipynb #0b75e0f7
 @patch
 def _check_images(self:VMamba, x):
     if x.ndim != 4 or x.shape[1] != self.in_chans:
@@ -97,7 +97,7 @@ def forward_head(self:VMamba, x): # (B, h, w, C)
 @patch
 def forward(self:VMamba, x): return self.forward_head(self.forward_features(x))
 
-# %% ../nbs/06_vmamba.ipynb #ca0f9cfa
+# %% ../nbs/06_vmamba.ipynb #7fa360fd
 VMAMBA_CONFIGS = dict(
     tiny =dict(depths=(2, 2, 9, 2),  dims=96,  drop_path_rate=0.2),
     small=dict(depths=(2, 2, 27, 2), dims=96,  drop_path_rate=0.3),
@@ -110,12 +110,12 @@ def vmamba_small(**kwargs): "VMamba-S: depths 2-2-27-2, dim 96, drop-path 0.3.";
 def vmamba_base(**kwargs):  "VMamba-B: depths 2-2-27-2, dim 128, drop-path 0.5."; return VMamba(**{**VMAMBA_CONFIGS['base'], **kwargs})
 def vmamba_test(**kwargs):  "A small VMamba for tests: depths 1-1-1-1, dims 16-32-64-128, N 4."; return VMamba(**{**VMAMBA_CONFIGS['test'], **kwargs})
 
-# %% ../nbs/06_vmamba.ipynb #6c0e8fcb
+# %% ../nbs/06_vmamba.ipynb #7c7e1814
 def meta_model(fn, **kwargs):
     "Build `fn(**kwargs)` on the meta device: every shape, no memory, no arithmetic."
     with torch.device("meta"): return fn(**kwargs)
 
-# %% ../nbs/06_vmamba.ipynb #6cb8f805
+# %% ../nbs/06_vmamba.ipynb #c308c4cd
 def scan_flops(batch, L, channels, d_state, with_D=True):
     "Multiply-accumulates of one selective scan over `channels` sequences of length `L`: 9·B·L·D·N (+ B·L·D for D)."
     return 9 * batch * L * channels * d_state + (batch * L * channels if with_D else 0)
@@ -135,23 +135,26 @@ def count_flops(model,          # a VMamba (any device; "meta" is fastest)
     gemm = counter.get_total_flops() // 2  # FlopCounterMode counts a multiply-add as 2
     return dict(gemm=gemm, scan=sum(scans), total=gemm + sum(scans))
 
-# %% ../nbs/06_vmamba.ipynb #16747e45
-def vmamba_checkpoint_filter(state_dict): # a checkpoint's dict, possibly wrapped under "model"
-    "Unwrap `'model'` and rename the official v0 names that differ from ours (`self_attention` → `op`)."
-    if "model" in state_dict and isinstance(state_dict["model"], dict): state_dict = state_dict["model"]
+# %% ../nbs/06_vmamba.ipynb #9cd53e68
+def vmamba_checkpoint_filter(state_dict, # a checkpoint's dict, possibly wrapped under `key`
+                             key="model"): # the wrapper to take: "model", or "model_ema" for the EMA weights
+    "Unwrap `key` and rename the official v0 names that differ from ours (`self_attention` → `op`)."
+    if key in state_dict and isinstance(state_dict[key], dict): state_dict = state_dict[key]
+    elif key != "model": raise KeyError(f"checkpoint has no {key!r}; its top-level keys: {list(state_dict)[:10]}")
     return {k.replace(".self_attention.", ".op."): v for k, v in state_dict.items()}
 
-# %% ../nbs/06_vmamba.ipynb #47443d2c
+# %% ../nbs/06_vmamba.ipynb #e825b461
 HEAD_KEYS = ("classifier.head.weight", "classifier.head.bias")
 
 def load_vmamba_checkpoint(model,          # a VMamba (or ResVMamba)
                            checkpoint,     # path to an official VMamba v0 checkpoint, or its state dict
+                           key="model",    # wrapper inside the file: "model", or "model_ema" for the EMA weights
                            verbose=True):  # print what was re-initialised or kept
     "Load official VMamba v0 weights into `model`; a head of another size is re-initialised, anything else must match."
     if isinstance(checkpoint, (str, Path)):
         if not Path(checkpoint).is_file(): raise FileNotFoundError(f"no checkpoint file at {checkpoint}")
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    sd, own = vmamba_checkpoint_filter(checkpoint), model.state_dict()
+    sd, own = vmamba_checkpoint_filter(checkpoint, key), model.state_dict()
     reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in HEAD_KEYS)
     if reset_head: sd = {k: v for k, v in sd.items() if k not in HEAD_KEYS}
     optional = tuple(getattr(model, "checkpoint_optional_prefixes", ()))
@@ -168,13 +171,13 @@ def load_vmamba_checkpoint(model,          # a VMamba (or ResVMamba)
     if reset_head:
         model._init_weights(model.classifier.head)
         if verbose: print(f"load_vmamba_checkpoint: head re-initialised for {model.num_classes} classes "
-                          f"(checkpoint has {checkpoint_classes(checkpoint)})")
+                          f"(checkpoint has {checkpoint_classes(checkpoint, key)})")
     kept = [k for k in own if k not in sd and k.startswith(optional or ("\0",))]
     if kept and verbose: print(f"load_vmamba_checkpoint: {len(kept)} tensors not in the checkpoint kept at their init: "
                                + ", ".join(sorted({k.rsplit('.', 2)[0] for k in kept})))
     return model
 
-def checkpoint_classes(checkpoint):
+def checkpoint_classes(checkpoint, key="model"):
     "Number of classes of a checkpoint's head (None if it has none)."
-    w = vmamba_checkpoint_filter(checkpoint).get("classifier.head.weight")
+    w = vmamba_checkpoint_filter(checkpoint, key).get("classifier.head.weight")
     return None if w is None else w.shape[0]

@@ -6,13 +6,13 @@
 __all__ = ['SCAN_BACKENDS', 's4d_real_A_logs', 'inv_softplus', 'dt_bias_init', 'SS2D', 'ss2d_param_count', 'VSSBlock',
            'PatchMerging2D']
 
-# %% ../nbs/05_vss.ipynb #1b55fdd0
+# %% ../nbs/05_vss.ipynb #44842513
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from timm.layers import DropPath, Mlp
 
-# %% ../nbs/05_vss.ipynb #b83175b5
+# %% ../nbs/05_vss.ipynb #cb033d18
 def s4d_real_A_logs(d_state, # N, states per channel
                     d_inner, # d, channels
                     copies=4): # K, one copy per scan direction
@@ -20,7 +20,7 @@ def s4d_real_A_logs(d_state, # N, states per channel
     A = torch.arange(1, d_state + 1, dtype=torch.float32)        # (N,) = 1..N
     return torch.log(A).repeat(copies * d_inner, 1).contiguous()  # (K*d, N), row k*d + c
 
-# %% ../nbs/05_vss.ipynb #3ba37b9c
+# %% ../nbs/05_vss.ipynb #51b8d281
 def inv_softplus(y): # positive values
     "The inverse of softplus, `log(exp(y) - 1)`, written so it is accurate for small `y`."
     return y + torch.log(-torch.expm1(-y))
@@ -32,7 +32,7 @@ def dt_bias_init(d_inner, # d, channels
     log_dt = torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
     return inv_softplus(torch.exp(log_dt).clamp(min=dt_init_floor))
 
-# %% ../nbs/05_vss.ipynb #0a712da5
+# %% ../nbs/05_vss.ipynb #e4fa8863
 SCAN_BACKENDS = ("auto", "reference", "parallel", "triton")
 
 class SS2D(nn.Module):
@@ -64,14 +64,14 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(d, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-# %% ../nbs/05_vss.ipynb #780d54f2
+# %% ../nbs/05_vss.ipynb #29705f3b
 def ss2d_param_count(C, d_state=16, ssm_ratio=2.0, dt_rank="auto"):
     "Parameters of one `SS2D(C, d_state, ssm_ratio, dt_rank)`, from the formula in the text."
     d, N = int(ssm_ratio * C), d_state
     R = math.ceil(C / 16) if dt_rank == "auto" else dt_rank
     return 2*d*C + 10*d + 4*(R + 2*N)*d + 4*d*R + 4*d + 4*d*N + 4*d + 2*d + d*C
 
-# %% ../nbs/05_vss.ipynb #927f7b96
+# %% ../nbs/05_vss.ipynb #a83f74a8
 @patch
 def _project_dt_B_C(self:SS2D, x): # (B, d, H, W) after conv and SiLU
     "Per-direction Δ, B, C in image layout: Δ (B,4,d,H,W), B and C (B,4,N,H,W)."
@@ -101,7 +101,7 @@ def forward(self:SS2D, x): # (B, H, W, C)
     y = self.out_norm(y.permute(0, 2, 3, 1))               # (B, H, W, d)
     return self.dropout(self.out_proj(y * F.silu(z)))      # (B, H, W, C)
 
-# %% ../nbs/05_vss.ipynb #998a8edc
+# %% ../nbs/05_vss.ipynb #0badc050
 class VSSBlock(nn.Module):
     "Pre-norm residual block around SS2D (and an optional MLP), channels-last `(B, H, W, C)`."
     def __init__(self, hidden_dim,       # C, channels
@@ -126,7 +126,7 @@ class VSSBlock(nn.Module):
         if self.mlp_branch: x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 
-# %% ../nbs/05_vss.ipynb #c40777b7
+# %% ../nbs/05_vss.ipynb #91f93680
 class PatchMerging2D(nn.Module):
     "2×2 neighbourhoods concatenated (odd sizes zero-padded), LayerNorm, linear 4C → 2C; channels-last."
     def __init__(self, dim,                # C, channels in

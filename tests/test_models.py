@@ -7,8 +7,7 @@ from resvmamba.models import MODELS, create_model
 from resvmamba.vmamba import load_vmamba_checkpoint, meta_model
 from resvmamba.resvmamba import ResVMamba
 
-KEYS = Path(__file__).resolve().parents[2] / "shared" / "vmamba_v0_keys"
-if not KEYS.exists(): KEYS = Path("/work/shared/vmamba_v0_keys")
+KEYS = Path(__file__).resolve().parent / "data" / "vmamba_v0_keys"  # official v0 key lists (copied from the project's shared notes)
 TEST_MODELS = [n for n in MODELS if n.endswith("_test")]
 FULL = ["tiny", "small", "base"]
 n_params = lambda m: sum(p.numel() for p in m.parameters())

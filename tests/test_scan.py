@@ -11,17 +11,14 @@ def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplu
     z = None if z is None else z.double().tolist()
     bias = None if delta_bias is None else delta_bias.double().tolist()
     nb, d, L, N = len(u), len(u[0]), len(u[0][0]), len(A[0])
-    grouped = isinstance(B[0][0][0], list)
-    G = len(B[0]) if grouped else 1
+    pick = lambda M, b, c: M[b][c // (d // len(M[b]))] if isinstance(M[b][0][0], list) else M[b]  # channel c's group
     softplus = lambda v: math.log1p(math.exp(v)) if v < 30 else v
     silu = lambda v: v / (1 + math.exp(-v))
     y = [[[0.0] * L for _ in range(d)] for _ in range(nb)]
     last = [[[0.0] * N for _ in range(d)] for _ in range(nb)]
     for b in range(nb):
         for c in range(d):
-            g = c // (d // G)                          # channel c reads the B/C of its group
-            Bc = B[b][g] if grouped else B[b]
-            Cc = C[b][g] if grouped else C[b]
+            Bc, Cc = pick(B, b, c), pick(C, b, c)      # channel c reads the B/C of its group
             for n in range(N):
                 h = 0.0
                 for t in range(L):
@@ -68,6 +65,16 @@ def test_scan_matches_naive(fn, G, useD, usez, usebias, softplus, last):
         assert h.shape == (2, 4, 3)
         torch.testing.assert_close(h.double(), h_ref, rtol=1e-5, atol=1e-5)
 
+@pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_parallel])
+@pytest.mark.parametrize("GB,GC", [(None, 2), (2, None), (2, 4), (4, 2)])
+def test_scan_b_and_c_grouped_differently(fn, GB, GC):
+    inp, inp_c = make_inputs(G=GB, L=40), make_inputs(G=GC, L=40, seed=1)
+    args = (inp['u'], inp['delta'], inp['A'], inp['B'], inp_c['C'])
+    y, h = fn(*args, D=inp['D'], delta_softplus=True, return_last_state=True)
+    y_ref, h_ref = naive_scan(*args, D=inp['D'], delta_softplus=True)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h.double(), h_ref, rtol=1e-5, atol=1e-5)
+
 def test_float64_exact_and_closed_form():
     inp = make_inputs(dtype=torch.float64, L=9, G=2)
     args = [inp[k] for k in ('u', 'delta', 'A', 'B', 'C')]
@@ -79,14 +86,15 @@ def test_float64_exact_and_closed_form():
         torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
 
 @pytest.mark.parametrize("L", [1, 2, 7, 31, 32, 33, 64, 100, 1000, 1025, 4096])
-def test_linear_scan_matches_closed_form(L):
+@pytest.mark.parametrize("chunk", [None, 32, 5])
+def test_linear_scan_matches_closed_form(L, chunk):
     g = torch.Generator().manual_seed(L)
     a_log = -torch.rand(3, L, generator=g, dtype=torch.float64) * 0.05
     x = torch.randn(3, L, generator=g, dtype=torch.float64)
     if L <= 1100: want = closed_form_states(a_log, x)
     else:                                                   # O(L²) memory is too much: check the last 300 steps only
         want = None
-    h = linear_scan(a_log.exp()[..., None], x[..., None], chunk=32)[..., 0]
+    h = linear_scan(a_log.exp()[..., None], x[..., None], chunk=chunk)[..., 0]
     if want is not None: torch.testing.assert_close(h, want, rtol=1e-10, atol=1e-10)
     else:
         h_loop, out = torch.zeros(3, dtype=torch.float64), []

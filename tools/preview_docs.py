@@ -4,10 +4,13 @@
     python tools/preview_docs.py --force    # reprocess every notebook, not only the changed ones
 
 The real site is rendered by Quarto (`nbdev_preview`, `nbdev_docs`, the GitHub deploy workflow).
-This script takes the same first step as `nbdev_docs` — nbdev's notebook processors, which write
-`_proc/` (front matter, `show_doc` output, links to API entries, hidden cells removed) — and then
-renders every processed notebook to HTML with `jupyter nbconvert` instead of Quarto, doing by hand
-the few things Quarto would do:
+This script takes the same first step as `nbdev_docs` — what `nbdev_proc_nbs` does: nbdev's notebook
+processors write `_proc/` (front matter, `show_doc` output, links to API entries, hidden cells
+removed) — and then renders every processed notebook to HTML with nbconvert instead of Quarto.
+It calls nbdev's pieces itself rather than the `nbdev_proc_nbs` command because that command, where
+Quarto is missing, tries to install it (sudo, a download, `pip install -e`), rewrites `nbs/sidebar.yml`
+with every file of `nbs/` in it, and stops at the first notebook that fails; here each notebook is
+processed in turn and every failure is reported. Then it does by hand the few things Quarto would do:
 
 - the cell options Quarto reads (`#| echo: false`, `output: false`, `include: false`,
   `output: asis`, `code-fold`) and pandoc's link attributes (`[source](url){target=...}`);
@@ -15,8 +18,8 @@ the few things Quarto would do:
   Quarto names them (`03_cross_scan.ipynb` -> `cross_scan.html`);
 - headings get pandoc's identifiers, so API anchors such as `cross_scan.html#cross_scan` resolve;
 - a navbar and a sidebar in the order of nbdev's generated `sidebar.yml`;
-- math is typeset by a local copy of MathJax (from the `jupyter-server-mathjax` package): the
-  preview loads nothing from the network.
+- math is typeset by a local copy of MathJax 3 (PyPI's `django-static-mathjax`), as Quarto does
+  with MathJax from a CDN: the preview loads nothing from the network.
 
 It never writes into `nbs/` or `resvmamba/` (run `nbdev_export` first if the notebooks changed).
 `tests/test_docs_site.py` builds this preview and checks it in a real headless browser.
@@ -31,7 +34,9 @@ from nbconvert import HTMLExporter
 from nbdev.config import get_config
 from nbdev.doclinks import _nbpath2html
 from nbdev.quarto import nbdev_sidebar, _def_file_re
-from nbdev.serve import proc_nbs
+from nbdev.serve import _proc_file
+from nbdev.doclinks import nbglob
+import nbdev.serve_drv
 
 PREVIEW_DIR, MATHJAX_DIR = '_preview', '_mathjax'
 
@@ -124,25 +129,28 @@ TEMPLATE = r'''{%- extends 'lab/index.html.j2' -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block html_head_js_mathjax -%}
-<script type="text/x-mathjax-config">
+<script>
 window.__mathErrors = [];
-MathJax.Hub.Config({
-  tex2jax: {inlineMath: [['$','$'], ['\\(','\\)']], displayMath: [['$$','$$'], ['\\[','\\]']],
-            processEscapes: true, processEnvironments: true},
-  TeX: {equationNumbers: {autoNumber: "AMS", useLabelIds: true}, noErrors: {disabled: true}},
-  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null},
-  messageStyle: "none", showMathMenu: false
-});
-MathJax.Hub.Register.MessageHook("TeX Jax - parse error", function (m) { window.__mathErrors.push(String(m[1])); });
-MathJax.Hub.Register.MessageHook("Math Processing Error", function (m) { window.__mathErrors.push(String(m[2] || m[1])); });
-MathJax.Hub.Queue(function () { window.__mathDone = true; });
+window.MathJax = {
+  tex: {inlineMath: [['$', '$'], ['\\(', '\\)']], displayMath: [['$$', '$$'], ['\\[', '\\]']],
+        processEscapes: true, processEnvironments: true, tags: 'ams'},
+  options: {ignoreHtmlClass: 'tex2jax_ignore', processHtmlClass: 'tex2jax_process'},
+  startup: {pageReady: () => MathJax.startup.defaultPageReady().then(() => {
+    for (const m of MathJax.startup.document.math) {
+      if (m.root && m.root.toString().includes('merror')) window.__mathErrors.push(m.math);
+    }
+    window.__mathCount = Array.from(MathJax.startup.document.math).length;
+    window.__mathDone = true;
+  })}
+};
 </script>
-<script src="{{ resources.preview.root }}{{ resources.preview.mathjax }}"></script>
+<script id="MathJax-script" src="{{ resources.preview.root }}{{ resources.preview.mathjax }}"></script>
 {%- endblock html_head_js_mathjax -%}
 {%- block html_head_css -%}
 <link rel="icon" href="data:,">
 <style>
 .jp-InputPrompt, .jp-OutputPrompt { display: none; }  /* Quarto shows no In/Out prompts */
+.jp-RenderedMarkdown pre { background: #f7f7f9; padding: .6rem .8rem; border-radius: 4px; }
 body.jp-Notebook { padding: 0; margin: 0; }
 .pv-navbar { position: sticky; top: 0; z-index: 10; display: flex; align-items: center; gap: 1.2rem;
   background: #2780e3; color: #fff; padding: .55rem 1.2rem; font-family: system-ui, sans-serif; }
@@ -237,13 +245,19 @@ def html_name(nb_rel):
 # Build
 # ---------------------------------------------------------------------------------------------
 def copy_mathjax(out):
-    "Copy MathJax 2 (shipped by the jupyter-server-mathjax package) next to the pages, once."
-    try: import jupyter_server_mathjax
-    except ImportError: sys.exit('The offline preview needs MathJax: pip install jupyter-server-mathjax (a dev requirement)')
-    src, dst = Path(jupyter_server_mathjax.__file__).parent/'static', out/MATHJAX_DIR
-    if not (dst/'MathJax.js').exists():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-    return f'{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full'
+    """Copy MathJax 3's browser build (its `es5/` folder, fonts included) next to the pages, once.
+    It comes from PyPI's `django-static-mathjax` (MathJax 3.2.2 as package data, no dependencies;
+    the import name is `mathjax`), a dev requirement, so the preview needs no CDN and no npm."""
+    try: import mathjax
+    except ImportError: sys.exit('The offline preview needs MathJax: pip install django-static-mathjax (a dev requirement)')
+    src, dst = Path(mathjax.__file__).parent/'static'/'mathjax'/'es5', out/MATHJAX_DIR
+    if not (src/'tex-chtml-full.js').exists(): sys.exit(f'no MathJax browser build at {src}: reinstall django-static-mathjax')
+    stamp = dst/'.source'
+    if not stamp.exists() or stamp.read_text() != str(src):
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns('sre', '*.map'))
+        stamp.write_text(str(src))
+    return f'{MATHJAX_DIR}/tex-chtml-full.js'
 
 def _rewrite_links(soup, page_rel, site_url, pages):
     "Links to the site's URL and to notebooks become relative links between the local pages."
@@ -278,7 +292,38 @@ def _headings_and_folds(soup, summaries):
             summ.string = next((summaries[int(c.split('-')[-1])] for c in classes if c.startswith('celltag_summary-')), 'Code')
             inp.wrap(det); det.insert(0, summ)
 
-def build(force=False, n_workers=0, out=None, quiet=False):
+def process(nbs_path, cache, force=False, log=print):
+    """nbdev's `proc_nbs` (the first step of `nbdev_docs`), one notebook at a time in this process
+    (faster than its worker processes for a dozen notebooks), carrying on past a notebook that fails
+    so every failure is reported. Returns {notebook: error message}."""
+    cfg = get_config()
+    if force and cache.exists(): shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    cache_mtime = cache.stat().st_mtime
+    if cache_mtime < max(cfg.config_file.stat().st_mtime, Path(nbdev.serve_drv.__file__).stat().st_mtime): 
+        shutil.rmtree(cache); cache.mkdir(); cache_mtime = cache.stat().st_mtime
+    files = nbglob(nbs_path, func=Path, file_glob='', file_re='')
+    files += [nbs_path/f for f in ('_quarto.yml', '_brand.yml') if (nbs_path/f).exists()]
+    failures = {}
+    for f in files:
+        job = _proc_file(f, cache=cache, path=nbs_path, mtime=cache_mtime)
+        if not job: continue
+        rel = f.relative_to(nbs_path).as_posix()
+        try: nbdev.serve_drv.main(job)
+        except Exception as e:
+            os.environ.pop('IN_TEST', None)
+            msg = f'{e}' + (f'\n{type(e.__cause__).__name__}: {e.__cause__}' if e.__cause__ else '')
+            if isinstance(e.__cause__, NameError) and 'import' in str(e):
+                msg += ('\nHint: to render show_doc, nbdev runs only the export, import and show_doc cells of a notebook; '
+                        'this cell mixes an import with code that needs cells nbdev does not run. '
+                        'Put the import in a cell of its own (nbdev FAQ: "cells containing imports and other code").')
+            failures[rel] = msg
+            log(f'FAILED: nbdev could not process {rel}:\n{msg}')
+            (cache/rel).unlink(missing_ok=True)
+    cache.touch()
+    return failures
+
+def build(force=False, out=None, quiet=False):
     "Process the notebooks with nbdev and render them to `out` (default `_preview/`); return the page list."
     cfg = get_config()
     root, nbs_path = cfg.config_path, cfg.nbs_path
@@ -286,14 +331,19 @@ def build(force=False, n_workers=0, out=None, quiet=False):
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     sidebar_yml, contents = sidebar_entries(nbs_path)
     t0 = time.time()
-    cache = proc_nbs(nbs_path, n_workers=n_workers, force=force)
+    cache = root/'_proc'
+    failures = process(nbs_path, cache, force=force, log=log)
     log(f'nbdev processors -> {cache} ({time.time()-t0:.1f}s)'); t0 = time.time()
     (cache/'sidebar.yml').write_text(sidebar_yml)            # what nbdev_docs would have there
     site = _site_meta(root, nbs_path, cfg)
     out.mkdir(parents=True, exist_ok=True)
+    for f in out.rglob('*.html'):                               # no stale page of a notebook that failed or went away
+        if MATHJAX_DIR not in f.relative_to(out).parts: f.unlink()
     mathjax = copy_mathjax(out)
 
     nbs = sorted(p.relative_to(cache).as_posix() for p in cache.rglob('*.ipynb') if not any(s.startswith(('.', '_')) for s in p.relative_to(cache).parts))
+    for p in [p for p in nbs if not (nbs_path/p).exists()]:   # a notebook removed or renamed since the last build
+        (cache/p).unlink(); nbs.remove(p)
     order = [p for p in _flatten(contents) if p in nbs] + [p for p in nbs if p not in set(_flatten(contents))]
     loaded = {p: nbformat.read(cache/p, as_version=4) for p in order}
     pages = []
@@ -342,14 +392,15 @@ def build(force=False, n_workers=0, out=None, quiet=False):
         rel = f.relative_to(cache)
         if f.is_file() and f.suffix not in ('.ipynb', '.yml', '.yaml') and not any(s.startswith(('.', '_')) for s in rel.parts):
             (out/rel).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(f, out/rel)
-    (out/'pages.json').write_text(json.dumps(pages, indent=1))
+    (out/'pages.json').write_text(json.dumps(dict(pages=pages, failures=failures), indent=1))
     log(f'wrote {len(pages)} pages to {out} ({time.time()-t0:.1f}s); open {out/"index.html"}')
-    return out, pages
+    if failures: log(f'FAILED: {len(failures)} notebook(s) could not be processed: {sorted(failures)}')
+    return out, pages, failures
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--force', action='store_true', help='reprocess every notebook, not only the changed ones')
-    ap.add_argument('--n_workers', type=int, default=0, help='processes for nbdev (0: in this process, fastest for a few notebooks)')
     ap.add_argument('--out', default=None, help='output folder (default: _preview/ in the project root)')
     a = ap.parse_args()
-    build(force=a.force, n_workers=a.n_workers, out=a.out)
+    _, _, failures = build(force=a.force, out=a.out)
+    sys.exit(1 if failures else 0)
