@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['cross_scan', 'cross_merge', 'cross_selective_scan_ref']
 
-# %% ../nbs/03_cross_scan.ipynb #6aa07041
+# %% ../nbs/03_cross_scan.ipynb #ea7c87dd
 import torch
 from .scan import selective_scan_ref
 
-# %% ../nbs/03_cross_scan.ipynb #50873904
+# %% ../nbs/03_cross_scan.ipynb #04302964
 def _check_image(x, name="x"):
     "Raise a ValueError unless x is a (B, C, H, W) feature map."
     if x.dim() != 4: raise ValueError(f"{name} must be a (B, C, H, W) feature map, got shape {tuple(x.shape)}")
@@ -25,13 +25,13 @@ def _unroute(y, k, H, W):
     if k >= 2: y = y.flip(-1)
     return y.unflatten(-1, (W, H)).transpose(-1, -2) if k % 2 else y.unflatten(-1, (H, W))
 
-# %% ../nbs/03_cross_scan.ipynb #94e644ce
+# %% ../nbs/03_cross_scan.ipynb #afed0412
 def cross_scan(x): # feature map, (B, C, H, W)
     "The four sequences VMamba reads from an image: row-major, column-major, and both reversed; (B, 4, C, H*W)."
     _check_image(x)
     return torch.stack([_route(x, k) for k in range(4)], dim=1)
 
-# %% ../nbs/03_cross_scan.ipynb #b8d56a5f
+# %% ../nbs/03_cross_scan.ipynb #cebf81f3
 def cross_merge(ys, # one sequence per route, (B, 4, C, H*W)
                 H,  # image height
                 W,  # image width
@@ -41,13 +41,13 @@ def cross_merge(ys, # one sequence per route, (B, 4, C, H*W)
         raise ValueError(f"cross_merge: ys must be (B, 4, C, H*W) with H*W={H * W}, got shape {tuple(ys.shape)}")
     return sum(_unroute(ys[:, k], k, H, W) for k in range(4))
 
-# %% ../nbs/03_cross_scan.ipynb #72b051f7
+# %% ../nbs/03_cross_scan.ipynb #fbde1f58
 def _cross_each(t, name):
     "Route k of direction k's own tensor: (B, 4, C, H, W) -> (B, 4, C, H*W)."
     if t.dim() != 5 or t.shape[1] != 4: raise ValueError(f"{name} must be (B, 4, *, H, W), one map per direction, got shape {tuple(t.shape)}")
     return torch.stack([_route(t[:, k], k) for k in range(4)], dim=1)
 
-# %% ../nbs/03_cross_scan.ipynb #71f1f7a0
+# %% ../nbs/03_cross_scan.ipynb #a6a766f0
 def cross_selective_scan_ref(x,                    # input feature map, (B, Dm, H, W)
                              delta,                # per-direction Δ in image layout, (B, 4, Dm, H, W)
                              A,                    # per-direction state matrices, (4, Dm, N)

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['selective_scan_ref', 'linear_scan', 'selective_scan_parallel']
 
-# %% ../nbs/02_selective_scan.ipynb #9c42609d
+# %% ../nbs/02_selective_scan.ipynb #a8cfe397
 import math
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/02_selective_scan.ipynb #0e7d0a22
+# %% ../nbs/02_selective_scan.ipynb #81575a90
 def _check_scan_args(u, delta, A, B, C, D, z, delta_bias):
     "Raise a ValueError naming the first argument whose shape breaks the selective-scan contract."
     if A.is_complex(): raise ValueError("selective scan: A must be real; complex A is not supported")
@@ -28,39 +28,30 @@ def _check_scan_args(u, delta, A, B, C, D, z, delta_bias):
     if z is not None and z.shape != u.shape: raise ValueError(f"selective scan: z must be (batch, d, L) = {(b, d, L)}, got {tuple(z.shape)}")
     if delta_bias is not None and delta_bias.shape != (d,): raise ValueError(f"selective scan: delta_bias must be (d,) = ({d},), got {tuple(delta_bias.shape)}")
 
-# %% ../nbs/02_selective_scan.ipynb #64e05ad0
-def _grouped(t, d):
-    "View B or C, (batch, N, L) or (batch, G, N, L), as (batch, G, 1, L, N): broadcastable over the d/G channels of each group."
-    if t.dim() == 3: t = t[:, None]                   # (b, 1, N, L): one group serves all d channels
-    return t.transpose(-1, -2).contiguous()[:, :, None]  # (b, G, 1, L, N), N fastest: every tensor of the scan shares this layout
-
+# %% ../nbs/02_selective_scan.ipynb #a9902d71
 def _compute_dtype(u):
     "float32 for half, bfloat16 and float32 inputs; float64 stays float64 (so gradcheck can run)."
     return torch.promote_types(u.dtype, torch.float32)
 
-# %% ../nbs/02_selective_scan.ipynb #8afc1c66
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
-    "Cast to the compute dtype and form the per-step decay ΔA and input ΔB u, both (batch, G, d/G, L, N)."
+    "Cast to the compute dtype, form Δ (bias, then softplus, as in Mamba), and bring B, C to one grouping (batch, G, N, L)."
     ct = _compute_dtype(u)
-    b, d, L = u.shape
     u, delta, A = u.to(ct), delta.to(ct), A.to(ct)
-    if delta_bias is not None: delta = delta + delta_bias.to(ct)[:, None]   # bias first, then softplus (as in Mamba)
+    if delta_bias is not None: delta = delta + delta_bias.to(ct)[:, None]
     if delta_softplus: delta = F.softplus(delta)
-    Bg, Cg = _grouped(B.to(ct), d), _grouped(C.to(ct), d)
-    G = math.lcm(Bg.shape[1], Cg.shape[1])                                  # B and C may be grouped differently
-    Bg, Cg = (t.repeat_interleave(G // t.shape[1], 1) if t.shape[1] > 1 else t for t in (Bg, Cg))
-    dA = delta[..., None] * A[:, None, :]                                   # (b, d, L, N): log of the decay
-    dBu = (delta * u).view(b, G, d // G, L, 1) * Bg                         # (b, G, d/G, L, N)
-    return u, dA.view(b, G, d // G, L, -1), dBu, Cg
+    B, C = (t.to(ct) if t.dim() == 4 else t.to(ct)[:, None] for t in (B, C))   # ungrouped = one group for all d channels
+    G = math.lcm(B.shape[1], C.shape[1])                                       # B and C may be grouped differently
+    B, C = (t.repeat_interleave(G // t.shape[1], 1) if t.shape[1] > 1 else t for t in (B, C))
+    return u, delta, A, B, C, G
 
-# %% ../nbs/02_selective_scan.ipynb #b7153580
+# %% ../nbs/02_selective_scan.ipynb #aa5106af
 def _finish(y, u, D, z, dtype):
     "Add the skip D u, gate by SiLU(z), cast back to the input dtype."
     if D is not None: y = y + u * D.to(y.dtype)[:, None]
     if z is not None: y = y * F.silu(z.to(y.dtype))
     return y.to(dtype)
 
-# %% ../nbs/02_selective_scan.ipynb #a0b11141
+# %% ../nbs/02_selective_scan.ipynb #143aef78
 def selective_scan_ref(u,                       # input, (batch, d, L)
                        delta,                   # step sizes Δ before bias/softplus, (batch, d, L)
                        A,                       # real state matrix diagonal, (d, N)
@@ -75,18 +66,20 @@ def selective_scan_ref(u,                       # input, (batch, d, L)
     "The selective scan (Mamba's S6) as a plain loop over time: h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t·h_t + D u_t."
     _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     dtype, (b, d, L), N = u.dtype, u.shape, A.shape[1]
-    u, dA, dBu, Cg = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-    decay = torch.exp(dA)                                                   # (b, G, d/G, L, N)
-    h = u.new_zeros(dBu.shape[:3] + (N,))                                   # (b, G, d/G, N)
+    u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+    dg = d // G                                                             # channels per group: they share B_t and C_t
+    decay = torch.exp(delta.view(b, G, dg, L, 1) * A.view(G, dg, 1, N))     # exp(Δ_t a_n), (b, G, d/G, L, N)
+    x = (delta * u).view(b, G, dg, L, 1) * B.mT[:, :, None]                 # Δ_t B_t u_t, (b, G, d/G, L, N)
+    h = u.new_zeros(b, G, dg, N)
     ys = []
-    for a_t, x_t, C_t in zip(decay.unbind(-2), dBu.unbind(-2), Cg.unbind(-2)):  # unbind, not [..., t, :]: its backward is one stack
+    for a_t, x_t, C_t in zip(decay.unbind(-2), x.unbind(-2), C.mT[:, :, None].unbind(-2)):  # unbind, not [..., t, :]: its backward is one stack
         h = a_t * h + x_t                                                   # (b, G, d/G, N)
         ys.append((h * C_t).sum(-1))                                        # (b, G, d/G)
     y = torch.stack(ys, dim=-1).reshape(b, d, L) if L else u.new_zeros(b, d, 0)
     out = _finish(y, u, D, z, dtype)
     return (out, h.reshape(b, d, N)) if return_last_state else out
 
-# %% ../nbs/02_selective_scan.ipynb #cb4a9a57
+# %% ../nbs/02_selective_scan.ipynb #44315baa
 def _loop(a, x, h=None, C=None):
     "Run h_t = a_t h_{t-1} + x_t along dim 0 from state h (zero if None); return the stacked h_t (or C_t·h_t if C is given) and the last h."
     outs, Cs = [], (C.unbind(0) if C is not None else [None] * len(x))
@@ -95,52 +88,68 @@ def _loop(a, x, h=None, C=None):
         outs.append(h if C_t is None else (h * C_t).sum(-1))
     return torch.stack(outs), h
 
-# %% ../nbs/02_selective_scan.ipynb #a3810b79
+# %% ../nbs/02_selective_scan.ipynb #4c490d7f
 def _block_len(L): return max(1, math.isqrt(max(L - 1, 0)) + 1)   # ⌈√L⌉: as many steps per block as blocks
 
-def _to_blocks(t, T, value=0.):
-    "(..., L, N) -> (T, ..., ⌈L/T⌉, N), padding the tail with `value`; step-in-block first, so each step is one contiguous slice."
-    pad = -t.shape[-2] % T
-    return F.pad(t, (0, 0, 0, pad), value=value).unflatten(-2, (-1, T)).movedim(-2, 0).contiguous()
+def _time_blocks(t, T, value=0.):
+    "(..., L) -> (T, ..., ⌈L/T⌉), the tail padded with `value`; step-in-block first and contiguous, so each step is one slice."
+    return F.pad(t, (0, -t.shape[-1] % T), value=value).unflatten(-1, (-1, T)).movedim(-1, 0).contiguous()
 
-# %% ../nbs/02_selective_scan.ipynb #8999de5d
-def _block_starts(a, x, T):
-    "Cut (a, x) into blocks of T steps; return them blocked, (T, ..., nc, N), and the state entering each block, (..., nc, N)."
-    a, x = _to_blocks(a, T, 1.), _to_blocks(x, T)       # padding with the identity pair (1, 0) changes nothing
-    h = p = None
-    for a_t, x_t in zip(a.unbind(0), x.unbind(0)):        # 1. reduce each block to one pair (Π a, h_end), all blocks at once
+# %% ../nbs/02_selective_scan.ipynb #447eb8c2
+def _scan_blocks(a,      # decays, blocked (T, ..., nc, N)
+                 x,      # inputs, blocked (T, ..., nc, N)
+                 p,      # each block's total decay Π a, (..., nc, N)
+                 C=None, # if given, (T, ..., nc, N): return C_t·h_t instead of h_t
+                ):
+    "Reduce each block, scan the block totals, rescan each block from its true start; returns _loop's (outputs, last h)."
+    h = None
+    for a_t, x_t in zip(a.unbind(0), x.unbind(0)):        # 1. reduce: every block's end state from zero, all blocks at once
         h = x_t if h is None else a_t * h + x_t
-        p = a_t if p is None else a_t * p
-    h_end = linear_scan(p, h)                             # 2. scan the block pairs: the state at the end of each block
-    return a, x, F.pad(h_end[..., :-1, :], (0, 0, 1, 0))  # block k starts from block k-1's end; block 0 from zero
+    h_end = linear_scan(p, h)                             # 2. scan the block pairs (Π a, h_end): true end states
+    h_in = F.pad(h_end[..., :-1, :], (0, 0, 1, 0))        #    block k starts from block k-1's end; block 0 from zero
+    return _loop(a, x, h_in, C)                           # 3. rescan
 
-# %% ../nbs/02_selective_scan.ipynb #dcbb5e1e
+# %% ../nbs/02_selective_scan.ipynb #9b8b715b
 def linear_scan(a,          # decays a_t, (..., L, N)
                 x,          # inputs x_t, (..., L, N)
                 chunk=None, # block length T; ⌈√L⌉ by default
                ):
     "All states of h_t = a_t h_{t-1} + x_t, h_0 = 0, along dim -2, by a blocked (reduce-then-scan) parallel scan; (..., L, N)."
-    L = x.shape[-2]; T = chunk or _block_len(L)
-    if L == 0: return x
-    if L <= T: return _loop(a.movedim(-2, 0), x.movedim(-2, 0))[0].movedim(0, -2)
-    a, x, h_in = _block_starts(a, x, T)
-    hs = _loop(a, x, h_in)[0]                                  # 3. rescan every block from its true start, (T, ..., nc, N)
+    L = x.shape[-2]
+    T = chunk or _block_len(L)
+    if L <= T: return _loop(a.movedim(-2, 0), x.movedim(-2, 0))[0].movedim(0, -2) if L else x  # one block: just the loop
+    blk = lambda t, v=0.: _time_blocks(t.mT, T, v).mT     # (T, ..., nc, N); padding with the identity pair (1, 0)
+    a, x = blk(a, 1.), blk(x)
+    hs, _ = _scan_blocks(a, x, a.prod(0))                 # (T, ..., nc, N)
     return hs.movedim(0, -2).flatten(-3, -2)[..., :L, :]
 
-# %% ../nbs/02_selective_scan.ipynb #52c22463
-def selective_scan_parallel(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
+# %% ../nbs/02_selective_scan.ipynb #23e90201
+def selective_scan_parallel(u,                       # input, (batch, d, L)
+                            delta,                   # step sizes Δ before bias/softplus, (batch, d, L)
+                            A,                       # real state matrix diagonal, (d, N)
+                            B,                       # input matrix, (batch, N, L) or grouped (batch, G, N, L)
+                            C,                       # output matrix, (batch, N, L) or grouped (batch, G, N, L)
+                            D=None,                  # skip connection, (d,)
+                            z=None,                  # gate: the output is multiplied by SiLU(z), (batch, d, L)
+                            delta_bias=None,         # added to delta before the softplus, (d,)
+                            delta_softplus=False,    # apply softplus to delta (+ bias)?
+                            return_last_state=False, # also return the final state h_L, (batch, d, N)?
+                           ):
     "`selective_scan_ref` computed by a blocked parallel scan: the same arguments and result, ~2√L steps instead of L."
     _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     dtype, (b, d, L), N = u.dtype, u.shape, A.shape[1]
-    u, dA, dBu, Cg = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-    a, T = torch.exp(dA), _block_len(L)                                      # (b, G, d/G, L, N)
-    if L == 0: y, h = u.new_zeros(b, d, 0), dBu.new_zeros(dBu.shape[:3] + (N,))
-    elif L <= T:
-        y, h = _loop(a.movedim(-2, 0), dBu.movedim(-2, 0), C=Cg.movedim(-2, 0))   # y (L, b, G, d/G)
-        y = y.movedim(0, -1)
+    u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+    if L == 0: y, h = u, u.new_zeros(b, d, N)
     else:
-        a, x, h_in = _block_starts(a, dBu, T)
-        y, h = _loop(a, x, h_in, C=_to_blocks(Cg, T))                        # y (T, b, G, d/G, nc); h (b, G, d/G, nc, N)
+        T, dg = _block_len(L), d // G
+        dt = _time_blocks(delta.view(b, G, dg, L), T)                        # (T, b, G, d/G, nc); padded Δ = 0 ...
+        du = _time_blocks((delta * u).view(b, G, dg, L), T)
+        Bb, Cb = (_time_blocks(t, T).mT[..., None, :, :] for t in (B, C))     # (T, b, G, 1, nc, N)
+        A = A.view(G, dg, 1, N)
+        a = torch.exp(dt[..., None] * A)                                     # ... gives a = 1 and x = 0: the identity pair
+        x = du[..., None] * Bb                                               # (T, b, G, d/G, nc, N)
+        p = torch.exp(dt.sum(0)[..., None] * A)                              # Π a over a block = exp(A Σ Δ): one call
+        y, h = _scan_blocks(a, x, p, Cb)                                     # y (T, b, G, d/G, nc); h (b, G, d/G, nc, N)
         y, h = y.movedim(0, -1).flatten(-2)[..., :L], h[..., -1, :]          # the padded tail is the identity: h is h_L
     out = _finish(y.reshape(b, d, L), u, D, z, dtype)
     return (out, h.reshape(b, d, N)) if return_last_state else out

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['POISON', 'cross_selective_scan_triton', 'cross_selective_scan']
 
-# %% ../nbs/04_triton_scan.ipynb #174b70a8
+# %% ../nbs/04_triton_scan.ipynb #03d3f3c9
 import math, os
 import torch
 import triton
@@ -13,7 +13,7 @@ import triton.language as tl
 from .scan import selective_scan_ref, selective_scan_parallel
 from .cross_scan import cross_selective_scan_ref
 
-# %% ../nbs/04_triton_scan.ipynb #f4f015c9
+# %% ../nbs/04_triton_scan.ipynb #1d0eb623
 @triton.jit
 def _pixel(t, k: tl.constexpr, H, W, L):
     "Image offset h*W + w of step t of route k (0 row-major, 1 column-major, 2 and 3 the same reversed)."
@@ -22,7 +22,7 @@ def _pixel(t, k: tl.constexpr, H, W, L):
     else: p = t                                      # row-major: the memory order itself
     return p
 
-# %% ../nbs/04_triton_scan.ipynb #03500c3d
+# %% ../nbs/04_triton_scan.ipynb #0759db89
 @triton.jit
 def _first_order(a1, b1, a2, b2):
     "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
@@ -44,7 +44,7 @@ def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, A
     else: dt = v
     return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
 
-# %% ../nbs/04_triton_scan.ipynb #fb516957
+# %% ../nbs/04_triton_scan.ipynb #c7c9b9f5
 @triton.jit
 def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, image layout (see the launcher)
                 y_ptr, hs_ptr,                                         # outputs: y (B, Dm, L) in ACC; chunk states
@@ -88,13 +88,13 @@ def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, 
             tl.store(yp, yk, mask=m)
         tl.debug_barrier()   # next route reads y that other threads of this program wrote
 
-# %% ../nbs/04_triton_scan.ipynb #2c497d17
+# %% ../nbs/04_triton_scan.ipynb #305bd973
 @triton.jit
 def _adjoint(f1, q1, r1, f2, q2, r2):
     "Join a later segment (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
     return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
 
-# %% ../nbs/04_triton_scan.ipynb #63c1351f
+# %% ../nbs/04_triton_scan.ipynb #de6eb3d9
 @triton.jit
 def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_ptr,  # forward inputs, checkpoints, dy
                 dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,            # gradients (partials for A, B, C, D, bias)
@@ -160,7 +160,7 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_
         tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
         tl.debug_barrier()
 
-# %% ../nbs/04_triton_scan.ipynb #5e7ffb86
+# %% ../nbs/04_triton_scan.ipynb #e3cbd190
 _LOG2E = 1.4426950408889634
 _VALID_N = (1, 2, 4, 8, 16)
 
@@ -187,7 +187,7 @@ def _empty(shape, like, dtype):
     t = torch.empty(shape, device=like.device, dtype=dtype)
     return t.fill_(float("nan")) if POISON else t
 
-# %% ../nbs/04_triton_scan.ipynb #b3a897ad
+# %% ../nbs/04_triton_scan.ipynb #ccb48013
 def _check_inputs(x, delta, A, B, C, D, delta_bias):
     "Raise a ValueError naming the first argument the kernel cannot take, and the shape it expects."
     if x.dim() != 4: raise ValueError(f"cross_selective_scan_triton: x must be (B, Dm, H, W), got shape {tuple(x.shape)}")
@@ -209,7 +209,7 @@ def _check_inputs(x, delta, A, B, C, D, delta_bias):
         raise ValueError("cross_selective_scan_triton: needs CUDA tensors (or TRITON_INTERPRET=1 set before importing "
                          "resvmamba.triton_scan); use backend='parallel' on the CPU")
 
-# %% ../nbs/04_triton_scan.ipynb #5d3152c0
+# %% ../nbs/04_triton_scan.ipynb #c54e783c
 def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, tiles=None):
     "Launch the forward kernel; returns (y in float32/float64, chunk-entry states for the backward or None)."
     Bsz, Dm, H, W = x.shape
@@ -225,7 +225,7 @@ def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, til
         SOFTPLUS=bool(delta_softplus), SAVE=bool(save_states), ACC=_tl_dtype(acc), num_warps=nw)
     return y, (hs if save_states else None)
 
-# %% ../nbs/04_triton_scan.ipynb #f908f42b
+# %% ../nbs/04_triton_scan.ipynb #79338321
 def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None):
     "Launch the backward kernel from the forward's chunk checkpoints `hs`; returns the seven gradients (float32/64)."
     Bsz, Dm, H, W = x.shape
@@ -245,7 +245,7 @@ def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=No
     # fixed-order sums over partials: the same bits on every run (no atomics)
     return dx, ddelta, dA.sum(0), dB.sum(0), dC.sum(0), dD.sum(0), dbias.sum(0)
 
-# %% ../nbs/04_triton_scan.ipynb #efde27c1
+# %% ../nbs/04_triton_scan.ipynb #17965035
 class _CrossScanFn(torch.autograd.Function):
     "Fused cross-scan selective scan: Triton forward, Triton backward from chunk checkpoints."
     @staticmethod
@@ -263,7 +263,7 @@ class _CrossScanFn(torch.autograd.Function):
         ins = (x, delta, A, B, C, D, delta_bias)
         return (*(None if t is None else g.to(t.dtype) for g, t in zip(grads, ins)), None)
 
-# %% ../nbs/04_triton_scan.ipynb #d617afd0
+# %% ../nbs/04_triton_scan.ipynb #d79d5e76
 @torch.compiler.disable
 def cross_selective_scan_triton(x,                    # input feature map, (B, Dm, H, W)
                                 delta,                # per-route Δ in image layout, (B, 4, Dm, H, W)
@@ -279,7 +279,7 @@ def cross_selective_scan_triton(x,                    # input feature map, (B, D
     cont = lambda t: None if t is None else t.contiguous()
     return _CrossScanFn.apply(*(cont(t) for t in (x, delta, A, B, C, D, delta_bias)), delta_softplus)
 
-# %% ../nbs/04_triton_scan.ipynb #d4dbaf4e
+# %% ../nbs/04_triton_scan.ipynb #062d3fd6
 _BACKENDS = ("auto", "reference", "parallel", "triton")
 
 def cross_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,

@@ -27,4 +27,4 @@ def test_readme_in_sync_and_has_both_commands():
     assert 'resvmamba_train' in cmds['train'] and 'nbdev_test' in cmds['test'] and 'pytest' in cmds['test']
 
 def test_slow_and_cuda_flags_declared():
-    assert set(settings()['tst_flags'].split('|')) == {'slow', 'cuda'}
+    assert set(settings()['tst_flags'].split()) == {'slow', 'cuda'}  # nbdev splits on whitespace

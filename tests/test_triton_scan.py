@@ -1,0 +1,126 @@
+"Chapter 04's fused kernel against chapter 03's reference, on the CPU through Triton's interpreter (and on a GPU when present)."
+import os, importlib
+import pytest, torch
+
+# Triton decides between compiling and interpreting when a kernel is *decorated*, so the variable must be set before
+# resvmamba.triton_scan is imported; if another test imported it first without the variable, re-import it.
+if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")
+import resvmamba.triton_scan as ts
+if not torch.cuda.is_available() and not ts._interpreting(): ts = importlib.reload(ts)
+from resvmamba.cross_scan import cross_selective_scan_ref
+from resvmamba.scan import selective_scan_parallel
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+NAMES = ["x", "delta", "A", "B", "C", "D", "delta_bias"]
+
+
+@pytest.fixture(autouse=True)
+def poison():
+    "Every kernel output starts as NaN, so an unwritten element fails the comparison."
+    ts.POISON = True
+    yield
+    ts.POISON = False
+
+
+def make(Bsz, Dm, H, W, N, dtype=torch.float32, seed=0, device=DEV):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    ins = [r(Bsz, Dm, H, W), r(Bsz, 4, Dm, H, W) * 0.5 - 1, -torch.exp(r(4, Dm, N) * 0.5), r(Bsz, 4, N, H, W),
+           r(Bsz, 4, N, H, W), r(4, Dm), r(4, Dm) * 0.3]
+    return [t.to(device=device, dtype=dtype) for t in ins]
+
+
+def rel(a, b): return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def check(ins, tol, fn=None, **kw):
+    "Output and every gradient of the kernel against the float64 reference fed the same (rounded) inputs."
+    ins = [None if t is None else t.detach().requires_grad_() for t in ins]
+    used = [t for t in ins if t is not None]
+    y = (fn or ts.cross_selective_scan_triton)(*ins, **kw)
+    assert y.dtype == ins[0].dtype and torch.isfinite(y).all()
+    dy = torch.randn_like(y)
+    gk = torch.autograd.grad(y, used, dy)
+    ref_in = [None if t is None else t.detach().double().requires_grad_() for t in ins]
+    yr = cross_selective_scan_ref(*ref_in, **kw)
+    gr = torch.autograd.grad(yr, [t for t in ref_in if t is not None], dy.double(), allow_unused=True)
+    assert rel(y, yr) < tol, f"y: {rel(y, yr):.1e}"
+    for name, a, b, t in zip([n for n, t in zip(NAMES, ins) if t is not None], gk, gr, used):
+        assert a.dtype == t.dtype and torch.isfinite(a).all(), name
+        if b is None or b.abs().max() == 0: assert a.double().abs().max() < 1e-6, name; continue   # A on a 1x1 image
+        assert rel(a, b) < tol, f"d{name}: {rel(a, b):.1e}"
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 7, 4), (1, 3, 1, 1, 2), (1, 3, 5, 4, 16), (1, 2, 7, 2, 1), (2, 4, 1, 9, 8)],
+                         ids=lambda s: "B{}-Dm{}-{}x{}-N{}".format(*s))
+def test_float32_matches_reference(shape):
+    check(make(*shape), 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_float32_state(dtype):
+    check(make(1, 3, 3, 4, 4, dtype), 1e-2)
+
+
+def test_optional_inputs_and_no_softplus():
+    x, delta, A, B, C, _, _ = make(1, 3, 2, 5, 2, seed=3)
+    check([x, delta.abs() * 0.3, A, B, C, None, None], 1e-5, delta_softplus=False)
+
+
+def test_mixed_dtypes_as_under_autocast():
+    "bf16 activations with float32 parameters (what autocast hands over): no casts needed, grads keep each dtype."
+    ins = make(1, 3, 3, 3, 4)
+    check([t.bfloat16() if i in (0, 1, 3, 4) else t for i, t in enumerate(ins)], 1e-2)
+
+
+def test_gradcheck_float64():
+    ins = [t.double().requires_grad_() for t in make(1, 2, 2, 3, 2, seed=1)]
+    assert torch.autograd.gradcheck(ts.cross_selective_scan_triton, ins, fast_mode=True)
+    ins = [t.double().requires_grad_() for t in make(1, 1, 1, 2, 1, seed=2)]
+    assert torch.autograd.gradcheck(ts.cross_selective_scan_triton, ins)
+
+
+def test_deterministic():
+    ins = [t.requires_grad_() for t in make(2, 5, 3, 3, 4, seed=4)]
+    y1 = ts.cross_selective_scan_triton(*ins); g1 = torch.autograd.grad(y1.sum(), ins)
+    y2 = ts.cross_selective_scan_triton(*ins); g2 = torch.autograd.grad(y2.sum(), ins)
+    assert torch.equal(y1, y2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+def test_bad_shapes_name_the_expected_shape():
+    x, delta, A, B, C, D, bias = make(1, 3, 3, 2, 4)
+    with pytest.raises(ValueError, match="N must be one of"): ts.cross_selective_scan_triton(x, delta, A[..., :3], B[:, :, :3], C[:, :, :3])
+    with pytest.raises(ValueError, match=r"delta must be \(1, 4, 3, 3, 2\)"): ts.cross_selective_scan_triton(x, delta[:, :2], A, B, C)
+    with pytest.raises(ValueError, match=r"D must be \(4, 3\)"): ts.cross_selective_scan_triton(x, delta, A, B, C, D[:2])
+    with pytest.raises(ValueError, match="x must be"): ts.cross_selective_scan_triton(x[0], delta, A, B, C)
+    with pytest.raises(ValueError, match="must be float32, bfloat16"): ts.cross_selective_scan_triton(x.int(), delta, A, B, C)
+
+
+def test_dispatcher():
+    ins = make(1, 3, 2, 3, 2, seed=5)
+    with pytest.raises(ValueError, match="valid backends are"): ts.cross_selective_scan(*ins, backend="cuda")
+    ref = ts.cross_selective_scan(*ins, backend="reference")
+    for be in ("parallel", "triton", "auto"):
+        assert rel(ts.cross_selective_scan(*ins, backend=be), ref) < 1e-5, be
+
+
+def test_torch_compile_graph_breaks_cleanly():
+    "A compiled caller runs (the kernel is a graph break) and gives the same values and gradients."
+    ins = [t.requires_grad_() for t in make(1, 2, 2, 2, 2, seed=6)]
+    f = torch.compile(lambda *a: 2 * ts.cross_selective_scan_triton(*a) + 1, backend="eager")
+    y = f(*ins)
+    y.sum().backward()
+    assert rel((y - 1) / 2, cross_selective_scan_ref(*[t.detach().double() for t in ins])) < 1e-5
+    assert all(t.grad is not None for t in ins)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("stage", [(192, 56), (384, 28), (768, 14), (1536, 7)])
+def test_gpu_stage_shapes(stage):
+    Dm, H = stage
+    ins = make(2, Dm, H, H, 16, device="cuda")
+    y = ts.cross_selective_scan_triton(*ins)
+    yr = cross_selective_scan_ref(*[t.double() for t in ins], scan_fn=selective_scan_parallel)
+    assert rel(y, yr) < 1e-5
+    yb = ts.cross_selective_scan_triton(*[t.bfloat16() if i in (0, 1, 3, 4) else t for i, t in enumerate(ins)])
+    assert rel(yb, yr) < 1e-2
