@@ -126,7 +126,7 @@ if __name__ == "__main__":
             print(f"end to end  {n}: {ips:.0f} img/s, {peak:.1f} GiB peak ({nb} batches, bf16 autocast {amp})", flush=True)
             rows.append((n, f"end to end, food_learner, {a.workers} workers, {nb} batches", ips, peak))
     md = [f"## Training throughput (chapter 10, `benchmarks/train_bench.py`)", "",
-          f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC. {versions()}.", "",
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. {versions()}.", "",
           "Batch 128, 224², bf16 autocast, optimizer step (AdamW) and gradient clipping included. End to end: generated 512-px JPEGs "
           "decoded and augmented (RandomResizedCrop bicubic, flip, RandAugment rand-m9-mstd0.5-inc1) in loader workers; normalisation, "
           "random erasing 0.25, mixup 0.8/cutmix 1.0 on the GPU; model EMA and the warm-up + cosine schedule on; validation skipped; "
