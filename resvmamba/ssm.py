@@ -70,6 +70,14 @@ def state_flow(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
     return E[..., :n, :n], E[..., :n, n]
 
 # %% ../nbs/00_ssm.ipynb #2bf943eb
+def _response_args(A, B, C, t, diag):
+    "Validate and broadcast the arguments shared by the impulse and step responses; A, B, C get a time axis."
+    A, B, C, t = as_float(A, B, C, t)
+    diag = is_diagonal(A, diag); n = A.shape[-1]
+    check_vec('B', B, n); check_vec('C', C, n)
+    if t.ndim != 1: raise ValueError(f"t must be a 1-d tensor of times (T,), got shape {tuple(t.shape)}")
+    return (*_with_time_axis(A, B, C, diag), t, diag)
+
 def _with_time_axis(A, B, C, diag):
     "Insert a time axis in front of the state axes of A, B, C."
     return (A[..., None, :] if diag else A[..., None, :, :]), B[..., None, :], C[..., None, :]
@@ -81,11 +89,7 @@ def impulse_response(A:torch.Tensor, # state matrix (..., n, n), or diagonals (.
                      diag:bool|None=None, # see `is_diagonal`
                     )->torch.Tensor: # K(t), shape (..., T)
     "The impulse response $K(t) = C e^{At} B$ of the continuous system, sampled at times `t`."
-    A, B, C, t = as_float(A, B, C, t)
-    diag = is_diagonal(A, diag); n = A.shape[-1]
-    check_vec('B', B, n); check_vec('C', C, n)
-    if t.ndim != 1: raise ValueError(f"t must be a 1-d tensor of times (T,), got shape {tuple(t.shape)}")
-    A, B, C = _with_time_axis(A, B, C, diag)
+    A, B, C, t, diag = _response_args(A, B, C, t, diag)
     if diag: Kt = (C * torch.exp(A * t[:, None]) * B).sum(-1)                  # (..., T)
     else:    Kt = (C * (torch.linalg.matrix_exp(A * t[:, None, None]) @ B[..., None])[..., 0]).sum(-1)
     return torch.where(t >= 0, Kt, torch.zeros_like(Kt))
@@ -98,11 +102,7 @@ def step_response(A:torch.Tensor, # state matrix (..., n, n), or diagonals (...,
                   diag:bool|None=None, # see `is_diagonal`
                  )->torch.Tensor: # S(t), shape (..., T)
     "The unit step response $S(t) = C\\,\\Gamma(t) = \\int_0^t C e^{As} B\\,ds$, sampled at times `t`."
-    A, B, C, t = as_float(A, B, C, t)
-    diag = is_diagonal(A, diag); n = A.shape[-1]
-    check_vec('B', B, n); check_vec('C', C, n)
-    if t.ndim != 1: raise ValueError(f"t must be a 1-d tensor of times (T,), got shape {tuple(t.shape)}")
-    A, B, C = _with_time_axis(A, B, C, diag)
+    A, B, C, t, diag = _response_args(A, B, C, t, diag)
     return (C * state_flow(A, B, t.clamp(min=0), diag=diag)[1]).sum(-1)     # (..., T)
 
 # %% ../nbs/00_ssm.ipynb #8b7ceb4b
