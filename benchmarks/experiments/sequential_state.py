@@ -21,6 +21,16 @@ def _next_pixel(p, k, W, L):
     p = tl.where((k == 1) & (p >= L), p - L + 1, p)      # bottom of a column: top of the next
     return tl.where((k == 3) & (p < 0), p + L - 1, p)    # top of a column: bottom of the one before
 
+@triton.jit
+def _step_inputs(x_row, dt_row, p, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+    "u, Δ before softplus, and Δ (zero where masked) at image offset p for the program's channels."
+    u = tl.load(x_row + p, mask=m, other=0.0).to(ACC)
+    v = tl.load(dt_row + p, mask=m, other=0.0).to(ACC)
+    if HAS_BIAS: v = v + bias
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return u, v, tl.where(m, dt, 0.0)
+
 @triton.jit(do_not_specialize=['Dm', 'H', 'W', 'L', 'n_chunks'])
 def _fwd_seq(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_ptr,
              Dm, H, W, L, n_chunks,
@@ -41,6 +51,7 @@ def _fwd_seq(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_ptr,
             h = h + (tl.zeros([BLOCK_D, NSPLIT], ACC),)
         if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
         if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D, 1], ACC)
         x_row = x_ptr + img
         dt_row = dt_ptr + (bk * Dm + d) * L
         y_row = y_ptr + img
@@ -56,12 +67,7 @@ def _fwd_seq(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_ptr,
             for i in tl.static_range(T):                      # compute the chunk; no store in between, so loads run ahead
                 ok = c * T + i < L
                 m = dm & ok
-                u = tl.load(x_row + p, mask=m, other=0.0).to(ACC)
-                v = tl.load(dt_row + p, mask=m, other=0.0).to(ACC)
-                if HAS_BIAS: v = v + bias
-                if SOFTPLUS: dt = _softplus(v)
-                else: dt = v
-                dt = tl.where(m, dt, 0.0)
+                u, v, dt = _step_inputs(x_row, dt_row, p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
                 dtu = dt * u
                 acc = tl.zeros([BLOCK_D, NSPLIT], ACC)
                 hn = ()
@@ -83,16 +89,6 @@ def _fwd_seq(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_ptr,
                 p = _next_pixel(p, k, W, L)
         tl.debug_barrier()
 
-
-@triton.jit
-def _step_inputs(x_row, dt_row, dy_row, p, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
-    "u, Δ before softplus, Δ (zero where masked) and dy at image offset p for the program's channels."
-    u = tl.load(x_row + p, mask=m, other=0.0).to(ACC)
-    v = tl.load(dt_row + p, mask=m, other=0.0).to(ACC)
-    if HAS_BIAS: v = v + bias
-    if SOFTPLUS: dt = _softplus(v)
-    else: dt = v
-    return u, v, tl.where(m, dt, 0.0)
 
 @triton.jit(do_not_specialize=['Bsz', 'Dm', 'H', 'W', 'L', 'n_chunks'])
 def _bwd_seq(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_ptr, ent_ptr,
@@ -143,7 +139,7 @@ def _bwd_seq(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_ptr
                         s = c * T + q * TS + i
                         m = dm & (s < L)
                         p = _route_pixel(s, k, H, W, L)
-                        u, v, dt = _step_inputs(x_row, dt_row, dy_row, p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
+                        u, v, dt = _step_inputs(x_row, dt_row, p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
                         hn = ()
                         for j in tl.static_range(NS):
                             Bj = tl.load(B_row + j * NSPLIT * L + p, mask=s < L, other=0.0).to(ACC)
@@ -161,7 +157,7 @@ def _bwd_seq(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_ptr
                     s = c * T + q * TS + i
                     m = dm & (s < L)
                     p = _route_pixel(s, k, H, W, L)
-                    u, v, dt = _step_inputs(x_row, dt_row, dy_row, p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
+                    u, v, dt = _step_inputs(x_row, dt_row, p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
                     hn, an = (), ()
                     for j in tl.static_range(NS):
                         Bj = tl.load(B_row + j * NSPLIT * L + p, mask=s < L, other=0.0).to(ACC)
@@ -177,7 +173,7 @@ def _bwd_seq(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_ptr
                     ok = s < L
                     m = dm & ok
                     p = _route_pixel(s, k, H, W, L)
-                    u, v, dt = _step_inputs(x_row, dt_row, dy_row, p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
+                    u, v, dt = _step_inputs(x_row, dt_row, p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
                     dy = tl.load(dy_row + p, mask=m, other=0.0).to(ACC)
                     dtu = dt * u
                     du_acc = tl.zeros([BLOCK_D, NSPLIT], ACC)

@@ -1,11 +1,10 @@
-"GPU trial: sequential-state kernels (seq.py) against the reference and the chunk-scan kernels; times at the stage shapes."
-import os, sys, json, time, torch, triton, triton.language as tl
+"Checks the kernels of sequential_state.py against the float64 reference on the GPU, then times them beside resvmamba.triton_scan at the stage shapes (writes $OUT/trial.json)."
+import os, sys, json, torch, triton, triton.language as tl
 sys.path.insert(0, os.path.dirname(__file__)); sys.path.insert(0, os.getcwd())
 from sequential_state import _fwd_seq, _bwd_seq
 from resvmamba.triton_scan import _scan_fwd, _scan_bwd
 from resvmamba.cross_scan import cross_selective_scan_ref
 from triton.testing import do_bench
-print(torch.__version__, triton.__version__, torch.cuda.get_device_name(), flush=True)
 OUT = os.environ.get("OUT", "/tmp")
 T, TS = 16, 4
 
@@ -33,11 +32,11 @@ def inputs(Bsz, Dm, H, W, N=16, dtype=torch.float32):
            r(Bsz, 4, N, H, W), r(Bsz, 4, N, H, W), r(4, Dm), r(4, Dm) * 0.3]
     return [t.to(dtype) if i not in (2, 5, 6) else t for i, t in enumerate(ins)]
 
-res = {"checks": [], "times": []}
-if __name__ != "__main__": pass
 if __name__ == '__main__':
+    print(torch.__version__, triton.__version__, torch.cuda.get_device_name(), flush=True)
+    res = {"checks": [], "times": []}
     # 1. correctness against the float64 reference, forward and all seven gradients
-    for (Bsz, Dm, H, W, dtype) in ([] if os.environ.get('NOCHECK') else [(2, 40, 7, 9, torch.float32)]):
+    for (Bsz, Dm, H, W, dtype) in ([] if os.environ.get('NOCHECK') else [(2, 48, 14, 14, torch.float32), (2, 40, 7, 9, torch.float32), (2, 48, 14, 14, torch.bfloat16)]):
         ins = inputs(Bsz, Dm, H, W, dtype=dtype)
         for nsplit in (2, 1):
             y, hs = new_fwd(*ins, nsplit=nsplit)
