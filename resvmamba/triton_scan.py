@@ -36,9 +36,19 @@ def _softplus(v):
     return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
 
 @triton.jit
-def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
     "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
-    v = tl.load(dt_ptrs, mask=m, other=0.0).to(ACC)
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
     if HAS_BIAS: v = v + bias[None, :]
     if SOFTPLUS: dt = _softplus(v)
     else: dt = v
@@ -51,7 +61,7 @@ def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, 
                 Dm, H, W, L, n_chunks,                                 # sizes
                 N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
                 HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                SAVE: tl.constexpr, ACC: tl.constexpr):
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
     b = tl.program_id(1)                                   # this program: image b, channels d
     d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
@@ -71,8 +81,8 @@ def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, 
             tm = t < L
             p = _pixel(t, k, H, W, L)[:, None]                                           # (T, 1) image offsets
             m = tm[:, None] & dm[None, :]
-            u = tl.load(x_row + p, mask=m, other=0.0).to(ACC)                             # (T, BLOCK_D)
-            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC)                # (T, BLOCK_D)
+            u = _to_acc(tl.load(x_row + p, mask=m, other=0.0), ACC, PTX)                  # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)           # (T, BLOCK_D)
             Bt = tl.load(B_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
             Ct = tl.load(C_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
             if SAVE: tl.store(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], h, mask=dm[:, None])
@@ -100,7 +110,7 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_
                 dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,            # gradients (partials for A, B, C, D, bias)
                 Bsz, Dm, H, W, L, n_chunks,
                 N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
-                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
     db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
     d = db * BLOCK_D + tl.arange(0, BLOCK_D)
     dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
@@ -123,19 +133,20 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_
             tm = t < L
             p = _pixel(t, k, H, W, L)[:, None]
             m = tm[:, None] & dm[None, :]
-            u = tl.load(x_ptr + img + p, mask=m, other=0.0).to(ACC)                       # (T, BLOCK_D)
-            v, dt = _load_dt(dt_ptr + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC)
+            u = _to_acc(tl.load(x_ptr + img + p, mask=m, other=0.0), ACC, PTX)            # (T, BLOCK_D)
+            v, dt = _load_dt(dt_ptr + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
             Bt = tl.load(B_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
             Ct = tl.load(C_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
-            dy = tl.load(dy_ptr + img + p, mask=m, other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dy_ptr + img + p, mask=m, other=0.0), ACC, PTX)
             h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
             a = tl.exp2(dt[:, :, None] * A2[None, :, :])          # recompute the chunk from its checkpoint
             dtu = dt * u
             bu = dtu[:, :, None] * Bt[:, None, :]
             ac, bc = tl.associative_scan((a, bu), 0, _first_order)
             hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
-            _, q, r = tl.associative_scan((a, tl.full(a.shape, 1.0, ACC), dy[:, :, None] * Ct[:, None, :]), 0,
-                                          _adjoint, reverse=True)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)                 # backwards in time: flipped, see above
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
             g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
             carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
             ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
@@ -222,7 +233,7 @@ def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, til
     _fwd_kernel[(triton.cdiv(Dm, BD), Bsz)](
         x, delta, A, B, C, x if D is None else D, x if delta_bias is None else delta_bias, y, hs,
         Dm, H, W, L, n_chunks, N=N, BLOCK_D=BD, T=T, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), SAVE=bool(save_states), ACC=_tl_dtype(acc), num_warps=nw)
+        SOFTPLUS=bool(delta_softplus), SAVE=bool(save_states), ACC=_tl_dtype(acc), PTX=not _interpreting(), num_warps=nw)
     return y, (hs if save_states else None)
 
 # %% ../nbs/04_triton_scan.ipynb #79338321
@@ -241,7 +252,7 @@ def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=No
         x, delta, A, B, C, x if D is None else D, x if delta_bias is None else delta_bias, hs, dy.contiguous(),
         dx, ddelta, dA, dB, dC, dD, dbias, Bsz, Dm, H, W, L, n_chunks,
         N=N, BLOCK_D=BD, T=T, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), ACC=_tl_dtype(acc), num_warps=nw)
+        SOFTPLUS=bool(delta_softplus), ACC=_tl_dtype(acc), PTX=not _interpreting(), num_warps=nw)
     # fixed-order sums over partials: the same bits on every run (no atomics)
     return dx, ddelta, dA.sum(0), dB.sum(0), dC.sum(0), dD.sum(0), dbias.sum(0)
 

@@ -1,0 +1,28 @@
+"""Time the backward with channel-block groups (dB, dC summed inside a program) against the library's backward."""
+import sys, os, time
+sys.path.insert(0, os.path.dirname(__file__)); sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import torch, triton
+from triton.testing import do_bench
+import resvmamba.triton_scan as ts
+from scan_bench import inputs, rel, STAGES, BATCH, N
+from bwd_group import scan_bwd_group
+
+print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+variants = [((2, 16, 1), 4), ((2, 16, 1), 12), ((4, 16, 2), 4), ((4, 16, 2), 8), ((8, 16, 4), 4)]
+res = []
+for dtype in (torch.float32, torch.bfloat16):
+    for Dm, H in STAGES:
+        if dtype == torch.bfloat16 and Dm != 768: continue
+        ins = inputs(BATCH, Dm, H, H, N, dtype)
+        _, hs = ts._scan_fwd(*ins, True, True)
+        dy = torch.randn(BATCH, Dm, H, H, device="cuda")
+        ref = ts._scan_bwd(dy, hs, *ins, True)
+        t0 = do_bench(lambda: ts._scan_bwd(dy, hs, *ins, True), warmup=10, rep=60, return_mode="median")
+        line = f"{str(dtype)[6:]:8s} {Dm:4d} {H:2d}^2 library(8,16,4) {t0:7.2f} ms |"
+        for tiles, nb in variants:
+            out = scan_bwd_group(dy, hs, *ins, True, tiles=tiles, n_blk=nb)
+            err = max(rel(a, b) for a, b in zip(out, ref))
+            t = do_bench(lambda: scan_bwd_group(dy, hs, *ins, True, tiles=tiles, n_blk=nb), warmup=10, rep=60, return_mode="median")
+            line += f" {tiles}x{nb}: {t:6.2f} ({t0 / t:4.2f}x, err {err:.0e}) |"
+        print(line, flush=True)
+        del ins, hs, dy, ref; torch.cuda.empty_cache()
