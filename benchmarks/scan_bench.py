@@ -202,7 +202,7 @@ def bench(log, compile_unfused):
     return dict(gpu=props.name, driver=subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                 capture_output=True, text=True).stdout.strip(), torch=torch.__version__, triton=triton.__version__,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), copy_TBps=bw / 1e12, sm_clock_GHz=clock / 1e9,
-                sms=props.multi_processor_count, tiles_fwd={H: ts._tiles(N, H * H, interp=False) for _, H in STAGES}, tiles_bwd=ts._tiles(N, 3136, True, interp=False),
+                sms=props.multi_processor_count, tiles_fwd={H: ts._tiles(N, H * H, interp=False) for _, H in STAGES}, tiles_bwd={H: ts._tiles(N, H * H, True, interp=False) for _, H in STAGES},
                 rows=rows)
 
 

@@ -56,10 +56,20 @@ def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, A
 
 # %% ../nbs/04_triton_scan.ipynb #c7c9b9f5
 @triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+@triton.jit
 def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, image layout (see the launcher)
                 y_ptr, hs_ptr,                                         # outputs: y (B, Dm, L) in ACC; chunk states
-                Dm, H, W, L, n_chunks,                                 # sizes
-                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+                Dm, H, W, L, n_chunks, n_save,                         # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr,
                 HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
     b = tl.program_id(1)                                   # this program: image b, channels d
@@ -85,11 +95,11 @@ def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, 
             _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)           # (T, BLOCK_D)
             Bt = tl.load(B_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
             Ct = tl.load(C_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
-            if SAVE: tl.store(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], h, mask=dm[:, None])
             a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
             bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
             ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
             hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
             yk = tl.sum(hh * Ct[:, None, :], 2)                                          # (T, BLOCK_D)
             if HAS_D: yk += Dk[None, :] * u
             h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
@@ -180,9 +190,10 @@ def _interpreting():
     return not isinstance(_fwd_kernel, triton.runtime.jit.JITFunction)
 
 def _tiles(N, L, backward=False, interp=None):
-    "(BLOCK_D, T, num_warps) for state size N and route length L: BLOCK_D*N = 128 states per step, split over 4 warps."
+    "(BLOCK_D, T, num_warps) for state size N and route length L (measured choices, see *Benchmark*)."
     if _interpreting() if interp is None else interp: return 2, 8, 1   # tiny tiles: every edge case on tiny inputs
-    if backward: return max(1, 128 // N), 16, 4        # ~10 live tiles; T=16 keeps the checkpoints as large as Δ
+    if backward and L <= 256: return max(1, 64 // N), 8, 1   # one warp: the channel sums for dB, dC stay in the warp
+    if backward: return max(1, 128 // N), 16, 4         # ~10 live tiles; T=16 keeps the checkpoints as large as Δ
     return max(1, 128 // N), (32 if L >= 1024 else 16), 4
 
 def _acc(x):
@@ -221,18 +232,19 @@ def _check_inputs(x, delta, A, B, C, D, delta_bias):
                          "resvmamba.triton_scan); use backend='parallel' on the CPU")
 
 # %% ../nbs/04_triton_scan.ipynb #c54e783c
-def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, tiles=None):
-    "Launch the forward kernel; returns (y in float32/float64, chunk-entry states for the backward or None)."
+def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, tiles=None, t_save=None):
+    "Launch the forward kernel; returns (y in float32/float64, the states entering every `t_save` steps, or None)."
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
     BD, T, nw = tiles or _tiles(N, L)
-    if save_states and tiles is None: T = _tiles(N, L, backward=True)[1]   # checkpoints where the backward's chunks start
-    acc, n_chunks = _acc(x), triton.cdiv(L, T)
+    t_save = t_save or (_tiles(N, L, backward=True)[1] if tiles is None else T)   # where the backward's chunks start
+    if T % t_save: T = t_save                                                      # checkpoints must fall on chunk pieces
+    acc, n_chunks, n_save = _acc(x), triton.cdiv(L, T), triton.cdiv(L, t_save)
     y = _empty((Bsz, Dm, H, W), x, acc)
-    hs = _empty((Bsz, 4, n_chunks, Dm, N), x, acc) if save_states else y
+    hs = _empty((Bsz, 4, n_save, Dm, N), x, acc) if save_states else y
     _fwd_kernel[(triton.cdiv(Dm, BD), Bsz)](
         x, delta, A, B, C, x if D is None else D, x if delta_bias is None else delta_bias, y, hs,
-        Dm, H, W, L, n_chunks, N=N, BLOCK_D=BD, T=T, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+        Dm, H, W, L, n_chunks, n_save, N=N, BLOCK_D=BD, T=T, T_SAVE=t_save, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), SAVE=bool(save_states), ACC=_tl_dtype(acc), PTX=not _interpreting(), num_warps=nw)
     return y, (hs if save_states else None)
 

@@ -71,6 +71,20 @@ def test_mixed_dtypes_as_under_autocast():
     check([t.bfloat16() if i in (0, 1, 3, 4) else t for i, t in enumerate(ins)], 1e-2)
 
 
+def test_checkpoints_between_chunk_starts():
+    "A forward of 16-step chunks saving every 8 steps gives the 8-step forward's checkpoints, and the backward runs from them."
+    x, delta, A, B, C, D, bias = make(2, 3, 5, 7, 4)            # L = 35: the last 8-step piece is partial
+    y16, hs16 = ts._scan_fwd(x, delta, A, B, C, D, bias, True, True, tiles=(2, 16, 1), t_save=8)
+    y8, hs8 = ts._scan_fwd(x, delta, A, B, C, D, bias, True, True, tiles=(2, 8, 1))
+    assert hs16.shape == hs8.shape == (2, 4, 5, 3, 4)
+    assert rel(y16, y8) < 1e-6 and rel(hs16, hs8) < 1e-6
+    assert torch.isfinite(hs16).all() and hs16[:, :, 1:].abs().amax() > 0   # every checkpoint written, and not all zero
+    dy = torch.randn_like(y8)
+    for a, b in zip(ts._scan_bwd(dy, hs16, x, delta, A, B, C, D, bias, True, tiles=(2, 8, 1)),
+                    ts._scan_bwd(dy, hs8, x, delta, A, B, C, D, bias, True, tiles=(2, 8, 1))):
+        assert rel(a, b) < 1e-6
+
+
 def test_gradcheck_float64():
     ins = [t.double().requires_grad_() for t in make(1, 2, 2, 3, 2, seed=1)]
     assert torch.autograd.gradcheck(ts.cross_selective_scan_triton, ins, fast_mode=True)

@@ -1,9 +1,9 @@
 """A/B in one run: the library's fused scan against an earlier version of it, forward and forward+backward, every stage.
 
-    git show 168accd:resvmamba/triton_scan.py | sed 's/^from \.\(scan\|cross_scan\) /from resvmamba.\1 /' > benchmarks/experiments/_old_triton_scan.py
+    git show REV:resvmamba/triton_scan.py | sed 's/^from \.\(scan\|cross_scan\) /from resvmamba.\1 /' > benchmarks/experiments/_old_triton_scan.py
     PYTHONPATH=. python benchmarks/experiments/ab_previous.py
 
-168accd is the last commit before the PTX cast of half tiles and the flipped adjoint scan (2026-11-24).
+Commits compared: 168accd (before the PTX cast of half tiles and the flipped adjoint scan) and 09e0551 (before the one-warp backward tiles for L <= 256), both 2026-11-24.
 """
 import sys, os, time
 sys.path.insert(0, os.path.dirname(__file__)); sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
