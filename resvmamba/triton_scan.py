@@ -95,6 +95,8 @@ def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, 
             _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)           # (T, BLOCK_D)
             Bt = tl.load(B_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
             Ct = tl.load(C_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)         # (T, N)
+            yp = y_row + p
+            if k > 0: y_before = tl.load(yp, mask=m, other=0.0)   # the routes before; loaded early, used last
             a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
             bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
             ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
@@ -103,8 +105,7 @@ def _fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,  # inputs, 
             yk = tl.sum(hh * Ct[:, None, :], 2)                                          # (T, BLOCK_D)
             if HAS_D: yk += Dk[None, :] * u
             h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
-            yp = y_row + p
-            if k > 0: yk += tl.load(yp, mask=m, other=0.0)                               # add to routes before
+            if k > 0: yk += y_before                                                     # add to routes before
             tl.store(yp, yk, mask=m)
         tl.debug_barrier()   # next route reads y that other threads of this program wrote
 
@@ -149,6 +150,8 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_
             Ct = tl.load(C_ptr + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
             dy = _to_acc(tl.load(dy_ptr + img + p, mask=m, other=0.0), ACC, PTX)
             h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dx_ptr + img + p
+            if k > 0: dx_before = tl.load(dxp, mask=m, other=0.0)  # the routes before; loaded early, used last
             a = tl.exp2(dt[:, :, None] * A2[None, :, :])          # recompute the chunk from its checkpoint
             dtu = dt * u
             bu = dtu[:, :, None] * Bt[:, None, :]
@@ -173,8 +176,7 @@ def _bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hs_ptr, dy_
             tl.store(ddt_ptr + dt_row + p, ddt, mask=m)
             tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
             tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
-            dxp = dx_ptr + img + p
-            if k > 0: du += tl.load(dxp, mask=m, other=0.0)      # add to the routes before, as y in the forward
+            if k > 0: du += dx_before                             # add to the routes before, as y in the forward
             tl.store(dxp, du, mask=m)
         tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
         tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
