@@ -7,7 +7,7 @@ __all__ = ['cross_scan', 'cross_merge', 'cross_selective_scan_ref']
 
 # %% ../nbs/03_cross_scan.ipynb #ea7c87dd
 import torch
-from .scan import selective_scan_ref
+from .scan import selective_scan_ref, require_float
 
 # %% ../nbs/03_cross_scan.ipynb #04302964
 def _check_image(x, name="x"):
@@ -59,6 +59,7 @@ def cross_selective_scan_ref(x,                    # input feature map, (B, Dm, 
                              scan_fn=None,         # a 1-D selective scan; `selective_scan_ref` by default
                             ):
     "The 2-D selective scan: y = Σ_k uncross_k(scan_k(cross_k(inputs))), all inputs in image layout; (B, Dm, H, W)."
+    require_float("cross_selective_scan_ref", x=x, delta=delta, A=A, B=B, C=C, D=D, delta_bias=delta_bias)
     _check_image(x)
     Bt, Dm, H, W = x.shape
     L, N = H * W, (A.shape[-1] if A.dim() == 3 else None)

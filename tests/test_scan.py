@@ -150,7 +150,6 @@ def test_low_precision_inputs_return_their_dtype():
         torch.testing.assert_close(y, y32.bfloat16())
 
 @pytest.mark.parametrize("bad,msg", [
-    (dict(A=torch.randn(4, 3, dtype=torch.complex64)), "complex"),
     (dict(u=torch.randn(2, 4)), "u must be"),
     (dict(delta=torch.randn(2, 4, 5)), "delta must be"),
     (dict(A=torch.randn(5, 3)), "A must be"),
@@ -165,6 +164,23 @@ def test_bad_shapes_raise(fn, bad, msg):
     inp = make_inputs(); inp.update(bad)
     with pytest.raises(ValueError, match=msg):
         fn(inp['u'], inp['delta'], inp['A'], inp['B'], inp['C'], D=inp['D'], z=inp['z'], delta_bias=inp['delta_bias'])
+
+MUST = "must be a floating-point torch.Tensor (float16, bfloat16, float32 or float64), got"
+
+@pytest.mark.parametrize("bad,got", [
+    (dict(u=torch.ones(2, 4, 6, dtype=torch.int64)), "u {} torch.int64"),
+    (dict(A=torch.randn(4, 3, dtype=torch.complex64)), "A {} torch.complex64"),
+    (dict(B=torch.randn(2, 3, 6).numpy()), "B {} numpy.ndarray"),
+    (dict(C=[[0.0]]), "C {} list"),
+    (dict(D=torch.ones(4, dtype=torch.int32)), "D {} torch.int32"),
+    (dict(delta_bias=torch.ones(4, dtype=torch.bool)), "delta_bias {} torch.bool"),
+])
+@pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_parallel])
+def test_non_float_inputs_raise_one_message(fn, bad, got):
+    inp = make_inputs(); inp.update(bad)
+    with pytest.raises(TypeError) as e:
+        fn(inp['u'], inp['delta'], inp['A'], inp['B'], inp['C'], D=inp['D'], z=inp['z'], delta_bias=inp['delta_bias'])
+    assert str(e.value) == f"{fn.__name__}: " + got.format(MUST)
 
 # ---- cross-scan -------------------------------------------------------------------------------
 
@@ -241,6 +257,17 @@ def test_cross_selective_scan_bad_shapes(bad, msg):
     inp.update(bad)
     with pytest.raises(ValueError, match=msg):
         cross_selective_scan_ref(**inp)
+
+@pytest.mark.parametrize("scan_fn", [None, selective_scan_parallel])
+@pytest.mark.parametrize("name,bad,got", [("x", lambda t: t.long(), "torch.int64"), ("delta", lambda t: t.numpy(), "numpy.ndarray"),
+                                          ("A", lambda t: t.int(), "torch.int32"), ("D", lambda t: t.to(torch.complex64), "torch.complex64")])
+def test_cross_selective_scan_non_float_inputs(scan_fn, name, bad, got):
+    Bt, Dm, N, H, W = 2, 3, 2, 4, 5
+    inp = dict(x=torch.randn(Bt, Dm, H, W), delta=torch.randn(Bt, 4, Dm, H, W), A=-torch.rand(4, Dm, N),
+               B=torch.randn(Bt, 4, N, H, W), C=torch.randn(Bt, 4, N, H, W), D=torch.randn(4, Dm), delta_bias=torch.randn(4, Dm))
+    inp[name] = bad(inp[name])
+    with pytest.raises(TypeError) as e: cross_selective_scan_ref(**inp, scan_fn=scan_fn)
+    assert str(e.value) == f"cross_selective_scan_ref: {name} {MUST} {got}"
 
 def test_cross_merge_bad_shape():
     with pytest.raises(ValueError, match="H\\*W"):
