@@ -98,6 +98,6 @@ def test_create_model_errors_and_timm_registry():
     with pytest.raises(ValueError, match="unknown model"): create_model("vmamba_huge")
     with pytest.raises(ValueError, match=r"unknown override\(s\) \['dim'\]"): create_model("vmamba_test", dim=8)
     with pytest.raises(ValueError, match="scan_backend must be one of"): create_model("vmamba_test", scan_backend="cuda")
-    assert set(MODELS) <= set(timm.list_models("*vmamba*"))
-    m = timm.create_model("resvmamba_test", num_classes=3)
+    assert {"rvm_" + n for n in MODELS} <= set(timm.list_models("rvm_*"))
+    m = timm.create_model("rvm_resvmamba_test", num_classes=3)
     assert isinstance(m, ResVMamba) and m.num_classes == 3
