@@ -37,8 +37,10 @@ def _check_scan_args(fn, u, delta, A, B, C, D, z, delta_bias):
     if A.dim() != 2 or A.shape[0] != d: raise ValueError(f"{fn}: A must be (d, N) with d={d}, got {tuple(A.shape)}")
     N = A.shape[1]
     for name, t in (("B", B), ("C", C)):
-        ok = (t.dim() == 3 and t.shape == (b, N, L)) or (t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (N, L))
-        if not ok: raise ValueError(f"{fn}: {name} must be (batch, N, L) = {(b, N, L)} or grouped (batch, G, N, L), got {tuple(t.shape)}")
+        ok = ((t.dim() == 2 and t.shape == (d, N)) or (t.dim() == 3 and t.shape == (b, N, L))
+              or (t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (N, L)))
+        if not ok: raise ValueError(f"{fn}: {name} must be fixed (d, N) = {(d, N)}, input-dependent (batch, N, L) = {(b, N, L)}"
+                                    f" or grouped (batch, G, N, L), got {tuple(t.shape)}")
         if t.dim() == 4 and d % t.shape[1]: raise ValueError(f"{fn}: {name} has G={t.shape[1]} groups, which must divide d={d}")
     if D is not None and D.shape != (d,): raise ValueError(f"{fn}: D must be (d,) = ({d},), got {tuple(D.shape)}")
     if z is not None and z.shape != u.shape: raise ValueError(f"{fn}: z must be (batch, d, L) = {(b, d, L)}, got {tuple(z.shape)}")
@@ -49,16 +51,22 @@ def _compute_dtype(u):
     "float32 for half, bfloat16 and float32 inputs; float64 stays float64 (so gradcheck can run)."
     return torch.promote_types(u.dtype, torch.float32)
 
+def _layout_BC(t, G, d):
+    "B or C as (batch|1, G, d/G|1, N, L|1): fixed (d, N) per channel and constant in time, or shared by a group at each step."
+    if t.dim() == 2: return t.view(1, G, d // G, -1, 1)              # fixed: one row per channel, the same at every step
+    if t.dim() == 3: t = t[:, None]                                  # (batch, N, L) is one group for all channels
+    if t.shape[1] not in (1, G): t = t.repeat_interleave(G // t.shape[1], 1)  # B and C grouped differently: refine to G
+    return t[:, :, None]                                             # the d/G channels of a group broadcast over it
+
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
-    "Cast to the compute dtype, form Δ (bias, then softplus, as in Mamba), and bring B, C to one grouping (batch, G, N, L)."
+    "Cast everything to the compute dtype, form Δ (bias, then softplus, as in Mamba), lay B and C out for broadcasting."
     ct = _compute_dtype(u)
-    u, delta, A = u.to(ct), delta.to(ct), A.to(ct)
+    u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
     if delta_bias is not None: delta = delta + delta_bias.to(ct)[:, None]
     if delta_softplus: delta = F.softplus(delta)
-    B, C = (t.to(ct) if t.dim() == 4 else t.to(ct)[:, None] for t in (B, C))   # ungrouped = one group for all d channels
-    G = math.lcm(B.shape[1], C.shape[1])                                       # B and C may be grouped differently
-    B, C = (t.repeat_interleave(G // t.shape[1], 1) if t.shape[1] > 1 else t for t in (B, C))
-    return u, delta, A, B, C, G
+    G = math.lcm(*(t.shape[1] if t.dim() == 4 else 1 for t in (B, C)))   # the finest grouping of the two
+    d = u.shape[1]
+    return u, delta, A, _layout_BC(B, G, d), _layout_BC(C, G, d), G
 
 # %% ../nbs/02_selective_scan.ipynb #aa5106af
 def _finish(y, u, D, z, dtype):
@@ -71,8 +79,8 @@ def _finish(y, u, D, z, dtype):
 def selective_scan_ref(u,                       # input, (batch, d, L)
                        delta,                   # step sizes Δ before bias/softplus, (batch, d, L)
                        A,                       # real state matrix diagonal, (d, N)
-                       B,                       # input matrix, (batch, N, L) or grouped (batch, G, N, L)
-                       C,                       # output matrix, (batch, N, L) or grouped (batch, G, N, L)
+                       B,                       # input matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
+                       C,                       # output matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
                        D=None,                  # skip connection, (d,)
                        z=None,                  # gate: the output is multiplied by SiLU(z), (batch, d, L)
                        delta_bias=None,         # added to delta before the softplus, (d,)
@@ -85,10 +93,11 @@ def selective_scan_ref(u,                       # input, (batch, d, L)
     u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     dg = d // G                                                             # channels per group: they share B_t and C_t
     decay = torch.exp(delta.view(b, G, dg, L, 1) * A.view(G, dg, 1, N))     # exp(Δ_t a_n), (b, G, d/G, L, N)
-    x = (delta * u).view(b, G, dg, L, 1) * B.mT[:, :, None]                 # Δ_t B_t u_t, (b, G, d/G, L, N)
+    x = (delta * u).view(b, G, dg, L, 1) * B.mT                             # Δ_t B_t u_t, (b, G, d/G, L, N)
+    Cs = C.mT.expand(-1, -1, -1, L, -1)                                      # a fixed C is the same at every step
     h = u.new_zeros(b, G, dg, N)
     ys = []
-    for a_t, x_t, C_t in zip(decay.unbind(-2), x.unbind(-2), C.mT[:, :, None].unbind(-2)):  # unbind, not [..., t, :]: its backward is one stack
+    for a_t, x_t, C_t in zip(decay.unbind(-2), x.unbind(-2), Cs.unbind(-2)):  # unbind, not [..., t, :]: its backward is one stack
         h = a_t * h + x_t                                                   # (b, G, d/G, N)
         ys.append((h * C_t).sum(-1))                                        # (b, G, d/G)
     y = torch.stack(ys, dim=-1).reshape(b, d, L) if L else u.new_zeros(b, d, 0)
@@ -143,8 +152,8 @@ def linear_scan(a,          # decays a_t, (..., L, N)
 def selective_scan_parallel(u,                       # input, (batch, d, L)
                             delta,                   # step sizes Δ before bias/softplus, (batch, d, L)
                             A,                       # real state matrix diagonal, (d, N)
-                            B,                       # input matrix, (batch, N, L) or grouped (batch, G, N, L)
-                            C,                       # output matrix, (batch, N, L) or grouped (batch, G, N, L)
+                            B,                       # input matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
+                            C,                       # output matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
                             D=None,                  # skip connection, (d,)
                             z=None,                  # gate: the output is multiplied by SiLU(z), (batch, d, L)
                             delta_bias=None,         # added to delta before the softplus, (d,)
@@ -160,7 +169,8 @@ def selective_scan_parallel(u,                       # input, (batch, d, L)
         T, dg = _block_len(L), d // G
         dt = _time_blocks(delta.view(b, G, dg, L), T)                        # (T, b, G, d/G, nc); padded Δ = 0 ...
         du = _time_blocks((delta * u).view(b, G, dg, L), T)
-        Bb, Cb = (_time_blocks(t, T).mT[..., None, :, :] for t in (B, C))     # (T, b, G, 1, nc, N)
+        Bb, Cb = (_time_blocks(t, T).mT if t.shape[-1] == L else t.mT[None] for t in (B, C))  # (T, b, G, 1, nc, N) or fixed (1, 1, G, d/G, 1, N)
+        Cb = Cb.expand(T, *Cb.shape[1:])                                     # the rescan walks C's first axis
         A = A.view(G, dg, 1, N)
         a = torch.exp(dt[..., None] * A)                                     # ... gives a = 1 and x = 0: the identity pair
         x = du[..., None] * Bb                                               # (T, b, G, d/G, nc, N)

@@ -5,27 +5,34 @@ from resvmamba.cross_scan import cross_scan, cross_merge, cross_selective_scan_r
 
 def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """The published reference semantics written out scalar by scalar, in float64 Python floats:
-    one loop per batch, channel, state and step. Returns (y, last_state) as nested lists -> tensors."""
-    u, delta, A, B, C = (t.double().tolist() for t in (u, delta, A, B, C))
+    one loop per batch, channel, state and step. B and C may be fixed (d, N), per step (b, N, L) or grouped (b, G, N, L).
+    Returns (y, last_state) as nested lists -> tensors."""
+    nb, d, L = u.shape
+    N = A.shape[1]
+    u, delta, A = (t.double().tolist() for t in (u, delta, A))
+    def entry(M):
+        "M[b, c, n, t] for channel c of batch b, whatever the form of M."
+        dims, M = M.dim(), M.double().tolist()
+        if dims == 2: return lambda b, c, n, t: M[c][n]                              # fixed: per channel, every step
+        if dims == 3: return lambda b, c, n, t: M[b][n][t]                           # one B_t for all channels
+        return lambda b, c, n, t: M[b][c // (d // len(M[b]))][n][t]                  # channel c reads its group
+    Bv, Cv = entry(B), entry(C)
     D = None if D is None else D.double().tolist()
     z = None if z is None else z.double().tolist()
     bias = None if delta_bias is None else delta_bias.double().tolist()
-    nb, d, L, N = len(u), len(u[0]), len(u[0][0]), len(A[0])
-    pick = lambda M, b, c: M[b][c // (d // len(M[b]))] if isinstance(M[b][0][0], list) else M[b]  # channel c's group
     softplus = lambda v: math.log1p(math.exp(v)) if v < 30 else v
     silu = lambda v: v / (1 + math.exp(-v))
     y = [[[0.0] * L for _ in range(d)] for _ in range(nb)]
     last = [[[0.0] * N for _ in range(d)] for _ in range(nb)]
     for b in range(nb):
         for c in range(d):
-            Bc, Cc = pick(B, b, c), pick(C, b, c)      # channel c reads the B/C of its group
             for n in range(N):
                 h = 0.0
                 for t in range(L):
                     dt = delta[b][c][t] + (bias[c] if bias else 0.0)
                     if delta_softplus: dt = softplus(dt)
-                    h = math.exp(dt * A[c][n]) * h + dt * Bc[n][t] * u[b][c][t]
-                    y[b][c][t] += Cc[n][t] * h
+                    h = math.exp(dt * A[c][n]) * h + dt * Bv(b, c, n, t) * u[b][c][t]
+                    y[b][c][t] += Cv(b, c, n, t) * h
                 last[b][c][n] = h
             for t in range(L):
                 if D is not None: y[b][c][t] += D[c] * u[b][c][t]
@@ -41,13 +48,14 @@ def closed_form_states(a_log, x):
     return (torch.exp(diff.masked_fill(~mask, -math.inf)) * x[..., None, :]).sum(-1)
 
 def make_inputs(b=2, d=4, N=3, L=6, G=None, dtype=torch.float32, seed=0):
+    "Random inputs; B and C per step (b, N, L), grouped (b, G, N, L) for an integer G, or fixed (d, N) for G='fixed'."
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
-    BC = (b, G, N, L) if G else (b, N, L)
+    BC = (d, N) if G == 'fixed' else (b, G, N, L) if G else (b, N, L)
     return dict(u=r(b, d, L), delta=r(b, d, L), A=-torch.rand(d, N, generator=g, dtype=dtype) * 2, B=r(*BC), C=r(*BC),
                 D=r(d), z=r(b, d, L), delta_bias=r(d))
 
-OPTS = list(itertools.product([None, 2, 4], [False, True], [False, True], [False, True], [False, True], [False, True]))
+OPTS = list(itertools.product([None, 2, 4, 'fixed'], [False, True], [False, True], [False, True], [False, True], [False, True]))
 
 @pytest.mark.parametrize("G,useD,usez,usebias,softplus,last", OPTS)
 @pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_parallel])
@@ -66,7 +74,7 @@ def test_scan_matches_naive(fn, G, useD, usez, usebias, softplus, last):
         torch.testing.assert_close(h.double(), h_ref, rtol=1e-5, atol=1e-5)
 
 @pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_parallel])
-@pytest.mark.parametrize("GB,GC", [(None, 2), (2, None), (2, 4), (4, 2)])
+@pytest.mark.parametrize("GB,GC", [(None, 2), (2, None), (2, 4), (4, 2), ('fixed', None), (None, 'fixed'), ('fixed', 2), (4, 'fixed')])
 def test_scan_b_and_c_grouped_differently(fn, GB, GC):
     inp, inp_c = make_inputs(G=GB, L=40), make_inputs(G=GC, L=40, seed=1)
     args = (inp['u'], inp['delta'], inp['A'], inp['B'], inp_c['C'])
@@ -74,6 +82,97 @@ def test_scan_b_and_c_grouped_differently(fn, GB, GC):
     y_ref, h_ref = naive_scan(*args, D=inp['D'], delta_softplus=True)
     torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h.double(), h_ref, rtol=1e-5, atol=1e-5)
+
+# ---- Mamba's test grid, gradients included, against a float64 loop -------------------------------------------
+
+def loop64(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    "The recurrence in float64 torch ops, one step per token, B and C spelled out per channel (b, d, N, L); autograd gives the gradients."
+    u, delta, A = u.double(), delta.double(), A.double()
+    b, d, L = u.shape
+    N = A.shape[1]
+    if delta_bias is not None: delta = delta + delta_bias.double()[:, None]
+    if delta_softplus: delta = torch.where(delta > 20, delta, torch.log1p(torch.exp(delta.clamp(max=20))))
+    def per_channel(M):
+        M = M.double()
+        if M.dim() == 2: return M[None, :, :, None].expand(b, d, N, L)              # fixed (d, N)
+        if M.dim() == 3: return M[:, None].expand(b, d, N, L)                       # (b, N, L): every channel
+        return M[:, torch.arange(d) // (d // M.shape[1])]                            # (b, G, N, L): channel c -> its group
+    Bd, Cd = per_channel(B), per_channel(C)
+    h, ys = u.new_zeros(b, d, N), []
+    for t in range(L):
+        h = torch.exp(delta[..., t, None] * A) * h + (delta[..., t] * u[..., t])[..., None] * Bd[..., t]
+        ys.append((h * Cd[..., t]).sum(-1))
+    y = torch.stack(ys, -1)
+    if D is not None: y = y + D.double()[:, None] * u
+    if z is not None: y = y * (z.double() * torch.sigmoid(z.double()))
+    return y, h
+
+def mamba_tolerances(itype, has_z):
+    "(rtol, atol) per checked quantity, as in state-spaces/mamba tests/ops/test_selective_scan.py."
+    rtol, atol = (6e-4, 2e-3) if itype == torch.float32 else (3e-2, 5e-2)           # bf16
+    rtolw, atolw = 1e-3, 1e-3
+    if has_z: rtolw, atolw = max(rtolw, rtol), max(atolw, atol)                       # "with z the errors on the weights seem higher"
+    return dict(out=(rtol, atol), state=(rtol, atol), u=(2 * rtol, 2 * atol), delta=(5 * rtol, 10 * atol),
+                A=(rtolw, 5 * atolw), D=(rtolw, atolw), z=(rtolw, atolw), delta_bias=(rtolw, atolw),
+                B_fixed=(rtolw, atolw), B_var=(rtol, atol), C_fixed=(rtolw, atolw), C_var=(rtol, atol))
+
+BC_FORMS = [("fixed", "fixed", 1), ("fixed", "var", 1), ("var", "fixed", 1), ("var", "var", 1), ("var", "var", 2),
+            ("fixed", "var", 2), ("var", "fixed", 2)]
+OPTION_NAMES = ("D", "z", "bias", "softplus", "last")
+
+def sampled_grid():
+    """Every (function, dtype, L, B/C form) with two of the 32 option patterns, one the complement of the other, so that each
+    option is on once and off once in every combination; the pattern rotates with the combination, covering all 32."""
+    for i, (fn, itype, L, form) in enumerate(itertools.product(
+            (selective_scan_ref, selective_scan_parallel), (torch.float32, torch.bfloat16), (7, 372), BC_FORMS)):
+        for flip in (False, True):
+            opts = tuple(bool((i >> k) & 1) ^ flip for k in range(5))
+            tag = "-".join(n for n, on in zip(OPTION_NAMES, opts) if on) or "plain"
+            yield pytest.param(fn, itype, L, *form, *opts,
+                               id=f"{fn.__name__[15:]}-{str(itype)[6:]}-L{L}-B{form[0]}-C{form[1]}-G{form[2]}-{tag}")
+
+@pytest.mark.parametrize("fn,itype,L,formB,formC,G,has_D,has_z,has_bias,softplus,last", list(sampled_grid()))
+def test_mamba_grid_against_float64_loop(fn, itype, L, formB, formC, G, has_D, has_z, has_bias, softplus, last):
+    "Mamba's setup (batch 2, d 4, N 8; A, D, Δ bias and fixed B/C in float32, the rest in itype), outputs and every gradient."
+    g = torch.Generator().manual_seed(L + G)
+    b, d, N = 2, 4, 8
+    def BC(form):
+        if form == "fixed": return torch.randn(d, N, generator=g)
+        return torch.randn(*((b, N, L) if G == 1 else (b, G, N, L)), generator=g).to(itype)
+    ins = dict(u=torch.randn(b, d, L, generator=g).to(itype), delta=(0.5 * torch.rand(b, d, L, generator=g)).to(itype),
+               A=-0.5 * torch.rand(d, N, generator=g), B=BC(formB), C=BC(formC),
+               D=torch.randn(d, generator=g) if has_D else None,
+               z=torch.randn(b, d, L, generator=g).to(itype) if has_z else None,
+               delta_bias=0.5 * torch.rand(d, generator=g) if has_bias else None)
+    ins = {k: v.requires_grad_() for k, v in ins.items() if v is not None}
+    ref = {k: v.detach().double().requires_grad_() for k, v in ins.items()}     # the same (rounded) values, float64 from here on
+    res = fn(**ins, delta_softplus=softplus, return_last_state=last)
+    out, state = res if last else (res, None)
+    out_ref, state_ref = loop64(**ref, delta_softplus=softplus)
+    assert out.dtype == itype and out.shape == (b, d, L)
+    grad_out = torch.randn(out.shape, generator=g).to(itype)
+    out.backward(grad_out); out_ref.backward(grad_out.double())
+    tol = mamba_tolerances(itype, has_z)
+    tol.update(B=tol[f"B_{formB}"], C=tol[f"C_{formC}"])
+    checks = dict(out=(out, out_ref), **{k: (ins[k].grad, ref[k].grad) for k in ins})
+    if last: checks["state"] = (state, state_ref)
+    for name, (got, want) in checks.items():
+        assert got.dtype == (torch.float32 if name == "state" else ins.get(name, ins["u"]).dtype)
+        rtol, atol = tol[name]
+        torch.testing.assert_close(got.double(), want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+def test_time_invariant_scan_is_chapter01_convolution():
+    "Fixed Δ (per channel), B and C: the scan is the LTI system of chapter 01, y = K * u + D u with K_k = C Ā^k B̄."
+    from resvmamba.discretize import discretize_mamba, ssm_conv_kernel, causal_conv
+    g = torch.Generator().manual_seed(0)
+    b, d, N, L = 2, 3, 4, 50
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    u, A, B, C, D = r(b, d, L), -torch.rand(d, N, generator=g, dtype=torch.float64), r(d, N), r(d, N), r(d)
+    dt = 0.05 + torch.rand(d, generator=g, dtype=torch.float64)
+    Ab, Bb = discretize_mamba(A, B, dt, diag=True)                                   # (d, N) each: Ā = exp(ΔA), B̄ = ΔB
+    want = causal_conv(u, ssm_conv_kernel(Ab, Bb, C, L, diag=True), D)
+    for fn in (selective_scan_ref, selective_scan_parallel):
+        torch.testing.assert_close(fn(u, dt[:, None].expand(b, d, L), A, B, C, D=D), want, rtol=1e-10, atol=1e-10)
 
 def test_float64_exact_and_closed_form():
     inp = make_inputs(dtype=torch.float64, L=9, G=2)
