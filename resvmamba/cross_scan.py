@@ -62,6 +62,7 @@ def cross_selective_scan_ref(x,                    # input feature map, (B, Dm, 
     require_float("cross_selective_scan_ref", x=x, delta=delta, A=A, B=B, C=C, D=D, delta_bias=delta_bias)
     _check_image(x)
     Bt, Dm, H, W = x.shape
+    dtype = x.dtype
     L, N = H * W, (A.shape[-1] if A.dim() == 3 else None)
     want = {"delta": (delta, (Bt, 4, Dm, H, W)), "A": (A, (4, Dm, N)), "B": (B, (Bt, 4, N, H, W)), "C": (C, (Bt, 4, N, H, W)),
             "D": (D, (4, Dm)), "delta_bias": (delta_bias, (4, Dm))}
@@ -69,6 +70,8 @@ def cross_selective_scan_ref(x,                    # input feature map, (B, Dm, 
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"cross_selective_scan_ref: {name} must be {shape} (B, 4 directions, ...), got {tuple(t.shape)}")
     scan_fn = scan_fn or selective_scan_ref
+    ct = torch.promote_types(x.dtype, torch.float32)                   # compute in float32 (float64 stays): the four routes'
+    x, delta, B, C = (t.to(ct) for t in (x, delta, B, C))              # outputs are summed before the one final rounding
     xs = cross_scan(x).reshape(Bt, 4 * Dm, L)                          # directions folded into channels
     dts = _cross_each(delta, "delta").reshape(Bt, 4 * Dm, L)
     Bs, Cs = _cross_each(B, "B"), _cross_each(C, "C")                  # (B, 4, N, L): 4 groups of Dm channels
@@ -76,4 +79,4 @@ def cross_selective_scan_ref(x,                    # input feature map, (B, Dm, 
                  D=None if D is None else D.reshape(-1),
                  delta_bias=None if delta_bias is None else delta_bias.reshape(-1),
                  delta_softplus=delta_softplus)
-    return cross_merge(ys.view(Bt, 4, Dm, L), H, W).to(x.dtype)
+    return cross_merge(ys.view(Bt, 4, Dm, L), H, W).to(dtype)

@@ -340,6 +340,27 @@ def test_cross_selective_scan_gradcheck():
         f = lambda x, dl, A, B, C, D, bias: cross_selective_scan_ref(x, dl, A, B, C, D=D, delta_bias=bias, scan_fn=fn)
         assert torch.autograd.gradcheck(f, args)
 
+@pytest.mark.parametrize("scan_fn", [None, selective_scan_parallel])
+def test_cross_selective_scan_bf16_against_float64(scan_fn):
+    "bf16 image inputs (float32 A, D, bias), L = 12·31 = 372: output and gradients within Mamba's bf16 tolerances of float64."
+    g = torch.Generator().manual_seed(0)
+    Bt, Dm, N, H, W = 2, 4, 8, 12, 31
+    ins = dict(x=torch.randn(Bt, Dm, H, W, generator=g).bfloat16(), delta=(0.5 * torch.rand(Bt, 4, Dm, H, W, generator=g)).bfloat16(),
+               A=-0.5 * torch.rand(4, Dm, N, generator=g), B=torch.randn(Bt, 4, N, H, W, generator=g).bfloat16(),
+               C=torch.randn(Bt, 4, N, H, W, generator=g).bfloat16(), D=torch.randn(4, Dm, generator=g),
+               delta_bias=0.5 * torch.rand(4, Dm, generator=g))
+    ins = {k: v.requires_grad_() for k, v in ins.items()}
+    ref = {k: v.detach().double().requires_grad_() for k, v in ins.items()}
+    y, y_ref = cross_selective_scan_ref(**ins, scan_fn=scan_fn), cross_selective_scan_ref(**ref, scan_fn=scan_fn)
+    assert y.dtype == torch.bfloat16 and y_ref.dtype == torch.float64
+    grad_out = torch.randn(y.shape, generator=g).bfloat16()
+    y.backward(grad_out); y_ref.backward(grad_out.double())
+    rtol, atol, w = 3e-2, 5e-2, 1e-3                                       # Mamba's bf16 tolerances; w for float32 weights
+    tol = dict(x=(2 * rtol, 2 * atol), delta=(5 * rtol, 10 * atol), A=(w, 5 * w), B=(rtol, atol), C=(rtol, atol), D=(w, w), delta_bias=(w, w))
+    torch.testing.assert_close(y.double(), y_ref.detach(), rtol=rtol, atol=atol)
+    for k, (r, a) in tol.items():
+        torch.testing.assert_close(ins[k].grad.double(), ref[k].grad, rtol=r, atol=a, msg=lambda m: f"{k}: {m}")
+
 @pytest.mark.parametrize("bad,msg", [
     (dict(x=torch.randn(2, 3, 4)), "x must be"),
     (dict(delta=torch.randn(2, 3, 3, 4, 5)), "delta must be"),
