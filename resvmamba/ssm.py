@@ -106,12 +106,24 @@ def step_response(A:torch.Tensor, # state matrix (..., n, n), or diagonals (...,
     return (C * state_flow(A, B, t.clamp(min=0), diag=diag)[1]).sum(-1)     # (..., T)
 
 # %% ../nbs/00_ssm.ipynb #8b7ceb4b
+def _held_input(x, t, delta):
+    "The input value held at each time t (..., T): x_j on ((j-1)Δ, jΔ], zero after the last piece."
+    L = x.shape[-1]
+    j = torch.ceil(t / delta - 1e-9).long() - 1          # interval holding t; the 1e-9 keeps t = kΔ in interval k despite rounding
+    return torch.where(j < L, x[..., j.clamp(0, L - 1)], torch.zeros_like(x[..., :1]))
+
+def _free_motion(A, B, h0, t, diag):
+    "e^{At} h0 for every t: the state's own motion from h0, (..., T, n). (B only sets the batch shape, as in `state_flow`.)"
+    Phi = state_flow(A[..., None, :] if diag else A[..., None, :, :], B[..., None, :], t, diag=diag)[0]
+    return Phi * h0[..., None, :] if diag else (Phi @ h0[..., None, :, None])[..., 0]
+
+# %% ../nbs/00_ssm.ipynb #d0e1f2a3
 def ssm_solve_pwc(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
                   B:torch.Tensor, # input vector (..., n)
                   C:torch.Tensor, # output vector (..., n)
                   D:torch.Tensor|float|None, # feedthrough (...), or None for 0
-                  x:torch.Tensor, # input values (..., L), x_j held on ((j-1) dt, j dt]; zero after L dt
-                  dt:float, # length of each hold interval
+                  x:torch.Tensor, # input values (..., L), x_j held on ((j-1)Δ, jΔ]; zero after LΔ
+                  delta:float, # Δ, the length of each hold interval
                   t:torch.Tensor, # query times (T,), t >= 0
                   h0:torch.Tensor|None=None, # initial state (..., n), default 0
                   diag:bool|None=None, # see `is_diagonal`
@@ -122,20 +134,15 @@ def ssm_solve_pwc(A:torch.Tensor, # state matrix (..., n, n), or diagonals (...,
     check_vec('B', B, n); check_vec('C', C, n)
     if x.ndim < 1: raise ValueError("x must have shape (..., L), got a scalar")
     if t.ndim != 1: raise ValueError(f"t must be a 1-d tensor of times (T,), got shape {tuple(t.shape)}")
-    if not dt > 0: raise ValueError(f"dt must be positive, got {dt}")
-    L = x.shape[-1]
-    knots = dt * torch.arange(L + 1, dtype=t.dtype, device=t.device)              # t_0 .. t_L
+    if not delta > 0: raise ValueError(f"delta (the step Δ) must be positive, got {delta}")
+    knots = delta * torch.arange(x.shape[-1] + 1, dtype=t.dtype, device=t.device)    # t_0 .. t_L
     tau = (t[:, None] - knots).clamp(min=0)                                          # (T, L+1): time since each knot
     At = A[..., None, None, :] if diag else A[..., None, None, :, :]
     G = state_flow(At, B[..., None, None, :], tau, diag=diag)[1]                     # (..., T, L+1, n)
     h = (x[..., None, :, None] * (G[..., :-1, :] - G[..., 1:, :])).sum(-2)           # (..., T, n)
     if h0 is not None:
         h0 = torch.as_tensor(h0, dtype=A.dtype, device=A.device); check_vec('h0', h0, n)
-        Phi = state_flow(At[..., 0, :, :] if not diag else At[..., 0, :], B[..., None, :], t, diag=diag)[0]
-        h = h + (Phi * h0[..., None, :] if diag else (Phi @ h0[..., None, :, None])[..., 0])
+        h = h + _free_motion(A, B, h0, t, diag)
     y = (C[..., None, :] * h).sum(-1)                                                # (..., T)
-    if D is not None:
-        j = torch.ceil(t / dt - 1e-9).long() - 1          # interval holding t; the 1e-9 keeps t = k*dt in interval k despite rounding
-        xt = torch.where(j < L, x[..., j.clamp(0, L - 1)], torch.zeros_like(x[..., :1]))
-        y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * xt
+    if D is not None: y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * _held_input(x, t, delta)
     return y, h
