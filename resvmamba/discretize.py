@@ -34,9 +34,9 @@ def discretize_euler(A:torch.Tensor, # state matrix (..., n, n), or diagonals (.
                      diag:bool|None=None, # see `discretize_zoh`
                     )->tuple: # (Ab, Bb)
     "Forward Euler: $\\bar A = I + \\Delta A$, $\\bar B = \\Delta B$."
-    A, B, d, diag = _delta_for(A, B, delta, diag)
-    if diag: return 1 + d * A, d * B
-    return torch.eye(A.shape[-1], dtype=A.dtype, device=A.device) + d[..., None] * A, d * B
+    A, B, delta, diag = _delta_for(A, B, delta, diag)
+    if diag: return 1 + delta * A, delta * B
+    return torch.eye(A.shape[-1], dtype=A.dtype, device=A.device) + delta[..., None] * A, delta * B
 
 # %% ../nbs/01_discretization.ipynb #fea4b19e
 def discretize_bilinear(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
@@ -45,12 +45,12 @@ def discretize_bilinear(A:torch.Tensor, # state matrix (..., n, n), or diagonals
                         diag:bool|None=None, # see `discretize_zoh`
                        )->tuple: # (Ab, Bb)
     "Bilinear (Tustin): $\\bar A = (I - \\frac\\Delta2 A)^{-1}(I + \\frac\\Delta2 A)$, $\\bar B = (I - \\frac\\Delta2 A)^{-1}\\Delta B$."
-    A, B, d, diag = _delta_for(A, B, delta, diag)
-    if diag: return (1 + d / 2 * A) / (1 - d / 2 * A), d * B / (1 - d / 2 * A)
+    A, B, delta, diag = _delta_for(A, B, delta, diag)
+    if diag: return (1 + delta / 2 * A) / (1 - delta / 2 * A), delta * B / (1 - delta / 2 * A)
     I = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    lhs = I - d[..., None] / 2 * A                                     # solve, not inv: one factorization, better accuracy
-    Bb = torch.linalg.solve(lhs, (d * B)[..., None])[..., 0]
-    return torch.linalg.solve(lhs, I + d[..., None] / 2 * A), Bb
+    lhs = I - delta[..., None] / 2 * A                                     # solve, not inv: one factorization, better accuracy
+    Bb = torch.linalg.solve(lhs, (delta * B)[..., None])[..., 0]
+    return torch.linalg.solve(lhs, I + delta[..., None] / 2 * A), Bb
 
 # %% ../nbs/01_discretization.ipynb #b8bf2b93
 def discretize_mamba(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
@@ -59,9 +59,20 @@ def discretize_mamba(A:torch.Tensor, # state matrix (..., n, n), or diagonals (.
                      diag:bool|None=None, # see `discretize_zoh`
                     )->tuple: # (Ab, Bb)
     "Mamba's rule: ZOH for A, Euler for B: $\\bar A = e^{\\Delta A}$, $\\bar B = \\Delta B$."
-    A, B, d, diag = _delta_for(A, B, delta, diag)
-    Ab = torch.exp(d * A) if diag else torch.linalg.matrix_exp(d[..., None] * A)
-    return Ab, d * B   # the simplification of selective_scan_ref in state-spaces/mamba: deltaB_u = delta * B * u
+    A, B, delta, diag = _delta_for(A, B, delta, diag)
+    Ab = torch.exp(delta * A) if diag else torch.linalg.matrix_exp(delta[..., None] * A)
+    return Ab, delta * B   # the simplification of selective_scan_ref in state-spaces/mamba: deltaB_u = delta * B * u
+
+# %% ../nbs/01_discretization.ipynb #c1d2e3f4
+def _check_time_axes(L, **coefs):
+    "Each coefficient name=(tensor, axis) of a per-step system needs a time axis of length L at `axis`, before its state axes."
+    for name, (v, ax) in coefs.items():
+        if v.ndim < -ax or v.shape[ax] != L:
+            raise ValueError(f"with per_step=True, {name} needs a time axis of length L={L} before its state axes, got {tuple(v.shape)}")
+
+def _at_step(v, k, time_axis):
+    "Coefficient v at step k: v itself when fixed (time_axis None), else its slice k along time_axis."
+    return v if time_axis is None else v.select(time_axis, k)
 
 # %% ../nbs/01_discretization.ipynb #e3636ef2
 def ssm_recurrent(Ab:torch.Tensor, # discrete state matrix (..., n, n), or diagonals (..., n); with per_step an L axis before the state axes
@@ -80,19 +91,16 @@ def ssm_recurrent(Ab:torch.Tensor, # discrete state matrix (..., n, n), or diago
     diag = is_diagonal(Ab, diag)
     n, L = Ab.shape[-1], x.shape[-1]
     check_vec('Bb', Bb, n); check_vec('C', C, n)
-    if per_step:
-        for name, v, ax in [('Ab', Ab, -2 if diag else -3), ('Bb', Bb, -2), ('C', C, -2)]:
-            if v.ndim < -ax or v.shape[ax] != L:
-                raise ValueError(f"with per_step=True, {name} needs a time axis of length L={L} before its state axes, got {tuple(v.shape)}")
-    step = (lambda v, k: v.select(-2 if diag else -3, k) if v is Ab else v.select(-2, k)) if per_step else (lambda v, k: v)
+    ta, tv = (-2 if diag else -3, -2) if per_step else (None, None)     # time axis of Ab, and of Bb and C
+    if per_step: _check_time_axes(L, Ab=(Ab, ta), Bb=(Bb, tv), C=(C, tv))
     h = torch.zeros(n, dtype=Ab.dtype, device=Ab.device) if h0 is None else torch.as_tensor(h0, dtype=Ab.dtype, device=Ab.device)
     if h0 is not None: check_vec('h0', h, n)
     ys = []
     for k in range(L):                                                    # sequential on purpose: this is the reference
-        a = step(Ab, k)
+        a = _at_step(Ab, k, ta)
         h = a * h if diag else (a @ h[..., None])[..., 0]                 # (..., n)
-        h = h + step(Bb, k) * x[..., k, None]
-        ys.append((step(C, k) * h).sum(-1))
+        h = h + _at_step(Bb, k, tv) * x[..., k, None]
+        ys.append((_at_step(C, k, tv) * h).sum(-1))
     y = torch.stack(ys, -1)                                               # (..., L)
     if D is not None: y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * x
     return (y, h) if return_last_state else y
