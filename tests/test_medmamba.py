@@ -1,0 +1,118 @@
+"MedMamba (chapter 13): official key tables and sizes, the block against an explicit float64 reference, checkpoints, the MedMNIST loader."
+import json
+from pathlib import Path
+import numpy as np
+import pytest, torch, torch.nn.functional as F
+import timm
+from resvmamba.models import MODELS, create_model
+from resvmamba.vmamba import meta_model
+from resvmamba.medmamba import (MedMamba, SSConvSSM, MEDMAMBA_CONFIGS, channel_shuffle, load_medmamba_checkpoint,
+                                make_medmnist_like, medmnist_dls, medmnist_test_dl, read_medmnist)
+
+KEYS = Path(__file__).resolve().parent / "data" / "medmamba_keys"  # official MedMamba state-dict tables
+OFFICIAL = dict(tiny=(15_221_608, 14_457_222), small=(19_389_544, 18_625_158), base=(40_883_688, 39_864_838))
+n_params = lambda m: sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("size", list(OFFICIAL))
+def test_official_key_table_and_counts(size):
+    spec = json.loads((KEYS / f"medmamba_{size}_1000.json").read_text())
+    m = meta_model(create_model, name=f"medmamba_{size}", num_classes=1000)
+    assert [(k, list(v.shape)) for k, v in m.state_dict().items()] == list(spec["keys"].items())  # names, shapes, order
+    assert n_params(m) == spec["params"] == OFFICIAL[size][0]
+    assert n_params(meta_model(create_model, name=f"medmamba_{size}", num_classes=6)) == spec["params_6_classes"] == OFFICIAL[size][1]
+
+
+def test_registered_with_create_model_and_timm():
+    assert {f"medmamba_{s}" for s in ("tiny", "small", "base", "test")} <= set(MODELS)
+    assert isinstance(timm.create_model("rvm_medmamba_test", num_classes=3), MedMamba)
+
+
+@pytest.mark.parametrize("groups,C", [(2, 8), (2, 10), (3, 12), (4, 8)])
+def test_channel_shuffle_is_the_index_permutation(groups, C):
+    x = torch.randn(2, 3, C)
+    expected = torch.stack([x[..., g * (C // groups) + j] for j in range(C // groups) for g in range(groups)], -1)
+    assert torch.equal(channel_shuffle(x, groups), expected)
+
+
+def block_reference(blk, x):
+    "The block written out in float64 from its weights: split, BN/conv stack (eval statistics), SS2D, interleave, residual."
+    C, h = x.shape[-1], x.shape[-1] // 2
+    sd = {k: v.double() for k, v in blk.state_dict().items() if v.is_floating_point()}
+    c = x[..., :h].permute(0, 3, 1, 2)
+    bn = lambda t, i: F.batch_norm(t, sd[f"conv33conv33conv11.{i}.running_mean"], sd[f"conv33conv33conv11.{i}.running_var"],
+                                   sd[f"conv33conv33conv11.{i}.weight"], sd[f"conv33conv33conv11.{i}.bias"], eps=1e-5)
+    conv = lambda t, i, p: F.conv2d(t, sd[f"conv33conv33conv11.{i}.weight"], sd[f"conv33conv33conv11.{i}.bias"], padding=p)
+    c = F.relu(conv(F.relu(bn(conv(F.relu(bn(conv(bn(c, 0), 1, 1), 2)), 4, 1), 5)), 7, 0)).permute(0, 2, 3, 1)
+    s = blk.self_attention.double()(F.layer_norm(x[..., h:], (h,), sd["ln_1.weight"], sd["ln_1.bias"], eps=1e-5))
+    out = x.clone()
+    for j in range(h):  # output channel 2j is conv channel j, 2j+1 is SSM channel j
+        out[..., 2 * j] += c[..., j]
+        out[..., 2 * j + 1] += s[..., j]
+    return out
+
+
+def test_block_equals_explicit_reference():
+    torch.manual_seed(0)
+    blk = SSConvSSM(12, d_state=4, scan_backend="reference")
+    with torch.no_grad():  # non-trivial BatchNorm statistics and affine parameters
+        for m in blk.conv33conv33conv11:
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(); m.running_var.uniform_(0.5, 2); m.weight.normal_(1, 0.2); m.bias.normal_(0, 0.2)
+    x = torch.randn(2, 5, 6, 12, dtype=torch.float64)
+    ref = block_reference(blk, x)
+    with torch.no_grad(): out = blk.double().eval()(x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("odd_sizes", ["pad", "crop"])
+@pytest.mark.parametrize("kw", [{}, {"ssm_half": False}, {"conv_half": False}])
+def test_forward_backward_odd_sizes_every_param_has_grad(odd_sizes, kw):
+    torch.manual_seed(0)
+    m = create_model("medmamba_test", num_classes=5, scan_backend="parallel", odd_sizes=odd_sizes, drop_path_rate=0., **kw)  # no random drops
+    out = m(torch.randn(2, 3, 72, 104))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    out.logsumexp(-1).sum().backward()
+    assert [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    names = " ".join(n for n, _ in m.named_parameters())
+    assert ("self_attention" in names) == kw.get("ssm_half", True) and ("conv33conv33conv11" in names) == kw.get("conv_half", True)
+
+
+def test_official_file_loads_with_same_logits_and_head_reset(tmp_path):
+    torch.manual_seed(1)
+    src = MedMamba(num_classes=6, **MEDMAMBA_CONFIGS["test"], scan_backend="parallel").eval()
+    with torch.no_grad():
+        for p in src.parameters(): p.add_(0.05 * torch.randn_like(p))
+    torch.save(src.state_dict(), tmp_path / "MedMambaNet.pth")  # what the reference training script saves
+    x = torch.randn(2, 3, 64, 64)
+    m = create_model("medmamba_test", num_classes=6, pretrained=tmp_path / "MedMambaNet.pth", scan_backend="parallel").eval()
+    with torch.no_grad(): assert torch.equal(m(x), src(x))
+    m9 = load_medmamba_checkpoint(MedMamba(num_classes=9, **MEDMAMBA_CONFIGS["test"], scan_backend="parallel").eval(), tmp_path / "MedMambaNet.pth", verbose=False)
+    with torch.no_grad(): assert torch.equal(m9.forward_features(x), src.forward_features(x))
+    assert torch.equal(m9.head.bias, torch.zeros(9))
+    bad = dict(src.state_dict()); bad.pop("layers.0.blocks.0.ln_1.bias")
+    with pytest.raises(ValueError, match=r"missing keys \(1\): layers.0.blocks.0.ln_1.bias"):
+        load_medmamba_checkpoint(MedMamba(num_classes=6, **MEDMAMBA_CONFIGS["test"]), bad)
+
+
+@pytest.mark.parametrize("rgb,size", [(False, 28), (True, 64)])
+def test_medmnist_loader(tmp_path, rgb, size):
+    f = make_medmnist_like(tmp_path / "m.npz", n=(20, 6, 7), size=size, rgb=rgb, n_classes=3)
+    splits = read_medmnist(f)
+    assert [v[0].shape for v in splits.values()] == [(k, size, size, 3) for k in (20, 6, 7)]
+    dls = medmnist_dls(f, size=size, bs=4, device="cpu")
+    xb, yb = dls.valid.one_batch()
+    raw = np.load(f)
+    want = torch.tensor(raw["val_images"][:4]).double() / 127.5 - 1
+    want = want.permute(0, 3, 1, 2) if rgb else want[:, None].expand(-1, 3, -1, -1)
+    torch.testing.assert_close(xb.double(), want, rtol=0, atol=1e-5)
+    assert yb.tolist() == raw["val_labels"][:4, 0].tolist() and dls.c == 3
+    assert len(medmnist_test_dl(dls).dataset) == 7
+
+
+def test_medmnist_loader_errors(tmp_path):
+    f = make_medmnist_like(tmp_path / "m.npz")
+    a = dict(np.load(f)); a["val_labels"] = np.zeros((12, 2), np.uint8)
+    np.savez(tmp_path / "multi.npz", **a)
+    with pytest.raises(ValueError, match="multi-label"): read_medmnist(tmp_path / "multi.npz")
+    with pytest.raises(FileNotFoundError, match="no MedMNIST file"): read_medmnist(tmp_path / "none.npz")
