@@ -148,6 +148,20 @@ def linear_scan(a,          # decays a_t, (..., L, N)
     hs, _ = _scan_blocks(a, x, a.prod(0))                 # (T, ..., nc, N)
     return hs.movedim(0, -2).flatten(-3, -2)[..., :L, :]
 
+# %% ../nbs/02_selective_scan.ipynb #c2d3e4f5
+def _blocked_pairs(u, delta, A, B, C, G, T):
+    "The scan's pairs born blocked: decays a and inputs x (T, b, G, d/G, nc, N), block totals p = Π a, and C for the rescan."
+    (b, d, L), N = u.shape, A.shape[1]
+    dg = d // G
+    delta_blk = _time_blocks(delta.view(b, G, dg, L), T)                    # (T, b, G, d/G, nc); padded Δ = 0 ...
+    du = _time_blocks((delta * u).view(b, G, dg, L), T)
+    Bb, Cb = (_time_blocks(t, T).mT if t.shape[-1] == L else t.mT[None] for t in (B, C))  # (T, b, G, 1, nc, N) or fixed (1, 1, G, d/G, 1, N)
+    A = A.view(G, dg, 1, N)
+    a = torch.exp(delta_blk[..., None] * A)                                 # ... gives a = 1 and x = 0: the identity pair
+    x = du[..., None] * Bb                                                  # (T, b, G, d/G, nc, N)
+    p = torch.exp(delta_blk.sum(0)[..., None] * A)                          # Π a over a block = exp(A Σ Δ): one call
+    return a, x, p, Cb.expand(T, *Cb.shape[1:])                             # the rescan walks C's first axis, one step at a time
+
 # %% ../nbs/02_selective_scan.ipynb #23e90201
 def selective_scan_parallel(u,                       # input, (batch, d, L)
                             delta,                   # step sizes Δ before bias/softplus, (batch, d, L)
@@ -166,16 +180,7 @@ def selective_scan_parallel(u,                       # input, (batch, d, L)
     u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     if L == 0: y, h = u, u.new_zeros(b, d, N)
     else:
-        T, dg = _block_len(L), d // G
-        dt = _time_blocks(delta.view(b, G, dg, L), T)                        # (T, b, G, d/G, nc); padded Δ = 0 ...
-        du = _time_blocks((delta * u).view(b, G, dg, L), T)
-        Bb, Cb = (_time_blocks(t, T).mT if t.shape[-1] == L else t.mT[None] for t in (B, C))  # (T, b, G, 1, nc, N) or fixed (1, 1, G, d/G, 1, N)
-        Cb = Cb.expand(T, *Cb.shape[1:])                                     # the rescan walks C's first axis
-        A = A.view(G, dg, 1, N)
-        a = torch.exp(dt[..., None] * A)                                     # ... gives a = 1 and x = 0: the identity pair
-        x = du[..., None] * Bb                                               # (T, b, G, d/G, nc, N)
-        p = torch.exp(dt.sum(0)[..., None] * A)                              # Π a over a block = exp(A Σ Δ): one call
-        y, h = _scan_blocks(a, x, p, Cb)                                     # y (T, b, G, d/G, nc); h (b, G, d/G, nc, N)
-        y, h = y.movedim(0, -1).flatten(-2)[..., :L], h[..., -1, :]          # the padded tail is the identity: h is h_L
+        y, h = _scan_blocks(*_blocked_pairs(u, delta, A, B, C, G, _block_len(L)))  # y (T, b, G, d/G, nc); h (b, G, d/G, nc, N)
+        y, h = y.movedim(0, -1).flatten(-2)[..., :L], h[..., -1, :]            # the padded tail is the identity: h is h_L
     out = _finish(y.reshape(b, d, L), u, D, z, dtype)
     return (out, h.reshape(b, d, N)) if return_last_state else out
