@@ -1,80 +1,126 @@
-"""`resvmamba_train` end to end: the command, a killed-and-resumed run, and two gloo processes (tiny settings, CPU)."""
+"""`resvmamba_train` end to end on tiny settings (CPU): the log, the run folder, `load_run`, a killed-and-resumed run,
+two gloo processes. One finished run is shared by the tests that only read it; bad input is in tests/test_cli.py."""
 import json, os, shutil, signal, subprocess, sys, time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from resvmamba.data import make_mini_food
-
-TINY = ["--arch", "resvmamba_test", "--bs", "8", "--size", "32", "--cpu", "--mixup", "0.8"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    "A 4-class, 32-px mini CNFOOD (48 training+validation images, 16 test images)."
-    return make_mini_food(tmp_path_factory.mktemp("d") / "mini", n_classes=4, per_class=12, size=32)
+from resvmamba.models import create_model
+from resvmamba.train import RUN_FILES, load_run, train
+from cli_helpers import TINY, cli, run_cli, data  # noqa: F401 (data is a fixture)
 
 
-def _cli(*args, timeout=300, env=None):
-    exe = shutil.which("resvmamba_train")
-    assert exe, "resvmamba_train is not installed: pip install -e ."
-    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+def finished_args(data): return ["--data", data, *TINY, "--epochs", 3, "--warmup", 1]
 
 
-def test_cli_end_to_end(data, tmp_path):
-    r = _cli("--data", data, *TINY, "--epochs", 2, "--warmup", 1, "--out", tmp_path / "run")
+@pytest.fixture(scope="session")
+def finished(data, tmp_path_factory):
+    "A finished 3-epoch run whose standard output went to a file, as in CI or under nohup."
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with open(out.parent / "stdout.txt", "w") as f:
+        r = cli(*finished_args(data), "--out", out, stdout=f)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "test top-1" in r.stdout and "top-5" in r.stdout
-    res = json.loads((tmp_path / "run/test.json").read_text())
-    assert (res["n_test"], res["n_classes"], res["epochs"], res["processes"]) == (16, 4, 2, 1)
-    assert 0 <= res["test_top1"] <= res["test_top5"] <= 1
-    log = pd.read_csv(tmp_path / "run/log.csv")
-    assert list(log.columns) == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "time"] and list(log.epoch) == [0, 1]
-    ck = torch.load(tmp_path / "run/ckpt/last.pth", weights_only=False)
-    assert ck["epoch"] == 1 and {"model", "ema", "opt", "rng", "recorder"} <= set(ck)
+    return out, (out.parent / "stdout.txt").read_text(), r.stderr
 
 
-def test_cli_bad_input(tmp_path):
-    r = _cli("--data", tmp_path / "nowhere", "--cpu")
-    assert r.returncode != 0 and "does not exist" in r.stderr
-    r = _cli("--data", tmp_path, "--cpu")
-    assert r.returncode != 0 and "train600x600 is missing" in r.stderr
+def test_log_written_to_a_file_is_plain(finished):
+    out, stdout, stderr = finished
+    assert "\r" not in stdout and "█" not in stdout
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "time"]
+    assert [l.split()[0] for l in lines[1:4]] == ["0", "1", "2"] and all(len(l.split()) == 6 for l in lines[1:4])
+    assert lines[4].startswith("test top-1 ") and "(chance 0.250" in lines[4] and len(lines) == 5
+    assert stderr == ""                                   # no FutureWarning from fastai's import, no other warning
 
 
-def test_killed_run_resumes_to_the_same_result(data, tmp_path):
-    "A run killed (SIGKILL) after its first checkpoint and resumed ends like an uninterrupted run."
-    args = ["--data", data, *TINY, "--epochs", 4, "--warmup", 1]
-    ref = _cli(*args, "--out", tmp_path / "ref")
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    exe, out = shutil.which("resvmamba_train"), tmp_path / "cut"
-    p = subprocess.Popen([exe, *map(str, args), "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_run_folder(finished):
+    out = finished[0]
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    res = json.loads((out / "test.json").read_text())
+    assert (res["n_test"], res["n_classes"], res["epochs"], res["processes"]) == (16, 4, 3, 1)
+    assert 0 <= res["test_top1"] <= res["test_top5"] <= 1 and res["chance_top1"] == 0.25
+    log = pd.read_csv(out / "log.csv")
+    assert list(log.columns) == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "time"] and list(log.epoch) == [0, 1, 2]
+    ck = torch.load(out / "ckpt/last.pth", weights_only=False)
+    assert ck["epoch"] == 2 and {"model", "ema", "opt", "rng", "recorder"} <= set(ck)
+    per_class = pd.read_csv(out / "per_class.csv")
+    assert per_class.n.sum() == 16 and per_class.correct.sum() == round(res["test_top1"] * 16)
+    assert (per_class.accuracy - per_class.correct / per_class.n).abs().max() < 1e-4
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["arch"], cfg["num_classes"], cfg["class_names"]) == ("resvmamba_test", 4, list(per_class.name))
+    assert cfg["settings"]["bs"] == 8 and cfg["settings"]["mixup"] == 0.8 and cfg["resvmamba_version"]
+
+
+def test_resume_with_nothing_to_resume_then_load_run(data, tmp_path, capsys):
+    "--resume on an empty folder says so and trains; the run (with a model override) then loads from config.json + model_ema.pth alone."
+    train(str(data), arch="resvmamba_test", epochs=1, bs=8, size=64, cpu=True, out=tmp_path / "run", model_kw=dict(patch_size=8), resume=True, quiet=True)
+    lines = capsys.readouterr().out.splitlines()   # quiet: the notice and the result only
+    assert len(lines) == 2 and lines[0].startswith("--resume: nothing to resume in") and lines[1].startswith("test top-1")
+    only = tmp_path / "copy"; only.mkdir()
+    for f in ("config.json", "model_ema.pth"): shutil.copy(tmp_path / "run" / f, only / f)
+    run = load_run(only)
+    assert run.config["model_overrides"] == {"patch_size": 8} and len(run.classes) == 4
+    ref = create_model("resvmamba_test", num_classes=4, patch_size=8).eval()
+    ref.load_state_dict(torch.load(only / "model_ema.pth", weights_only=True))
+    from PIL import Image
+    x = torch.stack([run.transform(Image.open(f).convert("RGB")) for f in sorted((data / "val600x600").rglob("*.jpg"))[:3]])
+    assert x.shape == (3, 3, 64, 64)
+    with torch.no_grad(): torch.testing.assert_close(run.model(x), ref(x), rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="model_ema.pth"): load_run(tmp_path)
+
+
+def test_existing_run_is_never_overwritten(finished, data):
+    out = finished[0]
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    code, _, err = run_cli("--data", data, *TINY, "--epochs", 2, "--warmup", 1, "--out", out)
+    assert code == 2 and "Traceback" not in err and f"--out {out}: already holds a run" in err and "--resume" in err
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+
+
+def test_killed_run_resumes_to_the_same_result(data, finished, tmp_path):
+    "SIGKILL after the first checkpoint, with the next epoch's log row already written (a kill during the save); --resume ends like the uninterrupted run."
+    args, ref = finished_args(data), finished[0]
+    out = tmp_path / "cut"
+    p = subprocess.Popen([shutil.which("resvmamba_train"), *map(str, args), "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck, t0 = out / "ckpt/last.pth", time.time()
     while not ck.is_file() and p.poll() is None and time.time() - t0 < 240: time.sleep(0.05)
     p.send_signal(signal.SIGKILL); p.wait()
     done = torch.load(ck, weights_only=False)["epoch"]
-    assert done < 3, "the run finished before it could be interrupted; make it longer"
-    r = _cli(*args, "--out", out, "--resume")
+    assert done < 2, "the run finished before it could be interrupted; make it longer"
+    with open(out / "log.csv", "a") as f: f.write(f"{done + 1},9.9,9.9,0.0,0.0,00:01\n")   # the row of an epoch the checkpoint never saw
+    r = cli(*args, "--out", out, "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resuming from {ck}: epoch {done + 1} of 4" in r.stdout
-    a, b = pd.read_csv(tmp_path / "ref/log.csv"), pd.read_csv(out / "log.csv")
-    assert list(b.epoch) == [0, 1, 2, 3]                  # the same epochs, each once, one header
+    assert f"resuming from {ck}: epoch {done + 1} of 3" in r.stdout
+    a, b = pd.read_csv(ref / "log.csv"), pd.read_csv(out / "log.csv")
+    assert list(b.epoch) == [0, 1, 2]                     # the same epochs, each once, one header
     cols = ["train_loss", "valid_loss", "top-1", "top-5"]
     assert (a[cols] - b[cols]).abs().max().max() < 1e-4   # the same history
-    ca, cb = (torch.load(d / "ckpt/last.pth", weights_only=False) for d in (tmp_path / "ref", out))
+    ca, cb = (torch.load(d / "ckpt/last.pth", weights_only=False) for d in (ref, out))
     assert ca["recorder"]["lrs"] == pytest.approx(cb["recorder"]["lrs"], rel=1e-9)  # the same LR at every step
     for k in ca["ema"]: torch.testing.assert_close(ca["ema"][k], cb["ema"][k], rtol=1e-4, atol=1e-5)
     for k in ca["model"]: torch.testing.assert_close(ca["model"][k], cb["model"][k], rtol=1e-4, atol=1e-5)
 
 
-def test_two_gloo_processes(data, tmp_path):
-    "fastai's distributed path (DDP over gloo, sharded loaders) under torchrun with 2 CPU processes."
+def _torchrun(data, out, port, *extra, **kw):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+            shutil.which("resvmamba_train"), "--data", str(data), *TINY, "--epochs", "2", "--warmup", "0", "--out", str(out), *extra]
+
+
+def test_two_gloo_processes_resume_and_report_once(data, tmp_path):
+    "fastai's distributed path (DDP over gloo, sharded loaders) under torchrun: killed as a whole, resumed, rank 0 alone reporting, no DDP warnings."
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           shutil.which("resvmamba_train"), "--data", str(data), *TINY, "--epochs", "1", "--warmup", "0", "--out", str(tmp_path / "ddp")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    out = tmp_path / "ddp"
+    p = subprocess.Popen(_torchrun(data, out, 29517), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ck, t0 = out / "ckpt/last.pth", time.time()
+    while not ck.is_file() and p.poll() is None and time.time() - t0 < 240: time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()           # the launcher and both workers, as a preemption would
+    assert torch.load(ck, weights_only=False)["epoch"] == 0, "the run finished before it could be interrupted"
+    r = subprocess.run(_torchrun(data, out, 29518, "--resume"), capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-3000:])
-    assert r.stdout.count("test top-1") == 1               # rank 0 alone reports
-    res = json.loads((tmp_path / "ddp/test.json").read_text())
+    assert r.stdout.count("resuming from") == 1 and r.stdout.count("test top-1") == 1   # rank 0 alone prints
+    assert sum(l.split()[:1] == ["1"] for l in r.stdout.splitlines()) == 1                # epoch 1's line, once
+    for warning in ("Grad strides do not match", "destroy_process_group", "barrier", "FutureWarning"): assert warning not in r.stderr, r.stderr[-3000:]
+    res = json.loads((out / "test.json").read_text())
     assert res["processes"] == 2 and res["n_test"] == 16
+    assert list(pd.read_csv(out / "log.csv").epoch) == [0, 1]

@@ -1,0 +1,96 @@
+"""Bad input and misuse of `resvmamba_train`: each ends in one line on stderr naming the argument or file, no traceback,
+and a non-zero exit code (2 for an argument, 1 for a failed run). Run in this process: no interpreter start-up per case."""
+import json
+
+import pytest
+import torch
+
+from resvmamba.train import ArgumentError, check_args, DEMO  # first: it silences fastai's import warning
+import resvmamba.learner
+from cli_helpers import TINY, cli, run_cli, data  # noqa: F401 (data is a fixture)
+
+
+def _check_one_line(code, err, expected_code, *names):
+    assert code == expected_code, err
+    assert "Traceback" not in err and err.startswith("resvmamba_train: error: ") and err.count("\n") == 1, err
+    for n in names: assert n in err, (n, err)
+
+
+BAD = [  # arguments, what the one-line message must name
+    (["--bs", "0"], "--bs 0: expected an integer >= 1"),
+    (["--bs", "-4"], "--bs -4"),
+    (["--bs", "abc"], "argument --bs: invalid int value: 'abc'"),
+    (["--size", "0"], "--size 0: expected an integer in [32, 2048]"),
+    (["--workers", "-1"], "--workers -1"),
+    (["--mixup=-1"], "--mixup -1.0: expected a number >= 0"),
+    (["--cutmix=-0.5"], "--cutmix -0.5"),
+    (["--lr=-1e-3"], "--lr -0.001: expected a number in (0, 1]"),
+    (["--lr", "nan"], "--lr nan"),
+    (["--lr", "inf"], "--lr inf"),
+    (["--lr", "1e6"], "--lr 1000000.0"),
+    (["--epochs", "0"], "--epochs 0"),
+    (["--epochs", "1", "--warmup", "2"], "--warmup 2: expected an integer in [0, epochs - 1 = 0]"),
+    (["--warmup", "-1"], "--warmup -1"),
+    (["--seed", "-1"], "--seed -1"),
+    (["--arch", "resnet50"], "--arch resnet50: expected one of"),
+    (["--mixup", "0.8", "--bs", "7"], "--bs 7: expected an even number"),
+    (["--resume", "--overwrite"], "--overwrite"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--data", "{tmp}/nowhere"], "--data {tmp}/nowhere: does not exist"),
+    (["--data", "{tmp}/a_file"], "--data {tmp}/a_file: is a file"),
+    (["--split", "{tmp}/nowhere"], "--split {tmp}/nowhere"),
+    (["--pretrained", "{tmp}/none.pth"], "--pretrained {tmp}/none.pth: no such file"),
+    (["--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_argument_is_one_line_exit_2(args, message, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    code, out, err = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    _check_one_line(code, err, 2, message.format(tmp=tmp_path))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_default_warmup_clamps_explicit_one_errors():
+    cfg = DEMO | dict(workers=None, seed=0, epochs=1)
+    assert check_args(cfg, warmup_given=False)["warmup"] == 0
+    with pytest.raises(ArgumentError, match=r"warmup=2: expected an integer in \[0, epochs - 1 = 0\]"): check_args(cfg, warmup_given=True)
+
+
+def test_batch_larger_than_training_set_fails_before_training(data, tmp_path):
+    code, out, err = run_cli("--data", data, *TINY, "--bs", 64, "--epochs", 1, "--out", tmp_path / "run")
+    _check_one_line(code, err, 2, "--bs 64: expected at most 36: the training set has 36 images")
+    assert not (tmp_path / "run/log.csv").exists() and not (tmp_path / "run/test.json").exists()
+
+
+def test_library_errors_are_one_line(data, tmp_path):
+    "An error the data pipeline explains (here: a dataset folder without train600x600/) reaches the user as one line, exit 1."
+    code, out, err = run_cli("--data", tmp_path, "--cpu")
+    _check_one_line(code, err, 1, "train600x600")
+
+
+def test_console_script_one_line_without_traceback(tmp_path):
+    "The installed script itself (a subprocess), as a user meets it."
+    r = cli("--bs", 0)
+    _check_one_line(r.returncode, r.stderr, 2, "--bs 0")
+
+
+def test_skip_corrupt_flag(data, tmp_path):
+    "One undecodable JPEG stops a run with a message that names it; --skip_corrupt leaves it out (the run then gets as far as the batch-size check)."
+    import shutil
+    d = tmp_path / "d"; shutil.copytree(data, d)
+    bad = next((d / "train600x600").rglob("*.jpg")); bad.write_bytes(b"not a jpeg")
+    code, out, err = run_cli("--data", d, *TINY, "--epochs", 1, "--out", tmp_path / "a")
+    _check_one_line(code, err, 1, bad.name, "cannot be decoded")
+    code, out, err = run_cli("--data", d, *TINY, "--epochs", 1, "--out", tmp_path / "b", "--skip_corrupt", "--bs", 64)
+    assert code == 2 and "skipped 1 corrupt image" in err and "--bs 64: expected at most 35" in err, err
+
+
+def test_non_finite_loss_stops_the_run(data, tmp_path, monkeypatch):
+    "A loss that turns NaN ends the run: one line, exit 1, no test result written."
+    forward = resvmamba.learner.FoodLoss.forward
+    monkeypatch.setattr(resvmamba.learner.FoodLoss, "forward", lambda self, o, t: forward(self, o, t) * float("nan"))
+    code, out, err = run_cli("--data", data, *TINY, "--epochs", 1, "--out", tmp_path / "run", "--quiet")
+    _check_one_line(code, err, 1, "the training loss became nan")
+    assert not (tmp_path / "run/test.json").exists()
