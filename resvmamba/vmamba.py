@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['GLOBAL_POOLS', 'VMAMBA_CONFIGS', 'HEAD_KEYS', 'Permute', 'vmamba_stage', 'stage_drop_paths', 'init_vmamba_weights',
            'classifier_head', 'VMamba', 'vmamba_tiny', 'vmamba_small', 'vmamba_base', 'vmamba_test', 'meta_model',
-           'scan_flops', 'count_flops', 'vmamba_checkpoint_filter', 'load_vmamba_checkpoint', 'checkpoint_classes']
+           'scan_flops', 'count_flops', 'CheckpointError', 'read_checkpoint', 'vmamba_checkpoint_filter',
+           'load_vmamba_checkpoint', 'checkpoint_classes']
 
 # %% ../nbs/06_vmamba.ipynb #c3412985
 import math
@@ -228,43 +229,73 @@ def count_flops(model,          # a VMamba (any device; "meta" is fastest)
     return dict(gemm=gemm, scan=sum(scans), total=gemm + sum(scans))
 
 # %% ../nbs/06_vmamba.ipynb #9cd53e68
-def vmamba_checkpoint_filter(state_dict, # a checkpoint's dict, possibly wrapped under `key`
-                             key="model"): # the wrapper to take: "model", or "model_ema" for the EMA weights
-    "Unwrap `key` and rename the official v0 names that differ from ours (`self_attention` → `op`)."
-    if key in state_dict and isinstance(state_dict[key], dict): state_dict = state_dict[key]
-    elif key != "model": raise KeyError(f"checkpoint has no {key!r}; its top-level keys: {list(state_dict)[:10]}")
-    return {k.replace(".self_attention.", ".op."): v for k, v in state_dict.items()}
+class CheckpointError(ValueError):
+    "A checkpoint that cannot be read, or that holds no weights in the expected layout."
+
+def read_checkpoint(path): # a file written by torch.save
+    "`torch.load(path, weights_only=True)` on the CPU, or an error naming the file, what is wrong and what was expected."
+    f = Path(path)
+    if not f.exists(): raise FileNotFoundError(f"no checkpoint file at {f}")
+    if f.is_dir(): raise CheckpointError(f"checkpoint {f} is a folder; expected a file written by torch.save")
+    if f.stat().st_size == 0: raise CheckpointError(f"checkpoint {f} is empty (0 bytes); expected a file written by torch.save")
+    try: return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:
+        with f.open("rb") as fh: head = fh.read(8)
+        cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        if "Weights only load failed" in str(e): what = "holds Python objects that weights-only loading refuses"
+        elif head.startswith(b"PK") or isinstance(e, EOFError): what = f"is truncated or damaged ({f.stat().st_size} bytes)"
+        else: what = f"is not a PyTorch file (it starts with {head!r})"
+        raise CheckpointError(f"checkpoint {f} {what}; expected a file written by torch.save holding tensors ({cause})") from e
+
+# %% ../nbs/06_vmamba.ipynb #b7c10010
+def vmamba_checkpoint_filter(checkpoint,          # a checkpoint's contents: a state dict, or a dict holding one under `key`
+                             key="model",         # where the weights are: "model" (official files, training checkpoints),
+                                                  # "model_ema" (official EMA), "ema" (this package's training checkpoints)
+                             source="checkpoint"):# how error messages name it, e.g. the file
+    "The state dict under `key` (or `checkpoint` itself, if it is a plain state dict), with `self_attention` renamed `op`."
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{source} holds a {type(checkpoint).__name__}; expected a dict: a state dict, or one under {key!r}")
+    if isinstance(checkpoint.get(key), dict): checkpoint = checkpoint[key]
+    elif key != "model" or not all(torch.is_tensor(v) for v in checkpoint.values()) or not checkpoint:
+        raise CheckpointError(f"{source} has no {key!r} holding a state dict, and is not a state dict itself; "
+                              f"its top-level keys: {list(checkpoint)[:10]}")
+    not_tensors = [k for k, v in checkpoint.items() if not torch.is_tensor(v)]
+    if not_tensors: raise CheckpointError(f"{source}: {key!r} is not a state dict; entries that are not tensors: {not_tensors[:10]}")
+    return {k.replace(".self_attention.", ".op."): v for k, v in checkpoint.items()}
 
 # %% ../nbs/06_vmamba.ipynb #e825b461
 HEAD_KEYS = ("classifier.head.weight", "classifier.head.bias")
 
+def _key_report(sd, own, optional, reset_head):
+    "Missing, unexpected and mis-shaped keys of state dict `sd` against the model's `own`, as message lines."
+    missing = [k for k in own if k not in sd and not (reset_head and k in HEAD_KEYS) and not k.startswith(optional)]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    return "".join(f"\n  {name} ({len(ks)}): {', '.join(ks[:20])}{' ...' if len(ks) > 20 else ''}"
+                   for name, ks in [("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)] if ks)
+
+# %% ../nbs/06_vmamba.ipynb #b7c10011
 def load_vmamba_checkpoint(model,          # a VMamba (or ResVMamba)
-                           checkpoint,     # path to an official VMamba v0 checkpoint, or its state dict
-                           key="model",    # wrapper inside the file: "model", or "model_ema" for the EMA weights
+                           checkpoint,     # a file (official VMamba v0, this package's training checkpoint or EMA file), or its contents
+                           key="model",    # where the weights are: "model", "model_ema" (official EMA), "ema" (our training EMA)
                            verbose=True):  # print what was re-initialised or kept
-    "Load official VMamba v0 weights into `model`; a head of another size is re-initialised, anything else must match."
-    if isinstance(checkpoint, (str, Path)):
-        if not Path(checkpoint).is_file(): raise FileNotFoundError(f"no checkpoint file at {checkpoint}")
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    sd, own = vmamba_checkpoint_filter(checkpoint, key), model.state_dict()
+    "Load VMamba v0 weights into `model`; a head of another size is re-initialised, anything else must match."
+    source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the checkpoint given"
+    if isinstance(checkpoint, (str, Path)): checkpoint = read_checkpoint(checkpoint)
+    elif not isinstance(checkpoint, dict):
+        raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), got a {type(checkpoint).__name__}")
+    sd, own = vmamba_checkpoint_filter(checkpoint, key, source), model.state_dict()
     reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in HEAD_KEYS)
     if reset_head: sd = {k: v for k, v in sd.items() if k not in HEAD_KEYS}
-    optional = tuple(getattr(model, "checkpoint_optional_prefixes", ()))
-    missing = [k for k in own if k not in sd and not (reset_head and k in HEAD_KEYS) and not k.startswith(optional or ("\0",))]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in sd if k in own and sd[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError("checkpoint does not match the model (is it an official VMamba v0 file of this size?)"
-                         + "".join(f"\n  {name} ({len(ks)}): {', '.join(ks[:20])}{' ...' if len(ks) > 20 else ''}"
-                                   for name, ks in [("missing keys", missing), ("unexpected keys", unexpected),
-                                                    ("shape mismatches", mismatched)] if ks))
+    optional = tuple(getattr(model, "checkpoint_optional_prefixes", ())) or ("\0",)
+    report = _key_report(sd, own, optional, reset_head)
+    if report: raise CheckpointError(f"{source} does not match the model (expected VMamba v0 weights of this size)" + report)
     model.load_state_dict(sd, strict=False)
     if reset_head:
         model._init_weights(model.classifier.head)
         if verbose: print(f"load_vmamba_checkpoint: head re-initialised for {model.num_classes} classes "
                           f"(checkpoint has {checkpoint_classes(checkpoint, key)})")
-    kept = [k for k in own if k not in sd and k.startswith(optional or ("\0",))]
+    kept = [k for k in own if k not in sd and k.startswith(optional)]
     if kept and verbose: print(f"load_vmamba_checkpoint: {len(kept)} tensors not in the checkpoint kept at their init: "
                                + ", ".join(sorted({k.rsplit('.', 2)[0] for k in kept})))
     return model
