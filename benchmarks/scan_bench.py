@@ -7,10 +7,11 @@
          and bfloat16 (and float16), checks that every output element is written and that two runs agree bitwise.
 --sweep  times a few tile shapes (BLOCK_D, T, num_warps) for the forward and the backward.
 --bench  times, for the four stage shapes of VMamba-S at 224^2 and batch 128 (N=16), forward and
-         forward+backward in float32 and bfloat16: the kernel, and the unfused PyTorch path
-         cross_scan -> selective_scan_parallel -> cross_merge (eager, and torch.compile'd with --compile).
-         The unfused path does not fit in memory at batch 128; it runs at the largest batch of 16, 8, 4, 2
-         that fits and its time is scaled linearly to 128 (the work is linear in the batch); RESULTS.md says so.
+         forward+backward in float32 and bfloat16, the kernel with both route layouts side by side (column routes
+         through transposed copies, `CONTIG=True`, and walking the image, `CONTIG=False`), interleaved twice; the
+         backward alone at two tiles; rows {Dm, H, W, dtype, pass, ms, official_ms, ...} go to --json, with
+         official_ms from ../shared/ANCHORS.md for the GPU it ran on. --unfused also times the unfused PyTorch
+         path cross_scan -> selective_scan_parallel -> cross_merge at the largest batch that fits, scaled to 128.
 Times are medians of triton.testing.do_bench (CUDA events); bandwidth is for the fused operation's minimum
 bytes (each input read once, each output written once) against a measured device-to-device copy.
 """
@@ -25,7 +26,6 @@ from resvmamba.scan import selective_scan_parallel, selective_scan_ref
 
 STAGES = [(192, 56), (384, 28), (768, 14), (1536, 7)]   # (Dm, H=W) of VMamba-S's four stages at 224^2
 BATCH, N = 128, 16
-OFFICIAL = {192: (15.6, 60.8), 384: (6.0, 23.6), 768: (3.2, 10.6), 1536: (3.9, 11.4)}   # fp32 ms, from the issue
 
 
 def inputs(Bsz, Dm, H, W, N, dtype, device="cuda", seed=0, param_dtype=torch.float32):
@@ -173,86 +173,107 @@ def sweep(log, fwd_tiles, bwd_tiles):
         del ins; torch.cuda.empty_cache()
 
 
-def bench(log, compile_unfused):
+OFFICIAL_H200 = {   # ../shared/ANCHORS.md, H200 row: (fwd, fwd+bwd) ms of VMamba's official pipeline, batch 128, N = 16
+    (192, "float32"): (14.83, 57.65), (192, "bfloat16"): (13.59, 58.64), (384, "float32"): (5.87, 22.92),
+    (384, "bfloat16"): (5.85, 21.92), (768, "float32"): (3.17, 10.63), (768, "bfloat16"): (3.23, 12.19),
+    (1536, "float32"): (3.89, 11.56), (1536, "bfloat16"): (3.87, 12.19)}
+OFFICIAL_H100 = {   # ../shared/ANCHORS.md, H100 row
+    (192, "float32"): (15.61, 60.84), (192, "bfloat16"): (14.64, 62.75), (384, "float32"): (6.02, 23.57),
+    (384, "bfloat16"): (6.00, 21.90), (768, "float32"): (3.21, 10.55), (768, "bfloat16"): (3.26, 12.11),
+    (1536, "float32"): (3.89, 11.43), (1536, "bfloat16"): (3.87, 12.10)}
+
+
+def bwd_alone(ins, tiles, contig):
+    "Backward kernel alone (ms) at the given tile, from checkpoints made for its chunk length."
+    _, hs = ts._scan_fwd(*ins, True, True, tiles=(max(1, 128 // N), tiles[1], 4), t_save=tiles[1], contig=contig)
+    dy = torch.randn_like(ins[0], dtype=torch.float32)
+    ms = do_bench(lambda: ts._scan_bwd(dy, hs, *ins, True, tiles=tiles, contig=contig), warmup=10, rep=100, return_mode="median")
+    del hs; return ms
+
+
+def bench(log, compile_unfused, unfused_too=False, bwd_tiles=((8, 16, 4), (4, 8, 1))):
+    "Kernel times, both route layouts side by side (contiguous copies / walking the image), and the floors."
     bw, clock = copy_bandwidth(), sm_clock_hz()
     props = torch.cuda.get_device_properties(0)
     exp_rate = 16 * props.multi_processor_count * clock
-    log(f"copy bandwidth {bw / 1e12:.2f} TB/s, {props.multi_processor_count} SMs at {clock / 1e9:.2f} GHz: "
+    official = OFFICIAL_H200 if "H200" in props.name else OFFICIAL_H100
+    log(f"{props.name}: copy bandwidth {bw / 1e12:.2f} TB/s, {props.multi_processor_count} SMs at {clock / 1e9:.2f} GHz: "
         f"{exp_rate / 1e12:.2f} T exp/s")
     comp = torch.compile(unfused) if compile_unfused else None
-    rows = []
+    rows, default = [], ts.CONTIG
     for dtype in (torch.float32, torch.bfloat16):
         for Dm, H in STAGES:
+            dname = str(dtype)[6:]
+            ins = inputs(BATCH, Dm, H, H, N, dtype)
+            bwd = {}
+            for contig in (True, False):
+                for tiles in bwd_tiles: bwd[(contig, tiles)] = bwd_alone(ins, tiles, contig)
             for backward in (False, True):
-                ins = [t.requires_grad_(backward) for t in inputs(BATCH, Dm, H, H, N, dtype)]
-                k_ms = timed(cross_selective_scan_triton, backward, ins)
-                del ins; torch.cuda.empty_cache()
-                u_ms, u_b = time_unfused(unfused, Dm, H, dtype, backward, log)
+                for t in ins: t.requires_grad_(backward)
+                ms = {}
+                for contig in (True, False, True, False):   # interleaved twice: the spread shows in the log
+                    ts.CONTIG = contig
+                    ms.setdefault(contig, []).append(timed(cross_selective_scan_triton, backward, ins))
+                ts.CONTIG = default
+                u_ms, u_b = time_unfused(unfused, Dm, H, dtype, backward, log) if unfused_too else (float("nan"), 0)
                 c_ms, c_b = (time_unfused(comp, Dm, H, dtype, backward, log) if comp else (float("nan"), 0))
                 fe, fm, nbytes = floors(BATCH, Dm, H, H, N, dtype, bw, exp_rate, backward)
-                row = dict(dtype=str(dtype)[6:], Dm=Dm, H=H, pass_="fwd+bwd" if backward else "fwd", kernel_ms=k_ms,
-                           unfused_ms=u_ms, unfused_batch=u_b, compiled_ms=c_ms, compiled_batch=c_b,
-                           exp_floor_ms=fe, mem_floor_ms=fm, min_bytes=nbytes, kernel_TBps=nbytes / (k_ms * 1e-3) / 1e12,
-                           copy_TBps=bw / 1e12, official_fp32_ms=OFFICIAL[Dm][1 if backward else 0])
+                k_ms = min(ms[default])
+                row = {"Dm": Dm, "H": H, "W": H, "dtype": dname, "pass": "fwd+bwd" if backward else "fwd", "ms": k_ms,
+                       "official_ms": official[(Dm, dname)][1 if backward else 0],
+                       "contiguous_ms": min(ms[True]), "image_ms": min(ms[False]), "all_ms": {str(k): v for k, v in ms.items()},
+                       "unfused_ms": u_ms, "unfused_batch": u_b, "compiled_unfused_ms": c_ms,
+                       "exp_floor_ms": fe, "mem_floor_ms": fm, "min_bytes": nbytes}
+                if backward: row["bwd_alone_ms"] = {f"{'contiguous' if c else 'image'} {t}": v for (c, t), v in bwd.items()}
                 rows.append(row)
-                log(f"{row['dtype']:8s} Dm={Dm:4d} {H:2d}^2 {row['pass_']:7s} kernel {k_ms:7.3f} ms | unfused {u_ms:8.2f} "
-                    f"({u_ms / k_ms:5.1f}x, b={u_b}) | compiled {c_ms:8.2f} ({c_ms / k_ms:5.1f}x) | floors exp {fe:.3f} "
-                    f"mem {fm:.3f} ms | {row['kernel_TBps']:.2f} TB/s | official {row['official_fp32_ms']} ms "
-                    f"({row['official_fp32_ms'] / k_ms:.1f}x)")
+                log(f"{dname:8s} Dm={Dm:4d} {H:2d}^2 {row['pass']:7s} contiguous {ms[True][0]:7.3f}/{ms[True][1]:7.3f} | image "
+                    f"{ms[False][0]:7.3f}/{ms[False][1]:7.3f} ms ({min(ms[False]) / min(ms[True]):.2f}x) | official {row['official_ms']} "
+                    f"({row['official_ms'] / k_ms:.2f}x) | floor {max(fe, fm):.3f}"
+                    + (" | bwd alone " + ", ".join(f"{k}: {v:.2f}" for k, v in row["bwd_alone_ms"].items()) if backward else ""))
+            del ins; torch.cuda.empty_cache()
     return dict(gpu=props.name, driver=subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True).stdout.strip(), torch=torch.__version__, triton=triton.__version__,
+                capture_output=True, text=True).stdout.strip().splitlines()[0], torch=torch.__version__, triton=triton.__version__,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), copy_TBps=bw / 1e12, sm_clock_GHz=clock / 1e9,
-                sms=props.multi_processor_count, tiles_fwd={H: ts._tiles(N, H * H, interp=False) for _, H in STAGES}, tiles_bwd={H: ts._tiles(N, H * H, True, interp=False) for _, H in STAGES},
-                rows=rows)
+                sms=props.multi_processor_count, contiguous_routes=default,
+                tiles_fwd={H: ts._tiles(N, H * H, interp=False) for _, H in STAGES},
+                tiles_bwd={H: ts._tiles(N, H * H, True, interp=False) for _, H in STAGES}, rows=rows)
 
 
-def write_results(res, path):
-    "benchmarks/RESULTS.md from a --json result: the environment, then every row."
-    f = lambda v, fmt: "n/a" if v != v else format(v, fmt)
-    lines = [f"# Fused cross-scan selective scan: benchmark results", "",
-             f"Recorded {res['date']} on an {res['gpu']} (driver {res['driver']}), torch {res['torch']}, triton {res['triton']}, "
-             f"by `benchmarks/scan_bench.py --bench --check` (checks passed: {res.get('check_passed')}).", "",
-             f"Measured device-to-device copy bandwidth {res['copy_TBps']:.2f} TB/s; {res['sms']} SMs at {res['sm_clock_GHz']:.2f} GHz, "
-             f"so the exponential rate is 16 x {res['sms']} x {res['sm_clock_GHz']:.2f} GHz = {16 * res['sms'] * res['sm_clock_GHz'] / 1e3:.2f} T/s. "
-             f"Tiles (BLOCK_D, T, num_warps): forward {res['tiles_fwd']}, backward {res['tiles_bwd']}.", "",
-             "Batch 128, N = 16, VMamba-S stage shapes at 224^2. Times are medians (triton.testing.do_bench). "
-             "*unfused* = `cross_scan -> selective_scan_parallel -> cross_merge` (chapter 03's reference with chapter 02's "
-             "parallel scan); it does not fit in 80 GB at batch 128, so it ran at the batch shown and its time is scaled "
-             "linearly to 128. torch.compile of the unfused path was not timed (device time). *official* = the issue's "
-             "float32 numbers for VMamba's CUDA path on an H100 (not re-measured here). Floors: *exp* = state updates / "
-             "exponential rate (fwd+bwd counts the decays twice: the backward recomputes them); *mem* = minimum bytes "
-             "(each input read once, each output written once; fwd+bwd adds dy, dx, dΔ, dB, dC and a second read of the inputs) "
-             "/ copy bandwidth. *BW* = minimum bytes / kernel time.", "",
-             "| dtype | Dm | H=W | pass | kernel ms | unfused ms (batch) | unfused / kernel | official fp32 ms | official / kernel | exp floor ms | mem floor ms | kernel / max floor | BW TB/s | BW / copy |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def table(res):
+    "The short table printed last: ms per stage, both layouts, the official time and the ratio."
+    out = [f"{res['gpu']} driver {res['driver']} torch {res['torch']} triton {res['triton']} {res['date']}",
+           f"{'dtype':8s} {'stage':>9s} {'pass':7s} {'contig':>8s} {'image':>8s} {'official':>8s} {'off/lib':>7s}"]
     for r in res["rows"]:
-        fl = max(r["exp_floor_ms"], r["mem_floor_ms"])
-        lines.append(f"| {r['dtype']} | {r['Dm']} | {r['H']} | {r['pass_']} | {r['kernel_ms']:.2f} | {f(r['unfused_ms'], '.1f')} ({r['unfused_batch']}) | "
-                     f"{f(r['unfused_ms'] / r['kernel_ms'], '.1f')} | {r['official_fp32_ms']} | {r['official_fp32_ms'] / r['kernel_ms']:.2f} | "
-                     f"{r['exp_floor_ms']:.3f} | {r['mem_floor_ms']:.3f} | {r['kernel_ms'] / fl:.1f} | {r['kernel_TBps']:.3f} | {r['kernel_TBps'] / r['copy_TBps']:.3f} |")
-    open(path, "w").write("\n".join(lines) + "\n")
+        out.append(f"{r['dtype']:8s} {r['Dm']:4d} {r['H']:2d}^2 {r['pass']:7s} {r['contiguous_ms']:8.2f} {r['image_ms']:8.2f} "
+                   f"{r['official_ms']:8.2f} {r['official_ms'] / r['ms']:7.2f}")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--check", action="store_true"); p.add_argument("--sweep", action="store_true")
     p.add_argument("--bench", action="store_true"); p.add_argument("--compile", action="store_true")
+    p.add_argument("--unfused", action="store_true", help="also time the unfused PyTorch path (minutes)")
     p.add_argument("--json", default=None); p.add_argument("--quick", action="store_true")
-    p.add_argument("--results", default=None, help="write RESULTS.md from the --json file and exit (no GPU needed)")
     p.add_argument("--fwd-tiles", default="8,16,4;8,32,4;4,16,2;4,32,2;16,16,8;8,8,4;2,32,1;4,64,2")
     p.add_argument("--bwd-tiles", default="8,16,4;4,16,2;8,8,4;16,8,8;4,8,2;8,32,4;2,16,1")
     a = p.parse_args()
-    if a.results:
-        write_results(json.load(open(a.json)), a.results); sys.exit(0)
     log = lambda s: print(s, flush=True)
     tiles = lambda s: [tuple(int(v) for v in c.split(",")) for c in s.split(";")]
     if a.sweep: sweep(log, tiles(a.fwd_tiles), tiles(a.bwd_tiles))
+    res = None
     if a.bench:     # timings first, checks after (the checks poison outputs with NaN fills, which cost time)
-        res = bench(log, a.compile)
+        res = bench(log, a.compile, a.unfused)
         if a.json: json.dump(res, open(a.json, "w"), indent=1)
-    ok = check(log, a.quick) if a.check else True
-    if a.bench and a.json:
+    ok = True
+    if a.check:
+        for contig in (True, False):
+            ts.CONTIG = contig; log(f"-- checks with contiguous routes {contig}")
+            ok &= check(log, a.quick)
+        ts.CONTIG = True
+    if res is not None:
         res["check_passed"] = ok if a.check else None
-        json.dump(res, open(a.json, "w"), indent=1)
+        if a.json: json.dump(res, open(a.json, "w"), indent=1)
+        log(table(res))
     log(f"ALL CHECKS {'PASSED' if ok else 'FAILED'}")
     sys.exit(0 if ok else 1)

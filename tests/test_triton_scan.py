@@ -105,7 +105,7 @@ def test_bad_shapes_name_the_expected_shape():
     with pytest.raises(ValueError, match=r"delta must be \(1, 4, 3, 3, 2\)"): ts.cross_selective_scan_triton(x, delta[:, :2], A, B, C)
     with pytest.raises(ValueError, match=r"D must be \(4, 3\)"): ts.cross_selective_scan_triton(x, delta, A, B, C, D[:2])
     with pytest.raises(ValueError, match="x must be"): ts.cross_selective_scan_triton(x[0], delta, A, B, C)
-    with pytest.raises(ValueError, match="must be float32, bfloat16"): ts.cross_selective_scan_triton(x.int(), delta, A, B, C)
+    with pytest.raises(TypeError, match="must be a floating-point torch.Tensor"): ts.cross_selective_scan_triton(x.int(), delta, A, B, C)
 
 
 def test_dispatcher():
