@@ -101,3 +101,12 @@ def test_create_model_errors_and_timm_registry():
     assert {"rvm_" + n for n in MODELS} <= set(timm.list_models("rvm_*"))
     m = timm.create_model("rvm_resvmamba_test", num_classes=3)
     assert isinstance(m, ResVMamba) and m.num_classes == 3
+
+
+def test_package_exposes_entry_points_without_importing_fastai():
+    import subprocess, sys
+    code = ("import sys, resvmamba as r; eager = [n for n in r.__all__ if n not in r._LAZY]; "
+            "print('fastai' in sys.modules, all(hasattr(r, n) for n in eager), r.create_model is r.models.create_model, "
+            "'food_learner' in r.__all__ and 'food_learner' in dir(r))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True", "True"], out
