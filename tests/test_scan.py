@@ -239,14 +239,20 @@ def test_parallel_gradients_equal_loop():
         grads.append([t.grad for t in ts])
     for g1, g2 in zip(*grads): torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-5)
 
-def test_low_precision_inputs_return_their_dtype():
-    inp = make_inputs()
-    args = [inp[k].bfloat16() for k in ('u', 'delta', 'A', 'B', 'C')]
-    for fn in (selective_scan_ref, selective_scan_parallel):
-        y = fn(*args, delta_softplus=True)
-        assert y.dtype == torch.bfloat16
-        y32 = fn(*[a.float() for a in args], delta_softplus=True)  # computed in float32: only the final cast differs
-        torch.testing.assert_close(y, y32.bfloat16())
+@pytest.mark.parametrize("fn", [selective_scan_ref, selective_scan_parallel])
+@pytest.mark.parametrize("G", [None, 2, 'fixed'])
+def test_low_precision_is_float32_rounded_once(fn, G):
+    "bf16/fp16 activations beside float32 weights: output and every gradient equal the float32 run's, rounded once."
+    inp = make_inputs(G=G, L=37)
+    names = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+    for low in (torch.bfloat16, torch.float16):
+        lo = {k: (v.to(low) if k in ('u', 'delta', 'z') or (k in ('B', 'C') and G != 'fixed') else v.clone()).requires_grad_() for k, v in inp.items()}
+        hi = {k: v.detach().float().requires_grad_() for k, v in lo.items()}
+        y_lo, y_hi = fn(**lo, delta_softplus=True), fn(**hi, delta_softplus=True)
+        assert y_lo.dtype == low and torch.equal(y_lo, y_hi.to(low))
+        g = torch.randn(y_lo.shape).to(low)
+        y_lo.backward(g); y_hi.backward(g.float())
+        for k in names: assert lo[k].grad.dtype == lo[k].dtype and torch.equal(lo[k].grad, hi[k].grad.to(lo[k].dtype)), k
 
 @pytest.mark.parametrize("bad,msg", [
     (dict(u=torch.randn(2, 4)), "u must be"),
