@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_data.ipynb #b101d033
 from __future__ import annotations
-import gzip, math, os, random, warnings
+import colorsys, gzip, math, os, random, re, warnings
 from collections import Counter
 from operator import itemgetter
 from importlib import resources
@@ -13,40 +13,56 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
-from fastcore.basics import store_attr
 from fastcore.parallel import parallel
 from fastai.data.block import DataBlock, TransformBlock, CategoryBlock
 from fastai.data.transforms import IndexSplitter, Normalize, IntToFloatTensor
 from fastai.vision.core import PILImage, imagenet_stats
-from fastai.vision.utils import verify_image
+import fastai.vision.data  # registers fastai's `show_batch` for images: one grid of pictures
 from fasttransform import Transform, retain_type
 
 # %% auto #0
-__all__ = ['SPLIT_FOLDERS', 'read_split', 'normalized_entropy', 'check_layout', 'food_split', 'mini_food_class', 'draw_dish',
-           'make_mini_food', 'TimmTrainAug', 'TimmEvalResize', 'BatchRandomErasing', 'open_food_image', 'find_corrupt',
-           'class_names', 'food_dls', 'food_test_dl', 'image_sizes']
+__all__ = ['SPLIT_FOLDERS', 'numbered_split', 'read_split', 'normalized_entropy', 'check_layout', 'food_split', 'mini_food_class',
+           'base_pattern', 'draw_topping', 'draw_dish', 'make_mini_food', 'TimmTrainAug', 'TimmEvalResize',
+           'BatchRandomErasing', 'to_rgb', 'open_food_image', 'find_corrupt', 'class_names', 'food_dls', 'food_test_dl',
+           'image_sizes']
 
 # %% ../nbs/08_data.ipynb #cc5ec9f5
 SPLIT_FOLDERS = {"train": "train600x600", "val": "train600x600", "test": "val600x600"}  # where each list's files live
+_ENTRY = re.compile(r"(\d+)/[^/\s]+")  # '<class>/<file>': a class folder of digits, then a file name
+
+def _split_name(source) -> str:
+    "How messages name split list `source`."
+    return f"the packaged '{source}' list" if source in SPLIT_FOLDERS else f"split list {source}"
+
+def _split_text(source) -> str:
+    "The text of split list `source`: a file, or 'train', 'val', 'test' for the paper's lists in the package."
+    if source in SPLIT_FOLDERS:
+        with resources.files("resvmamba").joinpath("splits", f"{source}.txt.gz").open("rb") as f:
+            return gzip.decompress(f.read()).decode()
+    if not Path(source).is_file(): raise FileNotFoundError(f"split list {source} not found; expected a text file of '<class>/<file>.jpg <label>' lines")
+    return Path(source).read_text()
+
+def numbered_split(source) -> list[tuple[str, int, int]]:
+    "The entries of a split list as [(relative path, label, line number)], checked line by line."
+    text, name = _split_text(source), _split_name(source)
+    entries, seen = [], {}
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip(): continue
+        parts = line.split()
+        m = _ENTRY.fullmatch(parts[0]) if len(parts) == 2 and parts[1].isdigit() else None
+        if m is None: raise ValueError(f"{name}, line {i}: {line!r} is not '<class>/<file>.jpg <label>'")
+        f, label = parts[0], int(parts[1])
+        # the label is the class folder's number; a list that disagrees would train on wrong labels without a sound
+        if int(m[1]) != label: raise ValueError(f"{name}, line {i}: {f} is in class folder {m[1]}/ but labelled {label}")
+        if f in seen: raise ValueError(f"{name}: {f} is listed twice, lines {seen[f]} and {i}")
+        seen[f] = i
+        entries.append((f, label, i))
+    return entries
 
 def read_split(source) -> list[tuple[str, int]]:
     "Read a split list ('<class>/<file>.jpg <label>' per line) as [(relative path, label)]."
     # `source` is a file path, or one of 'train', 'val', 'test' for the packaged paper split
-    if source in SPLIT_FOLDERS:
-        with resources.files("resvmamba").joinpath("splits", f"{source}.txt.gz").open("rb") as f:
-            text = gzip.decompress(f.read()).decode()
-    else:
-        source = Path(source)
-        if not source.is_file(): raise FileNotFoundError(f"split list {source} not found; expected a text file of '<class>/<file>.jpg <label>' lines")
-        text = source.read_text()
-    entries = []
-    for i, line in enumerate(text.splitlines()):
-        if not line.strip(): continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"split list {source}, line {i+1}: {line!r} is not '<class>/<file>.jpg <label>'")
-        entries.append((parts[0], int(parts[1])))
-    return entries
+    return [(f, l) for f, l, _ in numbered_split(source)]
 
 # %% ../nbs/08_data.ipynb #a6ce3f08
 def normalized_entropy(labels_or_counts, # a sequence of labels, or a mapping class -> count
@@ -61,11 +77,17 @@ def normalized_entropy(labels_or_counts, # a sequence of labels, or a mapping cl
     return float(-(p * np.log2(p)).sum() / math.log2(n))
 
 # %% ../nbs/08_data.ipynb #a51ac53f
+_SYSTEM_FILES = {"thumbs.db", "desktop.ini"}  # written into folders by Windows Explorer
+
+def _visible(name:str) -> bool:
+    "Whether a folder entry is data: not hidden ('.DS_Store', '.ipynb_checkpoints', ...) and not a system file."
+    return not name.startswith(".") and name.lower() not in _SYSTEM_FILES
+
 def _class_folders(folder:Path) -> list[str]:
     "Class folders of `folder`, checked to be CNFOOD-241's '000', '001', ... names."
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is missing: a CNFOOD-241 root holds train600x600/<class>/<file>.jpg and val600x600/<class>/<file>.jpg")
-    subs = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    subs = sorted(e.name for e in os.scandir(folder) if e.is_dir() and _visible(e.name))
     bad = [s for s in subs if not (s.isdigit() and len(s) == 3)]
     if not subs or bad:
         raise ValueError(f"{folder} is not CNFOOD-241's layout: expected class folders named 000, 001, ..., found {(bad or ['nothing'])[:3]}")
@@ -74,14 +96,20 @@ def _class_folders(folder:Path) -> list[str]:
 def check_layout(root) -> Path:
     "Check that `root` holds CNFOOD-241's train600x600/ and val600x600/ class folders; return it as a Path."
     root = Path(root).expanduser()
-    if not root.is_dir(): raise FileNotFoundError(f"dataset root {root} does not exist; expected a CNFOOD-241 folder holding train600x600/ and val600x600/")
+    expected = "expected a CNFOOD-241 folder holding train600x600/ and val600x600/"
+    if root.exists() and not root.is_dir(): raise NotADirectoryError(f"dataset root {root} is a file, not a folder; {expected}")
+    if not root.is_dir(): raise FileNotFoundError(f"dataset root {root} does not exist; {expected}")
     for f in ("train600x600", "val600x600"): _class_folders(root / f)
     return root
 
 # %% ../nbs/08_data.ipynb #2f3daec7
+def _images(folder:Path) -> list[str]:
+    "Names of the files in `folder`, leaving out hidden and system files."
+    return sorted(e.name for e in os.scandir(folder) if e.is_file() and _visible(e.name))
+
 def _listing(folder:Path) -> set[str]:
     "Every '<class>/<file>' under `folder`'s class folders."
-    return {f"{c}/{e.name}" for c in _class_folders(folder) for e in os.scandir(folder / c) if e.is_file()}
+    return {f"{c}/{f}" for c in _class_folders(folder) for f in _images(folder / c)}
 
 def _resolve(entries, folder:Path, name:str) -> list[tuple[Path, int]]:
     "Turn split entries into (full path, label), failing with the first entries that are not on disk."
@@ -92,6 +120,27 @@ def _resolve(entries, folder:Path, name:str) -> list[tuple[Path, int]]:
     return [(folder / f, l) for f, l in entries]
 
 # %% ../nbs/08_data.ipynb #fd35aad4
+def _random_split(root:Path, valid_pct:float, seed:int) -> dict[str, list[tuple[str, int]]]:
+    "A seeded class-by-class draw of `valid_pct` of train600x600/ for validation; the test set is all of val600x600/."
+    rng, out = random.Random(seed), {"train": [], "val": []}
+    for c in _class_folders(root / "train600x600"):
+        files = _images(root / "train600x600" / c)
+        rng.shuffle(files)
+        n_val = round(valid_pct * len(files))
+        out["val"] += [(f"{c}/{f}", int(c)) for f in files[:n_val]]
+        out["train"] += [(f"{c}/{f}", int(c)) for f in files[n_val:]]
+    out["test"] = sorted((f, int(f.split("/")[0])) for f in _listing(root / "val600x600"))
+    return out
+
+def _disjoint(lists:dict[str, tuple[str, list]]):
+    "Fail if two lists that draw from the same folder name the same file: {set: (list's name, numbered entries)}."
+    first = {}
+    for s, (name, entries) in lists.items():
+        for f, _, line in entries:
+            key = (SPLIT_FOLDERS[s], f)
+            if key in first: raise ValueError(f"{f} is in two splits: {first[key]} and {name}, line {line}; a file belongs to one split only")
+            first[key] = f"{name}, line {line}"
+
 def food_split(root, # dataset root (train600x600/, val600x600/)
                split="paper", # 'paper', 'random', or a folder holding train.txt, val.txt, test.txt
                valid_pct:float=0.3, # share of each class held out when split='random'
@@ -99,87 +148,90 @@ def food_split(root, # dataset root (train600x600/, val600x600/)
               ) -> dict[str, list[tuple[Path, int]]]:
     "The train/val/test sets of `root` as {name: [(image path, label)]}, every file checked to exist."
     root = check_layout(root)
-    tr, te = root / "train600x600", root / "val600x600"
-    if split == "random":
-        rng, out = random.Random(seed), {"train": [], "val": []}
-        for c in _class_folders(tr):
-            files = sorted(e.name for e in os.scandir(tr / c) if e.is_file())
-            rng.shuffle(files)
-            n_val = round(valid_pct * len(files))
-            out["val"] += [(f"{c}/{f}", int(c)) for f in files[:n_val]]
-            out["train"] += [(f"{c}/{f}", int(c)) for f in files[n_val:]]
-        out["test"] = sorted((f, int(f.split("/")[0])) for f in _listing(te))
+    if split == "random": out = _random_split(root, valid_pct, seed)
     else:
         if split == "paper": folder = root / "splits" if (root / "splits").is_dir() else None
         else:
             folder = Path(split)
             if not folder.is_dir(): raise ValueError(f"split={split!r}: expected 'paper', 'random' or a folder holding train.txt, val.txt, test.txt")
-        out = {s: read_split(folder / f"{s}.txt" if folder else s) for s in ("train", "val", "test")}
+        sources = {s: folder / f"{s}.txt" if folder else s for s in ("train", "val", "test")}
+        lists = {s: (_split_name(src), numbered_split(src)) for s, src in sources.items()}
+        _disjoint(lists)
+        out = {s: [(f, l) for f, l, _ in entries] for s, (_, entries) in lists.items()}
     return {s: _resolve(v, root / SPLIT_FOLDERS[s], s) for s, v in out.items()}
 
 # %% ../nbs/08_data.ipynb #6782c26a
-_SHAPES = ["disc", "square", "triangle", "ring", "cross", "bar", "diamond", "star"]
-_GARNISH = {"red": (215, 40, 40), "green": (40, 170, 60), "yellow": (235, 210, 40), "purple": (130, 50, 170)}
-_TEXTURES = ["smooth", "stripes", "dots", "grid"]
+_TEXTURES = ["smooth", "stripes", "dots", "checks"]
+_SHAPES = ["disc", "bar", "ring", "cross", "triangle", "square", "star", "diamond"]
+_GARNISH = {"plain": None, "red": (215, 40, 40), "green": (40, 170, 60), "yellow": (235, 210, 40)}
 
 def mini_food_class(c:int) -> tuple[str, str, str]:
-    "(topping shape, garnish colour, base texture) of generated class `c`."
-    return _SHAPES[c % 4 + 4 * ((c // 16) % 2)], list(_GARNISH)[(c // 4) % 4], _TEXTURES[(c // 32) % 4]
+    "(base texture, topping shape, garnish) of generated class `c`."
+    return _TEXTURES[c % 4], _SHAPES[(c // 4) % 8], list(_GARNISH)[(c // 32) % 4]
 
-def _polygon(shape, cx, cy, r, rot):
-    "Corner points of a topping of `shape`, radius `r`, centre (cx, cy), rotated by `rot`."
-    k, radii = {"square": (4, [r]), "triangle": (3, [r]), "diamond": (4, [r, 0.55 * r]), "star": (5, [r, 0.45 * r]),
-                "cross": (4, [r, 0.4 * r]), "bar": (2, [r, 0.35 * r])}[shape]
-    n = k * len(radii)
-    if shape == "cross": n, radii = 12, [r, r, 0.38 * r]  # a plus sign: 12 corners
-    if shape == "bar": return [(cx + dx * math.cos(rot) - dy * math.sin(rot), cy + dx * math.sin(rot) + dy * math.cos(rot))
-                               for dx, dy in [(-r, -0.35 * r), (r, -0.35 * r), (r, 0.35 * r), (-r, 0.35 * r)]]
-    if shape == "cross":
-        a, b = r, 0.35 * r
-        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
-        return [(cx + x * math.cos(rot) - y * math.sin(rot), cy + x * math.sin(rot) + y * math.cos(rot)) for x, y in pts]
-    return [(cx + radii[i % len(radii)] * math.cos(rot + 2 * math.pi * i / n), cy + radii[i % len(radii)] * math.sin(rot + 2 * math.pi * i / n)) for i in range(n)]
+def base_pattern(texture:str, S:int, period:float, angle:float, phase:float) -> np.ndarray:
+    "An `S`×`S` light/dark pattern of `texture`, rotated by `angle`, scaled to mean 0 and standard deviation 1."
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
+    u, v = xx * math.cos(angle) + yy * math.sin(angle), -xx * math.sin(angle) + yy * math.cos(angle)
+    wu, wv = np.sin(2 * math.pi * u / period + phase), np.sin(2 * math.pi * v / period)
+    pat = {"smooth": np.zeros_like(u), "stripes": np.sign(wu), "checks": np.sign(wu * wv),
+           "dots": (wu + wv > 1.0).astype(np.float32)}[texture]  # dots: where two waves' crests meet
+    pat = pat - pat.mean()
+    return pat / pat.std() if pat.std() > 0 else pat
+
+# %% ../nbs/08_data.ipynb #7c0ff1e5
+def _turned(points, x, y, angle):
+    "`points` around (0, 0), rotated by `angle` and moved to (x, y)."
+    c, s = math.cos(angle), math.sin(angle)
+    return [(x + px * c - py * s, y + px * s + py * c) for px, py in points]
+
+def _star(k, r, inner):
+    "Corners of a `k`-pointed star (or, with inner = r·cos(π/k), a regular polygon) of radius `r`."
+    return [((r, inner)[i % 2] * math.cos(math.pi * i / k), (r, inner)[i % 2] * math.sin(math.pi * i / k)) for i in range(2 * k)]
+
+_OUTLINES = {  # corners of each polygon topping, for radius r
+    "bar": lambda r: [(-1.3 * r, -0.35 * r), (1.3 * r, -0.35 * r), (1.3 * r, 0.35 * r), (-1.3 * r, 0.35 * r)],
+    "cross": lambda r: [(a * r, b * r) for a, b in [(-.33, -1), (.33, -1), (.33, -.33), (1, -.33), (1, .33), (.33, .33),
+                                                    (.33, 1), (-.33, 1), (-.33, .33), (-1, .33), (-1, -.33), (-.33, -.33)]],
+    "triangle": lambda r: _star(3, r, r * math.cos(math.pi / 3)), "square": lambda r: _star(4, r, r * math.cos(math.pi / 4)),
+    "star": lambda r: _star(5, r, 0.45 * r), "diamond": lambda r: _star(2, r, 0.55 * r)}
+
+def draw_topping(d:ImageDraw.ImageDraw, shape:str, x:float, y:float, r:float, angle:float, colour):
+    "One topping of `shape`, radius `r`, centred at (x, y), turned by `angle`."
+    if shape == "disc": d.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+    elif shape == "ring": d.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=max(2, int(0.4 * r)))
+    else: d.polygon(_turned(_OUTLINES[shape](r), x, y, angle), fill=colour)
 
 # %% ../nbs/08_data.ipynb #9e5adb3e
+def _hsv(h, s, v): return tuple(int(255 * x) for x in colorsys.hsv_to_rgb(h, s, v))
+
 def draw_dish(c:int, # class
               size:int=64, # image side in pixels
               rng:np.random.Generator=None, # the image's random generator
              ) -> Image.Image:
     "One generated dish of class `c`."
     rng = rng or np.random.default_rng()
-    shape, garnish, texture = mini_food_class(c)
-    S = 2 * size
-    u = lambda lo, hi: float(rng.uniform(lo, hi))
-    hsv = lambda h, s, v: tuple(int(255 * x) for x in __import__("colorsys").hsv_to_rgb(h, s, v))
+    texture, shape, garnish = mini_food_class(c)
+    S, u = 2 * size, lambda lo, hi: float(rng.uniform(lo, hi))
     # 1. table and plate: class-independent colours and positions
-    img = Image.new("RGB", (S, S), hsv(u(0, 1), u(0.1, 0.6), u(0.3, 0.8)))
+    img = Image.new("RGB", (S, S), _hsv(u(0, 1), u(0.1, 0.6), u(0.3, 0.8)))
     d = ImageDraw.Draw(img)
-    cx, cy, pr = S * u(0.42, 0.58), S * u(0.42, 0.58), S * u(0.38, 0.47)
-    d.ellipse([cx - pr, cy - pr, cx + pr, cy + pr], fill=hsv(u(0, 1), u(0, 0.15), u(0.8, 1.0)))
-    # 2. the base: any food colour, and the class's texture drawn as a zero-mean light/dark pattern
-    br = pr * u(0.72, 0.85)
-    base = np.array(hsv(u(0, 1), u(0.4, 0.9), u(0.45, 0.85)), dtype=np.float32)
-    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
-    period, phase = S * u(0.06, 0.1), u(0, 2 * math.pi)
-    pat = {"smooth": np.zeros_like(xx), "stripes": np.sign(np.sin(2 * math.pi * xx / period + phase)),
-           "dots": np.where((np.sin(2 * math.pi * xx / period + phase) * np.sin(2 * math.pi * yy / period)) > 0.5, 1., -0.2),
-           "grid": np.where((np.abs(np.sin(2 * math.pi * xx / period + phase)) < 0.3) | (np.abs(np.sin(2 * math.pi * yy / period)) < 0.3), 1., -0.6)}[texture]
-    pat = pat - pat.mean()
-    tex = np.clip(base + 28 * pat[..., None] + rng.normal(0, 6, (S, S, 3)), 0, 255).astype(np.uint8)
+    cx, cy, pr = S * u(0.42, 0.58), S * u(0.42, 0.58), S * u(0.40, 0.47)
+    d.ellipse([cx - pr, cy - pr, cx + pr, cy + pr], fill=_hsv(u(0, 1), u(0, 0.15), u(0.8, 1.0)))
+    # 2. the base: any food colour, with the class's texture as a zero-mean light/dark pattern (mean colour unchanged)
+    br, base = pr * u(0.8, 0.9), np.array(_hsv(u(0, 1), u(0.4, 0.9), u(0.45, 0.8)), dtype=np.float32)
+    pat = base_pattern(texture, S, period=S * u(0.07, 0.1), angle=u(0, math.pi), phase=u(0, 2 * math.pi))
+    tex = np.clip(base + 45 * pat[..., None] + rng.normal(0, 6, (S, S, 3)), 0, 255).astype(np.uint8)
     mask = Image.new("L", (S, S), 0)
     ImageDraw.Draw(mask).ellipse([cx - br, cy - br, cx + br, cy + br], fill=255)
     img.paste(Image.fromarray(tex), (0, 0), mask)
-    # 3. toppings of the class's shape, each with a small garnish of the class's colour
-    n_top = int(rng.integers(3, 6))
-    for j in range(n_top):  # spread around the base so they rarely cover each other
-        a, rr = u(0, 2 * math.pi / n_top) + 2 * math.pi * j / n_top, br * u(0.3, 0.62)
-        tx, ty, r = cx + rr * math.cos(a), cy + rr * math.sin(a), S * u(0.1, 0.13)
-        col = hsv(u(0, 1), u(0.3, 0.8), u(0.35, 0.95))
-        if shape == "disc": d.ellipse([tx - r, ty - r, tx + r, ty + r], fill=col)
-        elif shape == "ring": d.ellipse([tx - r, ty - r, tx + r, ty + r], outline=col, width=max(2, int(r * 0.45)))
-        else: d.polygon(_polygon(shape, tx, ty, r, u(0, 2 * math.pi)), fill=col)
-        g = 0.45 * r
-        d.ellipse([tx - g, ty - g, tx + g, ty + g], fill=_GARNISH[garnish])
+    # 3. toppings of the class's shape in any colour, spread around the base; a garnish of the class's colour on each
+    n = int(rng.integers(3, 6))
+    for j in range(n):
+        a, rr, r = u(0, 2 * math.pi / n) + 2 * math.pi * j / n, br * u(0.35, 0.6), S * u(0.11, 0.14)
+        x, y = cx + rr * math.cos(a), cy + rr * math.sin(a)
+        draw_topping(d, shape, x, y, r, u(0, 2 * math.pi), _hsv(u(0, 1), u(0.3, 0.9), u(0.3, 1.0)))
+        if _GARNISH[garnish]: d.ellipse([x - 0.3 * r, y - 0.3 * r, x + 0.3 * r, y + 0.3 * r], fill=_GARNISH[garnish])
     # 4. lighting: a global brightness factor, then downsample
     img = Image.eval(img, lambda v, f=u(0.8, 1.15): min(255, int(v * f)))
     return img.resize((size, size), Image.BICUBIC)
@@ -208,7 +260,8 @@ def make_mini_food(dest, # folder to create (the dataset root)
                 lists[name].append(f"{f} {c}")
     (dest / "splits").mkdir(exist_ok=True)
     for s, v in lists.items(): (dest / "splits" / f"{s}.txt").write_text("\n".join(v) + "\n")
-    (dest / "classes.txt").write_text("\n".join("_".join(mini_food_class(c)[:2] if n_classes <= 32 else mini_food_class(c)) for c in range(n_classes)) + "\n")
+    names = ["_".join(mini_food_class(c)[:2] if n_classes <= 32 else mini_food_class(c)) for c in range(n_classes)]
+    (dest / "classes.txt").write_text("\n".join(names) + "\n")
     return dest
 
 # %% ../nbs/08_data.ipynb #46a3e493
@@ -257,25 +310,50 @@ class BatchRandomErasing(Transform):
         return self.re(x)
 
 # %% ../nbs/08_data.ipynb #0ea6427c
-def open_food_image(fn) -> PILImage:
-    "Open `fn` as an RGB `PILImage`, naming the file when it cannot be decoded."
-    try: return PILImage.create(fn)
-    except Exception as e:
-        raise OSError(f"cannot read image {fn} ({type(e).__name__}: {e}); it is corrupt or not an image. "
-                      "food_dls(..., skip_corrupt=True) leaves such files out") from e
+def _why(e:Exception) -> str:
+    "What an exception raised while decoding an image says about the file, in words."
+    if isinstance(e, Image.DecompressionBombError):  # a size limit, not damage: say so, and how to lift it
+        return f"PIL refuses it as a possible decompression bomb ({e}); if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS"
+    if isinstance(e, FileNotFoundError): return "it does not exist"
+    return f"it is corrupt or not an image ({type(e).__name__}: {e})"
 
-def find_corrupt(files, n_workers:int=None) -> list:
-    "The files among `files` that PIL cannot decode."
-    ok = parallel(verify_image, list(files), threadpool=True, n_workers=n_workers or min(16, os.cpu_count() or 1), progress=False)
-    return [f for f, o in zip(files, ok) if not o]
+def to_rgb(im:Image.Image) -> Image.Image:
+    "An 8-bit RGB copy of `im`, turned upright by its EXIF orientation; 16-bit grey is scaled to 8 bits, not clipped."
+    im = ImageOps.exif_transpose(im)  # phones store pictures sideways plus an orientation tag
+    if im.mode in ("I", "I;16", "I;16L", "I;16B"):  # 0..65535: PIL's convert would clip everything above 255 to white
+        im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    return im.convert("RGB")
+
+def open_food_image(fn:str|Path|Image.Image) -> PILImage:
+    "Open `fn` (a path, or a PIL image) as an RGB `PILImage`, naming the file when it cannot be decoded."
+    # the annotation tells fastai's `test_dl` (and `predict`) that a bare path or image enters here
+    if isinstance(fn, Image.Image): return PILImage(to_rgb(fn))
+    try:
+        with Image.open(fn) as im: return PILImage(to_rgb(im))
+    except Exception as e:
+        raise OSError(f"cannot read image {fn}: {_why(e)}. food_dls(..., skip_corrupt=True) leaves such files out") from e
+
+# %% ../nbs/08_data.ipynb #c0rrup7a
+def _problem(fn) -> str|None:
+    "None if `fn` decodes (at reduced size for speed, as fastai's `verify_image`), else why it does not."
+    try:
+        with Image.open(fn) as im: im.draft(im.mode, (32, 32)); im.load()
+    except Exception as e: return _why(e)
+
+def find_corrupt(files, n_workers:int=None) -> dict:
+    "{file: why} for the files among `files` that PIL cannot decode."
+    why = parallel(_problem, list(files), threadpool=True, n_workers=n_workers or min(16, os.cpu_count() or 1), progress=False)
+    return {f: w for f, w in zip(files, why) if w is not None}
 
 def _drop_corrupt(sets:dict, skip_corrupt:bool) -> tuple[dict, int]:
     "Check every image of `sets`; raise on broken ones, or leave them out when `skip_corrupt`."
-    bad = set(find_corrupt([p for v in sets.values() for p, _ in v]))
-    if bad and not skip_corrupt:
-        raise OSError(f"{len(bad)} image(s) cannot be decoded, e.g. {sorted(bad)[0]}; "
-                      "fix or remove them, or pass skip_corrupt=True to leave them out")
-    if bad: warnings.warn(f"skipped {len(bad)} corrupt image(s), e.g. {sorted(bad)[0]}")
+    bad = find_corrupt([p for v in sets.values() for p, _ in v])
+    if bad:
+        first = min(bad)
+        if not skip_corrupt:
+            raise OSError(f"{len(bad)} image(s) cannot be decoded, e.g. {first}: {bad[first]}; "
+                          "fix or remove them, or pass skip_corrupt=True to leave them out")
+        warnings.warn(f"skipped {len(bad)} corrupt image(s), e.g. {first}: {bad[first]}")
     return {s: [(p, l) for p, l in v if p not in bad] for s, v in sets.items()}, len(bad)
 
 # %% ../nbs/08_data.ipynb #e020c3c6
