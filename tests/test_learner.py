@@ -1,0 +1,298 @@
+"""The learner under misuse: divergence, damaged or unwritable checkpoints, resuming, lr_find, summary, export, freezing.
+
+Tiny runs (a narrow Res-VMamba test preset on 32-px generated images, CPU) so the file stays fast.
+"""
+import csv, os, pydoc, random, shutil, warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.progress import ProgressCallback, CSVLogger
+from fastai.learner import load_learner
+from fastai.optimizer import Adam
+from fastcore.basics import noop
+
+from resvmamba.data import make_mini_food
+from resvmamba.learner import (EMA, CheckpointError, NonFiniteLossError, food_learner, latest_checkpoint, no_decay_names,
+                               read_checkpoint, read_training_checkpoint, save_checkpoint, check_writable)
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    "8 classes × 16 images of 32 px: 6 training batches of 16."
+    return make_mini_food(tmp_path_factory.mktemp("d") / "mini", n_classes=8, per_class=16, size=32)
+
+
+def tiny(mini, **kw):
+    torch.manual_seed(0); random.seed(0); np.random.seed(0)
+    kw = dict(size=32, bs=16, num_workers=0, dims=[8, 16, 32, 64], d_state=2) | kw
+    learn = food_learner(mini, arch="resvmamba_test", **kw)
+    learn.remove_cb(ProgressCallback); learn.logger = noop
+    return learn
+
+
+class StopAfter(Callback):
+    order = 90
+    def __init__(self, k): self.k = k
+    def after_epoch(self):
+        if self.epoch == self.k: raise CancelFitException
+
+
+@pytest.fixture(scope="module")
+def run(mini, tmp_path_factory):
+    "A finished 3-epoch run with its checkpoint folder (last.pth = epoch 2, prev.pth = epoch 1)."
+    ck = tmp_path_factory.mktemp("run") / "ckpt"
+    learn = tiny(mini, ckpt_dir=ck)
+    learn.fit_paper(3, lr=2e-3, warmup=1)
+    return learn, ck
+
+
+def _copy(ck, tmp_path):
+    dst = tmp_path / "ckpt"; shutil.copytree(ck, dst); return dst
+
+
+# --- divergence ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), 1e6])
+def test_diverging_run_raises_and_keeps_the_last_good_checkpoint(mini, run, tmp_path, lr):
+    ck = _copy(run[1], tmp_path)
+    before = {f.name: f.read_bytes() for f in ck.iterdir()}
+    learn = tiny(mini, ckpt_dir=ck)
+    with pytest.raises(NonFiniteLossError) as e: learn.fit_paper(3, lr=lr, warmup=1)
+    msg = str(e.value)
+    assert "in epoch 0" in msg or "after epoch 0" in msg, msg
+    assert "lower learning rate" in msg
+    assert {f.name: f.read_bytes() for f in ck.iterdir()} == before  # nothing written, nothing left behind
+    assert isinstance(e.value, RuntimeError)
+
+
+def test_zero_training_batches_is_an_error_before_training(mini):
+    learn = tiny(mini, bs=128)  # 96 training images, the incomplete batch is dropped
+    with pytest.raises(ValueError, match="no training batches: .* bs=128"): learn.fit_paper(2, warmup=0)
+
+
+def test_checkpoint_never_saves_nonfinite_weights(mini, run, tmp_path):
+    "A loss that stays finite while the weights do not (inf EMA) still writes nothing."
+    ck = _copy(run[1], tmp_path)
+    before = (ck / "last.pth").read_bytes()
+    class PoisonEMA(Callback):
+        order = 70
+        def after_validate(self):
+            e = next(c for c in self.learn.cbs if isinstance(c, EMA))
+            with torch.no_grad(): next(e.model_ema.module.parameters()).fill_(float("inf"))
+    learn = tiny(mini, ckpt_dir=ck)
+    with pytest.raises(NonFiniteLossError, match="after epoch 0 .* NaN or infinite .* ema\\."): learn.fit_paper(3, lr=2e-3, warmup=1, cbs=PoisonEMA())
+    assert (ck / "last.pth").read_bytes() == before
+
+
+# --- reading checkpoints ------------------------------------------------------------------------------------------
+
+def test_checkpoints_load_with_weights_only(run):
+    learn, ck = run
+    for f, epoch in (("last.pth", 2), ("prev.pth", 1)):
+        state = torch.load(ck / f, weights_only=True)
+        assert state["epoch"] == epoch and state["format"] == "resvmamba.checkpoint/1"
+        assert set(state["model"]) == set(learn.model.state_dict()) and set(state["ema"]) == set(learn.model.state_dict())
+    assert not (ck / "last.pth.tmp").exists()
+
+
+def _bad_files(d, good):
+    data = good.read_bytes()
+    (d / "empty.pth").write_bytes(b"")
+    (d / "text.pth").write_text("epoch 3, top-1 0.8\n")
+    (d / "cut_head.pth").write_bytes(data[:1000])
+    (d / "cut_tail.pth").write_bytes(data[:-50])
+    (d / "folder.pth").mkdir()
+    torch.save([1, 2, 3], d / "list.pth")
+    torch.save({"model": {}}, d / "weights.pth")
+    torch.save({"x": np.arange(3)}, d / "numpy.pth")  # a pickle that a safe load refuses
+
+
+BAD = [("empty.pth", CheckpointError, "is empty (0 bytes); expected a file written by torch.save"),
+       ("text.pth", CheckpointError, "is not a PyTorch file (it starts with b'epoch 3, top'); expected"),
+       ("cut_head.pth", CheckpointError, "is truncated or damaged (1000 bytes"),
+       ("cut_tail.pth", CheckpointError, "is truncated or damaged"),
+       ("folder.pth", CheckpointError, "is a folder; expected a file"),
+       ("list.pth", CheckpointError, "is not a training checkpoint: it holds a list; expected a file written by Checkpoint"),
+       ("weights.pth", CheckpointError, "is not a training checkpoint: it holds a dict without ['ema', 'opt'"),
+       ("numpy.pth", CheckpointError, "holds Python objects besides tensors"),
+       ("missing.pth", FileNotFoundError, "does not exist")]
+
+@pytest.mark.parametrize("name,exc,problem", BAD)
+def test_unreadable_checkpoints_name_file_problem_and_expectation(run, tmp_path, name, exc, problem):
+    learn, ck = run
+    _bad_files(tmp_path, ck / "last.pth")
+    with pytest.raises(exc) as e: learn.load_checkpoint(tmp_path / name)
+    assert f"checkpoint {tmp_path / name} " in str(e.value) and problem in str(e.value), str(e.value)
+    with pytest.raises(exc): learn.fit_paper(3, lr=2e-3, warmup=1, resume=tmp_path / name)  # an explicit path is never skipped
+
+
+def test_read_checkpoint_returns_plain_weights(run, tmp_path):
+    torch.save(run[0].model.state_dict(), tmp_path / "model_ema.pth")
+    assert set(read_checkpoint(tmp_path / "model_ema.pth")) == set(run[0].model.state_dict())
+    with pytest.raises(CheckpointError, match="not a training checkpoint"): read_training_checkpoint(tmp_path / "model_ema.pth")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "delete"])
+def test_damaged_last_falls_back_to_prev(mini, run, tmp_path, damage):
+    ck = _copy(run[1], tmp_path)
+    last = ck / "last.pth"
+    if damage == "truncate": last.write_bytes(last.read_bytes()[:3000])
+    elif damage == "empty": last.write_bytes(b"")
+    else: last.unlink()
+    learn = tiny(mini, ckpt_dir=ck)
+    with pytest.warns(UserWarning, match=f"Resuming from {ck / 'prev.pth'} \\(epoch 1\\) instead"):
+        learn.fit_paper(3, lr=2e-3, warmup=1, resume=True)
+    assert learn.resumed_from == ck / "prev.pth"
+    assert len(learn.recorder.values) == 3  # epochs 0-1 from the checkpoint, epoch 2 trained
+    for p, q in zip(run[0].model.state_dict().values(), learn.model.state_dict().values()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_both_checkpoints_damaged_is_an_error(mini, run, tmp_path):
+    ck = _copy(run[1], tmp_path)
+    for f in ("last.pth", "prev.pth"): (ck / f).write_text("garbage")
+    with pytest.raises(CheckpointError, match=f"no readable checkpoint in {ck}"): tiny(mini, ckpt_dir=ck).fit_paper(3, lr=2e-3, warmup=1, resume=True)
+    assert latest_checkpoint(ck.parent / "nothing_here") == (None, None)
+
+
+# --- writing checkpoints ------------------------------------------------------------------------------------------
+
+def test_unwritable_checkpoint_folder_fails_before_training(mini, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    learn = tiny(mini, ckpt_dir=tmp_path / "a_file" / "ckpt")
+    with pytest.raises(OSError, match=f"cannot write to {tmp_path / 'a_file' / 'ckpt'}: "): learn.fit_paper(2, warmup=0)
+    assert len(learn.recorder.losses) == 0  # not a single batch trained
+    with pytest.raises(OSError, match="cannot write to"): check_writable(tmp_path / "a_file")
+
+
+def test_write_failure_names_file_and_cause_and_removes_the_temporary(run, tmp_path, monkeypatch):
+    ck = _copy(run[1], tmp_path)
+    before = (ck / "last.pth").read_bytes()
+    def full_disk(obj, f, *a, **k):
+        f.write(b"PK" + b"\0" * 100)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as e: save_checkpoint({"epoch": 9}, ck / "last.pth")
+    assert f"could not write checkpoint {ck / 'last.pth'}: No space left on device" in str(e.value)
+    assert not (ck / "last.pth.tmp").exists() and (ck / "last.pth").read_bytes() == before
+
+
+def test_checkpoint_is_synced_before_the_rename(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(f"replace {Path(a).name}->{Path(b).name}"), real_replace(a, b))[1])
+    save_checkpoint({"epoch": 0}, tmp_path / "last.pth")
+    save_checkpoint({"epoch": 1}, tmp_path / "last.pth")
+    assert calls[:2] == ["fsync", "replace last.pth.tmp->last.pth"]
+    assert calls[3:6] == ["fsync", "replace last.pth->prev.pth", "replace last.pth.tmp->last.pth"]
+    assert [torch.load(tmp_path / f, weights_only=True)["epoch"] for f in ("last.pth", "prev.pth")] == [1, 0]
+
+
+# --- resuming -----------------------------------------------------------------------------------------------------
+
+def test_resume_from_a_path_that_does_not_exist_is_an_error(mini, tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"checkpoint {tmp_path / 'nowhere/last.pth'} does not exist"):
+        tiny(mini).fit_paper(2, warmup=0, resume=tmp_path / "nowhere/last.pth")
+
+
+def test_resume_true_with_nothing_to_resume_says_so(mini, tmp_path):
+    learn = tiny(mini, ckpt_dir=tmp_path / "ck")
+    with pytest.warns(UserWarning, match=f"resume=True, but {tmp_path / 'ck'} holds no checkpoint .*starts at epoch 0"):
+        learn.fit_paper(1, lr=2e-3, warmup=0, resume=True)
+    assert learn.resumed_from is None and len(learn.recorder.values) == 1
+
+
+def test_resume_needs_a_checkpoint_folder(mini):
+    with pytest.raises(ValueError, match="resume=True needs a Checkpoint callback"): tiny(mini).fit_paper(2, warmup=0, resume=True)
+
+
+# --- lr_find and summary ------------------------------------------------------------------------------------------
+
+def test_lr_find_leaves_no_trace_in_ema_or_checkpoints(mini, tmp_path):
+    learn = tiny(mini, ckpt_dir=tmp_path / "ck")
+    learn.lr_find(num_it=6, show_plot=False)
+    ema = next(c for c in learn.cbs if isinstance(c, EMA))
+    assert ema.model_ema is None and ema.n_updates == 0 and not (tmp_path / "ck").exists()
+    with pytest.warns(UserWarning, match="holds no checkpoint"): learn.fit_paper(1, lr=2e-3, warmup=0, resume=True)
+    assert ema.n_updates == len(learn.dls.train)  # the average starts with the fit, not with lr_find
+    assert torch.load(tmp_path / "ck/last.pth", weights_only=True)["epoch"] == 0
+
+
+def test_summary_describes_the_model_with_ema_on(run):
+    learn = run[0]
+    n = sum(p.numel() for p in learn.model.parameters())
+    assert n > 0 and f"Total params: {n:,}" in learn.summary()
+
+
+def test_ema_both_columns_line_up_in_the_csv_log(mini, tmp_path):
+    learn = tiny(mini, ema_report="both", cbs=[CSVLogger(tmp_path / "log.csv")])
+    learn.fit_paper(1, lr=2e-3, warmup=0)
+    rows = list(csv.reader(open(tmp_path / "log.csv")))
+    assert rows[0] == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "raw_top-1", "raw_top-5", "time"]
+    assert len(rows[1]) == len(rows[0])
+
+
+# --- export, freezing, weight decay, other recipes ----------------------------------------------------------------
+
+def test_export_and_load_learner_round_trip(run, tmp_path):
+    learn = run[0]
+    learn.export(tmp_path / "export.pkl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        served = load_learner(tmp_path / "export.pkl")
+    items = [[p, l] for p, l in learn.dls.food["sets"]["test"][:8]]
+    want, _ = learn.get_preds(dl=learn.dls.test_dl(items, with_labels=True))
+    got, _ = served.get_preds(dl=served.dls.test_dl(items, with_labels=True))
+    torch.testing.assert_close(got, want)
+    assert list(served.dls.vocab) == list(learn.dls.vocab)
+
+
+def test_freeze_trains_only_the_head(mini):
+    learn = tiny(mini)
+    names = [n for n, _ in learn.model.named_parameters()]
+    learn.freeze()
+    assert [n for n, p in learn.model.named_parameters() if p.requires_grad] == [n for n in names if n.startswith("classifier.")] != []
+    learn.unfreeze()
+    assert all(p.requires_grad for p in learn.model.parameters())
+    learn.fit(1, lr=slice(1e-5, 1e-3))  # discriminative learning rates: body, head
+    assert [h["lr"] for h in learn.opt.hypers] == pytest.approx([1e-5, 1e-3])
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_weight_decay_exemptions(mini, official):
+    learn = tiny(mini, wd_exempt="official" if official else "model")
+    learn.fit(1, lr=1e-3)
+    name = {id(p): n for n, p in learn.model.named_parameters()}
+    no_wd = {name[id(p)] for p, _, st, _ in learn.opt.all_params() if not st.get("do_wd", True)}
+    expect = {n for n, p in learn.model.named_parameters() if p.ndim == 1 or (not official and n.endswith("A_logs"))}
+    assert no_wd == expect == no_decay_names(learn.model, official)
+
+
+def test_another_recipe_constant_lr_plain_adam(mini):
+    "MedMamba's recipe: Adam, constant lr, no mixup, no EMA, no label smoothing."
+    learn = tiny(mini, opt_func=Adam, wd=0., mixup=0., cutmix=0., grad_clip=0., ema=False, label_smoothing=0.)
+    learn.fit_paper(2, lr=1e-4, schedule="constant")
+    assert learn.recorder.lrs == [1e-4] * (2 * len(learn.dls.train))
+    assert not any(isinstance(c, EMA) for c in learn.cbs) and learn.opt.hypers[0]["wd"] == 0
+    with pytest.raises(ValueError, match="warmup=2 is used only by schedule='paper'"): learn.fit_paper(2, lr=1e-4, warmup=2, schedule="constant")
+    with pytest.raises(ValueError, match="schedule='cosine': expected 'paper', 'constant' or a function"): learn.fit_paper(2, schedule="cosine")
+    with pytest.raises(ValueError, match="wd_exempt='all': expected 'model' or 'official'"): tiny(mini, wd_exempt="all")
+
+
+def test_default_warmup_fits_short_runs(mini):
+    learn = tiny(mini)
+    learn.fit_paper(2, lr=1e-3)  # no explicit warm-up: none for 2 epochs (the paper's 20/150 rounds down)
+    assert learn.fit_args["warmup"] == 0
+    with pytest.raises(ValueError, match=r"warmup=2 must be in \[0, n_epoch=2\)"): learn.fit_paper(2, warmup=2)
+
+
+def test_help_shows_every_argument():
+    from resvmamba.learner import food_learner
+    from fastai.learner import Learner
+    text = pydoc.render_doc(food_learner, renderer=pydoc.plaintext)
+    assert "dataset root (CNFOOD-241 layout)" in text and "label_smoothing: label smoothing" in text
+    text = pydoc.render_doc(Learner.fit_paper, renderer=pydoc.plaintext)
+    assert "resume: True: continue from the Checkpoint folder" in text and "schedule: 'paper'" in text
