@@ -3,6 +3,7 @@ two gloo processes. One finished run is shared by the tests that only read it; b
 import json, os, shutil, signal, subprocess, sys, time
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 
@@ -111,10 +112,12 @@ def test_two_gloo_processes_resume_and_report_once(data, tmp_path):
     "fastai's distributed path (DDP over gloo, sharded loaders) under torchrun: killed as a whole, resumed, rank 0 alone reporting, no DDP warnings."
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = tmp_path / "ddp"
-    p = subprocess.Popen(_torchrun(data, out, 29517), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(_torchrun(data, out, 29517), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck, t0 = out / "ckpt/last.pth", time.time()
     while not ck.is_file() and p.poll() is None and time.time() - t0 < 240: time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGKILL); p.wait()           # the launcher and both workers, as a preemption would
+    procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+    for q in procs: q.kill()                             # the launcher and both workers (torchrun starts them in sessions of their own), as a preemption would
+    p.wait(); psutil.wait_procs(procs, timeout=30)
     assert torch.load(ck, weights_only=False)["epoch"] == 0, "the run finished before it could be interrupted"
     r = subprocess.run(_torchrun(data, out, 29518, "--resume"), capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, (r.stdout[-1500:], r.stderr[-3000:])
