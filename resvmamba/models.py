@@ -43,6 +43,7 @@ def _timm_entry(name, timm_name):
     entry.__name__ = entry.__qualname__ = timm_name
     entry.__module__ = __name__
     entry.__doc__ = f"timm entry point for `resvmamba.models.create_model({name!r}, ...)`."
+    entry.resvmamba_entry = True  # marks ours: registering it again (a reload) is not a clash
     return entry
 
 def register_family(family:str,                     # prefix of the names, e.g. "vmamba"
@@ -59,13 +60,14 @@ def register_family(family:str,                     # prefix of the names, e.g. 
         if name in MODELS and MODELS[name].family != family:
             raise ValueError(f"{name!r} is already registered by family {MODELS[name].family!r}")
         timm_name = timm_prefix + name
-        if is_model(timm_name) and model_entrypoint(timm_name).__module__ != __name__:
+        ours = is_model(timm_name) and getattr(model_entrypoint(timm_name), "resvmamba_entry", False)
+        if is_model(timm_name) and not ours:
             raise ValueError(f"timm already has a model {timm_name!r} from {model_entrypoint(timm_name).__module__}; "
                              "pass another timm_prefix")
         pcfg = {**DEFAULT_PRETRAINED_CFG, **(pretrained_cfgs or {}).get(size, {})}
         MODELS[name] = ModelEntry(family, cls, dict(cfg), load_checkpoint, pcfg, timm_name)
         default_cfgs[timm_name] = pcfg
-        globals()[timm_name] = register_model(_timm_entry(name, timm_name))
+        if not ours: globals()[timm_name] = register_model(_timm_entry(name, timm_name))
         names.append(name)
     return names
 

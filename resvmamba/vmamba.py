@@ -160,7 +160,7 @@ def reset_classifier(self:VMamba, num_classes, # new number of classes; 0 = no h
     "Replace the linear head (new, initialised weights) and optionally the pooling; the LayerNorm is kept."
     pool = _pool(self.global_pool if global_pool is None else global_pool, num_classes)
     self.global_pool, self.num_classes, self.classifier.pool = pool.pool_type, num_classes, pool
-    self.classifier.head = _linear_head(self.num_features * pool.feat_mult(), num_classes, self.classifier.norm.weight)
+    self.classifier.head = _linear_head(self.num_features * pool.feat_mult(), num_classes, self.patch_embed[0].weight)
     self._init_weights(self.classifier.head)
 
 @patch
@@ -199,8 +199,8 @@ def prune_intermediate_layers(self:VMamba, indices=1, prune_norm=False, prune_he
     take, max_index = feature_take_indices(len(self.layers), indices)
     self.layers = self.layers[:max_index + 1]
     self.layers[-1].downsample = nn.Identity()  # its output would be the next stage's input: unused now
-    if prune_norm: self.classifier.norm = nn.Identity()
     if prune_head: self.reset_classifier(0, "")
+    if prune_norm: self.classifier.norm = nn.Identity()
     return take
 
 # %% ../nbs/06_vmamba.ipynb #7c7e1814
