@@ -1,14 +1,18 @@
-"""Training throughput of resvmamba_small and vmamba_small at 224², batch 128, bf16, optimizer step included.
+"""Training and inference throughput of resvmamba_small (and others) at 224², batch 128 per GPU, bf16 autocast.
 
-(a) model only: synthetic tensors already on the GPU, torch AdamW (fused), bf16 autocast;
-(b) end to end: `food_learner` on a generated dataset in CNFOOD-241's layout (JPEGs decoded, timm
-    RandAugment etc. in loader workers; normalisation, random erasing and mixup/cutmix on the GPU;
-    EMA, gradient clipping, the paper's schedule), images/s measured on steady-state training batches.
+(a) model only (default): synthetic tensors already on the GPU, torch AdamW (fused), gradient clipping 5, bf16
+    autocast; eager, and with --compiled also `torch.compile(model)`; inference = forward under no_grad, eval mode.
+    --gpus 2: the same step under DistributedDataParallel, one process per GPU (torch.multiprocessing, NCCL),
+    batch 128 per GPU; images/s counts all GPUs' images.
+(b) --e2e: `food_learner` on a generated dataset in CNFOOD-241's layout (JPEGs decoded, timm RandAugment etc. in
+    loader workers; normalisation, random erasing and mixup/cutmix on the GPU; EMA, gradient clipping, the paper's
+    schedule), images/s measured on steady-state training batches (needs fastai).
 
-Usage (one GPU): python benchmarks/train_bench.py [--out results.md] [--steps 20] [--workers 15]
-Writes a markdown section (date, GPU, versions, table) to --out and prints it.
+Usage: python benchmarks/train_bench.py [--models resvmamba_small] [--compiled] [--gpus 1,2] [--json train_bench.json]
+Writes a markdown section to --out and the numbers to --json:
+{"gpu", "date", "versions", "models": {label: {"train_img_s", "infer_img_s", "peak_gib", "compiled", "gpus", ...}}}.
 """
-import argparse, datetime, os, subprocess, sys, time
+import argparse, datetime, json, os, subprocess, sys, time
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -16,25 +20,82 @@ import numpy as np
 import torch, torch.nn.functional as F
 
 
-def model_only(name, steps=20, warmup=5, bs=128, size=224):
-    "Images/s and peak GiB of forward+backward+AdamW step on synthetic tensors."
-    from resvmamba.models import create_model
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=241).cuda().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05, fused=True)
-    x = torch.randn(bs, 3, size, size, device="cuda"); y = torch.randint(0, 241, (bs,), device="cuda")
+def _step_fn(model, opt, x, y):
+    "One training step: bf16 autocast forward, backward, clipping at 5, fused AdamW."
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16): loss = F.cross_entropy(model(x), y)
         loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step(); opt.zero_grad(set_to_none=True)
+    return step
+
+
+def _timed(fn, n):
+    torch.cuda.synchronize(); t = time.perf_counter()
+    for _ in range(n): fn()
+    torch.cuda.synchronize(); return (time.perf_counter() - t) / n
+
+
+def model_only(name, steps=20, warmup=5, bs=128, size=224, compiled=False, infer_steps=10):
+    "Training and inference images/s and training peak GiB on synthetic tensors, one GPU."
+    from resvmamba.models import create_model
+    import torch._dynamo
+    torch.manual_seed(0); torch._dynamo.reset(); torch._dynamo.utils.counters.clear()
+    model = create_model(name, num_classes=241).cuda().train()
+    run = torch.compile(model) if compiled else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05, fused=True)
+    x = torch.randn(bs, 3, size, size, device="cuda"); y = torch.randint(0, 241, (bs,), device="cuda")
+    step = _step_fn(run, opt, x, y)
+    t0 = time.perf_counter()
     for _ in range(warmup): step()
-    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    for _ in range(steps): step()
-    torch.cuda.synchronize(); dt = time.perf_counter() - t
+    torch.cuda.synchronize(); warm_s = time.perf_counter() - t0
+    torch.cuda.reset_peak_memory_stats()
+    st = _timed(step, steps)
     peak = torch.cuda.max_memory_allocated() / 2**30
-    del model, opt; torch.cuda.empty_cache()
-    return bs * steps / dt, peak, dt / steps
+    c = torch._dynamo.utils.counters
+    graphs, breaks = c["stats"]["unique_graphs"], sum(c["graph_break"].values())
+    run.eval()
+    def infer():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16): run(x)
+    for _ in range(3): infer()
+    it = _timed(infer, infer_steps)
+    out = dict(train_img_s=bs / st, infer_img_s=bs / it, peak_gib=peak, compiled=compiled, gpus=1, ms_step=st * 1e3,
+               warmup_s=warm_s, dynamo_graphs=graphs, graph_breaks=breaks, batch_per_gpu=bs)
+    del model, run, opt; torch.cuda.empty_cache()
+    return out
+
+
+def _ddp_worker(rank, world, name, steps, warmup, bs, size, port, q):
+    "One DDP process: its own GPU, batch `bs`; rank 0 reports images/s over all ranks."
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from resvmamba.models import create_model
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=torch.device("cuda", rank))
+    try:
+        torch.manual_seed(0)
+        model = DDP(create_model(name, num_classes=241).cuda().train(), device_ids=[rank])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=True)
+        g = torch.Generator(device="cuda").manual_seed(rank)
+        x = torch.randn(bs, 3, size, size, device="cuda", generator=g); y = torch.randint(0, 241, (bs,), device="cuda", generator=g)
+        step = _step_fn(model, opt, x, y)
+        for _ in range(warmup): step()
+        dist.barrier(); torch.cuda.reset_peak_memory_stats()
+        st = _timed(step, steps)
+        dist.barrier()
+        if rank == 0: q.put(dict(train_img_s=world * bs / st, peak_gib=torch.cuda.max_memory_allocated() / 2**30,
+                                 compiled=False, gpus=world, ms_step=st * 1e3, batch_per_gpu=bs))
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp(name, gpus, steps=20, warmup=5, bs=128, size=224):
+    "Training images/s of `name` on `gpus` GPUs of this host under DistributedDataParallel."
+    import torch.multiprocessing as mp
+    ctx = mp.get_context("spawn"); q = ctx.Queue()
+    mp.start_processes(_ddp_worker, args=(gpus, name, steps, warmup, bs, size, 29500 + os.getpid() % 1000, q),
+                       nprocs=gpus, join=True, start_method="spawn")
+    return q.get(timeout=60)
 
 
 def _draw(args):
@@ -95,43 +156,50 @@ def versions():
             f"fastai {fastai.__version__}; {os.cpu_count()} CPU cores")
 
 
+def gpu_versions():
+    import triton, timm
+    drv = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"], capture_output=True, text=True).stdout.strip().splitlines()
+    return dict(gpu=drv[0].split(",")[0], gpus_present=len(drv), driver=drv[0].split(",")[1].strip(), torch=torch.__version__,
+                cuda=torch.version.cuda, triton=triton.__version__, timm=timm.__version__, cpu_cores=os.cpu_count())
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="train_bench.md"); ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--out", default="train_bench.md"); ap.add_argument("--json", default=None)
+    ap.add_argument("--steps", type=int, default=20); ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--workers", type=int, default=15); ap.add_argument("--data", default="/tmp/bench_food")
-    ap.add_argument("--models", default="resvmamba_small,vmamba_small"); ap.add_argument("--skip_e2e", action="store_true")
+    ap.add_argument("--models", default="resvmamba_small"); ap.add_argument("--e2e", action="store_true")
+    ap.add_argument("--compiled", action="store_true", help="also time torch.compile(model)")
+    ap.add_argument("--eager", type=int, default=1, help="0: skip the eager one-GPU run")
+    ap.add_argument("--gpus", default="1", help="comma-separated GPU counts for the training step, e.g. 1,2 (2+: DDP)")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    names = a.models.split(",")
-    rows = []
-    def attempt(f, *args):
-        "Run one measurement; an error (out of memory, say) becomes a row instead of ending the run."
-        try: return f(*args)
+    v = gpu_versions()
+    res = dict(gpu=v["gpu"], date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), versions=v, models={})
+    def save():
+        if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+    def attempt(label, f, *args, **kw):
+        "Run one measurement; an error (out of memory, say) is recorded instead of ending the run."
+        try: r = f(*args, **kw)
         except Exception as e:
-            import traceback; traceback.print_exc(); torch.cuda.empty_cache(); return f"{type(e).__name__}: {str(e)[:120]}"
-    for n in names:
-        r = attempt(model_only, n, a.steps)
-        if isinstance(r, str): rows.append((n, "model only, synthetic tensors", r, float("nan"))); continue
-        ips, peak, st = r
-        print(f"model only  {n}: {ips:.0f} img/s, {peak:.1f} GiB peak, {st * 1000:.0f} ms/step", flush=True)
-        rows.append((n, f"model only, synthetic tensors ({st * 1000:.0f} ms/step)", ips, peak))
-    if not a.skip_e2e:
+            import traceback; traceback.print_exc(); torch.cuda.empty_cache(); r = dict(error=f"{type(e).__name__}: {str(e)[:200]}")
+        res["models"][label] = r; save()
+        print(f"{label}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), flush=True)
+        return r
+    for n in a.models.split(","):
+        for g in (int(x) for x in a.gpus.split(",")):
+            if g == 1 and a.eager: attempt(n, model_only, n, a.steps, a.warmup)
+            if g > 1: attempt(f"{n} ({g} GPUs, DDP)", ddp, n, g, a.steps, a.warmup)
+        if a.compiled: attempt(f"{n} (torch.compile)", model_only, n, a.steps, a.warmup + 3, compiled=True)
+    if a.e2e:
         t = time.time(); data, n_train = make_bench_data(a.data)
-        print(f"generated {data} ({n_train} training entries) in {time.time() - t:.0f} s", flush=True)
-        for n in names:
-            r = attempt(end_to_end, n, data, a.workers)
-            if isinstance(r, str): rows.append((n, "end to end, food_learner", r, float("nan"))); continue
-            ips, peak, nb, amp = r
-            print(f"end to end  {n}: {ips:.0f} img/s, {peak:.1f} GiB peak ({nb} batches, bf16 autocast {amp})", flush=True)
-            rows.append((n, f"end to end, food_learner, {a.workers} workers, {nb} batches", ips, peak))
-    md = [f"## Training throughput (chapter 10, `benchmarks/train_bench.py`)", "",
-          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. {versions()}.", "",
-          "Batch 128, 224², bf16 autocast, optimizer step (AdamW) and gradient clipping included. End to end: generated 512-px JPEGs "
-          "decoded and augmented (RandomResizedCrop bicubic, flip, RandAugment rand-m9-mstd0.5-inc1) in loader workers; normalisation, "
-          "random erasing 0.25, mixup 0.8/cutmix 1.0 on the GPU; model EMA and the warm-up + cosine schedule on; validation skipped; "
-          "images/s over steady-state batches (the first 5 of the epoch left out).", "",
-          "| model | measured | images/s | peak GPU memory (GiB) |", "|---|---|---|---|"]
-    md += [f"| {n} | {how} | {ips if isinstance(ips, str) else f'{ips:.0f}'} | {peak:.1f} |" for n, how, ips, peak in rows]
+        for n in a.models.split(","):
+            attempt(f"{n} (end to end, food_learner)", lambda: dict(zip(("train_img_s", "peak_gib", "batches", "bf16"), end_to_end(n, data, a.workers))))
+    md = [f"## Training throughput (`benchmarks/train_bench.py`)", "", f"{res['date']}. {v}.", "",
+          "| model | GPUs | compiled | train img/s | infer img/s | peak GiB |", "|---|---|---|---|---|---|"]
+    for k, r in res["models"].items():
+        md.append(f"| {k} | {r.get('gpus', '')} | {r.get('compiled', '')} | {r.get('train_img_s', float('nan')):.1f} | "
+                  f"{r.get('infer_img_s', float('nan')):.1f} | {r.get('peak_gib', float('nan')):.1f} |")
     text = "\n".join(md) + "\n"
     Path(a.out).write_text(text); print(text)

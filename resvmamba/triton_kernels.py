@@ -4879,3 +4879,1953 @@ def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward in
         tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
         tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
         tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #de7e62b0
+import triton
+import triton.language as tl
+
+# %% ../nbs/04_triton_scan.ipynb #7c312c64
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #910232ad
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #cc74ab01
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #95c0e7c9
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #fbb3b9ae
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #006c8bc7
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()

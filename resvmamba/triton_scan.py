@@ -34,9 +34,9 @@ def _interpreting():
     import triton
     return not isinstance(kernels._fwd_kernel, triton.runtime.jit.JITFunction)
 
-# %% ../nbs/04_triton_scan.ipynb #3b9aac01
+# %% ../nbs/04_triton_scan.ipynb #3dd4dc27
 _VALID_N = (1, 2, 4, 8, 16)
-CONTIG = True    # column routes read transposed copies of their inputs (see *Contiguous routes*)
+CONTIG = None    # None: the measured choice (_contiguous); True / False force one route layout everywhere
 POISON = False   # tests set this: outputs start as NaN, so an element the kernel never writes shows up
 
 def _cdiv(a, b): return (a + b - 1) // b
@@ -44,9 +44,14 @@ def _cdiv(a, b): return (a + b - 1) // b
 def _tiles(N, L, backward=False, interp=None):
     "(BLOCK_D, T, num_warps) for state size N and route length L (measured choices, see *Benchmark*)."
     if _interpreting() if interp is None else interp: return 2, 8, 1   # tiny tiles: every edge case on tiny inputs
-    if backward and L <= 256: return max(1, 64 // N), 8, 1   # one warp: the channel sums for dB, dC stay in the warp
-    if backward: return max(1, 128 // N), 16, 4         # ~10 live tiles; T=16 keeps the checkpoints as large as Δ
+    if backward: return max(1, 64 // N), 8, 1    # one warp: the channel sums for dB, dC stay in the warp
     return max(1, 128 // N), (32 if L >= 1024 else 16), 4
+
+def _contiguous(L, backward):
+    "Do the column routes read transposed copies? Measured: the forward gains above L = 256, the backward above L = 64."
+    if CONTIG is not None: return CONTIG
+    if _interpreting(): return backward          # tests: the forward walks the image, the backward reads the copies
+    return L > (64 if backward else 256)         # below, the copies cost more than the gathers they save
 
 def _acc(x):
     "Accumulation dtype: float32 for half, bfloat16 and float32 inputs; float64 stays float64 (for gradcheck)."
@@ -74,7 +79,7 @@ def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, til
     _check_device(x)
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
-    contig = CONTIG if contig is None else contig
+    contig = _contiguous(L, False) if contig is None else contig
     BD, T, nw = tiles or _tiles(N, L)
     t_save = t_save or (_tiles(N, L, backward=True)[1] if tiles is None else T)   # where the backward's chunks start
     if T % t_save: T = t_save                                                      # checkpoints must fall on chunk pieces
@@ -99,7 +104,7 @@ def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=No
     _check_device(x)
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
-    contig = CONTIG if contig is None else contig
+    contig = _contiguous(L, True) if contig is None else contig
     BD, T, nw = tiles or _tiles(N, L, backward=True)
     acc, n_chunks, n_blocks = _acc(x), _cdiv(L, T), _cdiv(Dm, BD)
     if hs.shape != (Bsz, 4, n_chunks, Dm, N): raise ValueError(f"_scan_bwd: checkpoints must be {(Bsz, 4, n_chunks, Dm, N)}, got {tuple(hs.shape)}")
