@@ -28,3 +28,28 @@ def test_readme_in_sync_and_has_both_commands():
 
 def test_slow_and_cuda_flags_declared():
     assert set(settings()['tst_flags'].split()) == {'slow', 'cuda'}  # nbdev splits on whitespace
+
+
+def _module_level_imports(path):
+    "Top-level package names imported when `path` is imported (module body, including try blocks), stdlib left out."
+    import ast
+    mods = set()
+    for node in ast.parse(path.read_text()).body:
+        nodes = [node] + (node.body + [n for h in node.handlers for n in h.body] if isinstance(node, ast.Try) else [])
+        for n in nodes:
+            if isinstance(n, ast.Import): mods |= {a.name.split('.')[0] for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.level == 0: mods.add(n.module.split('.')[0])
+    return mods - set(sys.stdlib_module_names) - {'__future__', 'resvmamba'}
+
+def test_every_module_level_import_is_a_base_requirement():
+    "What `import resvmamba.<module>` needs must come with `pip install resvmamba` (no dev extras): declared in `requirements`."
+    import shlex, re
+    from importlib.metadata import packages_distributions
+    declared = {re.split(r'[<>=!~; ]', r)[0].lower().replace('_', '-') for r in shlex.split(settings()['requirements'])}
+    dists = packages_distributions()
+    missing = {}
+    for f in sorted((root/'resvmamba').glob('*.py')):
+        for m in _module_level_imports(f):
+            names = {d.lower().replace('_', '-') for d in dists.get(m, [m])}
+            if not names & declared: missing.setdefault(f.name, []).append(f"{m} ({', '.join(sorted(names))})")
+    assert not missing, f"imported at module level but not in settings.ini requirements: {missing}"
