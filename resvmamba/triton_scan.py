@@ -5,36 +5,226 @@
 # %% auto #0
 __all__ = ['CONTIG', 'POISON', 'cross_selective_scan_triton', 'cross_selective_scan']
 
-# %% ../nbs/04_triton_scan.ipynb #d99762ab
+# %% ../nbs/04_triton_scan.ipynb #d51a6bff
 import math
+from types import SimpleNamespace
 from typing import Optional
 import torch
 from torch import Tensor
 from .scan import selective_scan_ref, selective_scan_parallel, require_float
 from .cross_scan import cross_selective_scan_ref
 
-# %% ../nbs/04_triton_scan.ipynb #c4f5a201
-_KERNELS = None
+# %% ../nbs/04_triton_scan.ipynb #d760965d
+try:
+    import triton
+    import triton.language as tl
+except ImportError:                                   # macOS, Windows: PyTorch brings no Triton there
+    triton, tl = SimpleNamespace(jit=lambda fn: fn), SimpleNamespace(constexpr=None)   # kernels defined, never launched
 
+# %% ../nbs/04_triton_scan.ipynb #09c8d996
+@triton.jit
+def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
+    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
+    else: p = t                                               # row route, or a column route in its transposed copy
+    return p
+
+@triton.jit
+def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
+    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
+    else: return b * 4 + k
+
+# %% ../nbs/04_triton_scan.ipynb #fdc209bd
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
+    return a1 * a2, a2 * b1 + b2
+
+@triton.jit
+def _softplus(v):
+    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    z = tl.exp(-tl.abs(v))
+    w = 1.0 + z
+    return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
+
+@triton.jit
+def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    if PTX and v.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    elif PTX and v.dtype == tl.float16:
+        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return v.to(ACC)
+
+@triton.jit
+def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
+    v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
+    if HAS_BIAS: v = v + bias[None, :]
+    if SOFTPLUS: dt = _softplus(v)
+    else: dt = v
+    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+
+# %% ../nbs/04_triton_scan.ipynb #fe0f5afc
+@triton.jit
+def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    n, tt = tl.arange(0, N), tl.arange(0, T)
+    for s in tl.static_range(T // T_SAVE):
+        if s == 0: hk = h
+        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        k = c * (T // T_SAVE) + s
+        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+
+# %% ../nbs/04_triton_scan.ipynb #5b239776
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    b = tl.program_id(1)                                   # this program: image b, channels d
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):                           # the four routes, always in this order
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
+        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = dtk + (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        for c in range(n_chunks):
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
+            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
+            yp = yk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
+            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
+            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
+            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
+            if HAS_D: y_t += Dk[None, :] * u
+            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
+            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
+            tl.store(yp, y_t, mask=m)
+        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+
+# %% ../nbs/04_triton_scan.ipynb #4b9d3723
+@triton.jit
+def _adjoint(f1, q1, r1, f2, q2, r2):
+    "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
+    return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #79c45207
+@triton.jit
+def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
+                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
+                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
+                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
+                Bsz, Dm, H, W, L, n_chunks,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    for k in tl.static_range(4):
+        # -- this route's buffers and parameters
+        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
+        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
+        bc_row = (slot * N + n[None, :]) * L
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        for ci in range(n_chunks):
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
+            t = c * T + tt
+            tm = t < L
+            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
+            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+        tl.debug_barrier()
+
+# %% ../nbs/04_triton_scan.ipynb #d73b7770
 def _kernels():
-    "The module of Triton kernels (resvmamba.triton_kernels), imported on first use, with a clear error where Triton is missing."
-    global _KERNELS
-    if _KERNELS is None:
-        try: import triton
-        except ImportError as e:
-            raise ImportError("cross_selective_scan_triton: the 'triton' backend needs the triton package, which is not "
-                              "installed (PyTorch brings it on Linux; on macOS and Windows use backend='parallel')") from e
-        from resvmamba import triton_kernels
-        _KERNELS = triton_kernels
-    return _KERNELS
+    "The forward and backward kernels, or a clear error where Triton is missing."
+    if not hasattr(triton, "runtime"):
+        raise ImportError("cross_selective_scan_triton: the 'triton' backend needs the triton package, which is not "
+                          "installed (PyTorch brings it on Linux; on macOS and Windows use backend='parallel')")
+    return SimpleNamespace(_fwd_kernel=_fwd_kernel, _bwd_kernel=_bwd_kernel)
 
 def _interpreting():
     "True when Triton runs the kernels in its numpy interpreter (TRITON_INTERPRET=1 when they were defined)."
-    kernels = _kernels()
-    import triton
-    return not isinstance(kernels._fwd_kernel, triton.runtime.jit.JITFunction)
+    return not isinstance(_kernels()._fwd_kernel, triton.runtime.jit.JITFunction)
 
-# %% ../nbs/04_triton_scan.ipynb #3dd4dc27
+# %% ../nbs/04_triton_scan.ipynb #be09a07b
 _VALID_N = (1, 2, 4, 8, 16)
 CONTIG = None    # None: the measured choice (_contiguous); True / False force one route layout everywhere
 POISON = False   # tests set this: outputs start as NaN, so an element the kernel never writes shows up
@@ -71,11 +261,10 @@ def _check_device(x):
         raise ValueError("cross_selective_scan_triton: needs CUDA tensors (or TRITON_INTERPRET=1 set before the first "
                          "call); use backend='parallel' on the CPU")
 
-# %% ../nbs/04_triton_scan.ipynb #d3eed677
+# %% ../nbs/04_triton_scan.ipynb #28c2ebbb
 def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, tiles=None, t_save=None, contig=None):
     "Launch the forward kernel; returns (y in float32/float64, the states entering every `t_save` steps, or None)."
     kernels = _kernels()          # first: a missing Triton is reported by name
-    import triton.language as tl
     _check_device(x)
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
@@ -96,11 +285,10 @@ def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, til
     if contig: y += yT.transpose(-1, -2)                  # the column routes' sum, back in image order
     return y, (hs if save_states else None)
 
-# %% ../nbs/04_triton_scan.ipynb #285b5d74
+# %% ../nbs/04_triton_scan.ipynb #65224868
 def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None, contig=None):
     "Launch the backward kernel from the forward's chunk checkpoints `hs`; returns the seven gradients (float32/64)."
     kernels = _kernels()          # first: a missing Triton is reported by name
-    import triton.language as tl
     _check_device(x)
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
@@ -130,7 +318,7 @@ def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=No
         for gr in (dB, dC): gr[:, 1::2] = gr[:, 1::2].reshape(Bsz, 2, N, W, H).transpose(-1, -2).clone()
     return dx, ddelta, dA.sum(0), dB, dC, dD.sum(0), dbias.sum(0)
 
-# %% ../nbs/04_triton_scan.ipynb #0a714da5
+# %% ../nbs/04_triton_scan.ipynb #b91c2155
 def _n_save(N, L):
     "Checkpoints per route that the forward writes for the backward's tiles."
     return _cdiv(L, _tiles(N, L, backward=True)[1])
@@ -159,7 +347,7 @@ def _(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus):
     acc, (Dm, N) = _acc(x), A.shape[1:]
     return [x.new_empty(s, dtype=acc) for s in (x.shape, delta.shape, A.shape, B.shape, C.shape, (4, Dm), (4, Dm))]
 
-# %% ../nbs/04_triton_scan.ipynb #a0758f9e
+# %% ../nbs/04_triton_scan.ipynb #40c79f86
 def _setup_context(ctx, inputs, output):
     x, delta, A, B, C, D, delta_bias, delta_softplus, _ = inputs
     ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, output[1])
@@ -173,7 +361,7 @@ def _backward(ctx, dy, _dhs):
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
-# %% ../nbs/04_triton_scan.ipynb #ff558970
+# %% ../nbs/04_triton_scan.ipynb #1c49b2bc
 def _check_inputs(x, delta, A, B, C, D, delta_bias):
     "Raise a TypeError or ValueError naming the first argument the kernel cannot take, and what it expects."
     require_float("cross_selective_scan_triton", x=x, delta=delta, A=A, B=B, C=C, D=D, delta_bias=delta_bias)
@@ -190,7 +378,7 @@ def _check_inputs(x, delta, A, B, C, D, delta_bias):
         if t is not None and t.device != x.device:
             raise ValueError(f"cross_selective_scan_triton: all inputs must be on {x.device}, {name} is on {t.device}")
 
-# %% ../nbs/04_triton_scan.ipynb #11f71555
+# %% ../nbs/04_triton_scan.ipynb #bffa9e67
 def cross_selective_scan_triton(x,                    # input feature map, (B, Dm, H, W)
                                 delta,                # per-route Δ in image layout, (B, 4, Dm, H, W)
                                 A,                    # per-route state matrices, (4, Dm, N), N in {1, 2, 4, 8, 16}
@@ -207,7 +395,7 @@ def cross_selective_scan_triton(x,                    # input feature map, (B, D
     y, _ = _fwd_op(*ins, bool(delta_softplus), save)
     return y.to(x.dtype)
 
-# %% ../nbs/04_triton_scan.ipynb #6af0b559
+# %% ../nbs/04_triton_scan.ipynb #6a2e969c
 _BACKENDS = ("auto", "reference", "parallel", "triton")
 
 def cross_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,

@@ -145,10 +145,10 @@ def test_model_compiles_to_one_graph_with_drop_path():
     def backend(gm, example_inputs):
         graphs.append(gm); return gm.forward
     torch._dynamo.reset()
-    y = torch.compile(model, backend=backend)(torch.randn(1, 3, 16, 16))
-    y.sum().backward()
+    y = torch.compile(model, backend=backend)(torch.randn(1, 3, 8, 8))   # tiny: the kernels run in the interpreter
+    assert y.shape == (1, 3) and torch.isfinite(y).all()
     assert len(graphs) == 1, f"{len(graphs)} graphs"
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert sum(str(n.target) == "resvmamba.cross_scan_fwd.default" for n in graphs[0].graph.nodes) == 4   # one per block
 
 
 def test_no_triton_reference_backends_still_run():
