@@ -6,6 +6,7 @@ import timm
 from resvmamba.models import MODELS, create_model
 from resvmamba.vmamba import load_vmamba_checkpoint, meta_model
 from resvmamba.resvmamba import ResVMamba
+from resvmamba.vmamba import VMamba
 
 KEYS = Path(__file__).resolve().parent / "data" / "vmamba_v0_keys"  # official v0 key lists (copied from the project's shared notes)
 TEST_MODELS = [n for n in MODELS if n.endswith("_test")]
@@ -110,3 +111,109 @@ def test_package_exposes_entry_points_without_importing_fastai():
             "'food_learner' in r.__all__ and 'food_learner' in dir(r))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True", "True", "True"], out
+
+
+# --- the timm model interface, on every registered test preset ---
+
+@pytest.mark.parametrize("name", TEST_MODELS)
+def test_features_only_stage_maps_and_feature_info(name):
+    feat = create_model(name, features_only=True, scan_backend="parallel")
+    with torch.no_grad(): maps = feat(torch.randn(2, 3, 64, 96))
+    assert [tuple(t.shape) for t in maps] == [(2, 16, 16, 24), (2, 32, 8, 12), (2, 64, 4, 6), (2, 128, 2, 3)]
+    assert feat.feature_info.channels() == [16, 32, 64, 128] and feat.feature_info.reduction() == [4, 8, 16, 32]
+    two = timm.create_model("rvm_" + name, features_only=True, out_indices=(0, 2))
+    assert two.feature_info.channels() == [16, 64]
+
+
+@pytest.mark.parametrize("name", ["vmamba_small", "resvmamba_tiny", "resvmamba_small"])
+def test_resolve_data_config_gives_the_presets_own_values(name):
+    cfg = timm.data.resolve_data_config(model=meta_model(create_model, name=name))
+    assert cfg == dict(input_size=(3, 224, 224), interpolation="bicubic", mean=(0.485, 0.456, 0.406),
+                       std=(0.229, 0.224, 0.225), crop_pct=0.875, crop_mode="center")
+    assert meta_model(create_model, name=name).pretrained_cfg["file"].endswith(".pth")
+
+
+@pytest.mark.parametrize("name", TEST_MODELS)
+def test_reset_classifier_forward_head_and_no_weight_decay(name):
+    m = create_model(name, num_classes=5, drop_rate=0.1, scan_backend="parallel").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        f = m.forward_features(x)
+        pre = m.forward_head(f, pre_logits=True)
+        torch.testing.assert_close(pre, m.classifier.norm(f).mean((1, 2)))
+        torch.testing.assert_close(m(x), pre @ m.get_classifier().weight.T + m.get_classifier().bias)
+    m.reset_classifier(3, global_pool="max")
+    with torch.no_grad():
+        assert m(x).shape == (2, 3) and m.get_classifier().out_features == 3
+        torch.testing.assert_close(m.forward_head(f, pre_logits=True), m.classifier.norm(f).amax((1, 2)))
+    m.reset_classifier(0)
+    with torch.no_grad(): assert m(x).shape == (2, 128)
+    assert {n.rsplit(".", 1)[-1] for n in m.no_weight_decay()} == {"A_logs", "Ds"} and len(m.no_weight_decay()) == 8
+
+
+def test_export_path_torch_export_equals_eager():
+    "torch.export is the supported export path (torch.jit.script and TorchScript ONNX are documented as unsupported in chapter 07b)."
+    m = create_model("resvmamba_test", num_classes=5, scan_backend="reference").eval()
+    x = torch.randn(1, 3, 16, 16)
+    ep = torch.export.export(m, (x,))
+    with torch.no_grad(): torch.testing.assert_close(ep.module()(x), m(x), rtol=1e-5, atol=1e-6)
+
+
+def test_zero_residual_is_vmamba_and_official_residual_is_random():
+    torch.manual_seed(0)
+    vm = create_model("vmamba_test", num_classes=5, scan_backend="parallel").eval()
+    res = load_vmamba_checkpoint(create_model("resvmamba_test", num_classes=5, scan_backend="parallel"), {"model": vm.state_dict()}, verbose=False).eval()
+    off = load_vmamba_checkpoint(create_model("resvmamba_test", num_classes=5, scan_backend="parallel", residual="official"), {"model": vm.state_dict()}, verbose=False).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(res(x), vm(x))
+        a, b = off(x), off(x)
+    assert not torch.allclose(a, b) and not torch.allclose(a, vm(x).detach())
+    assert set(off.state_dict()) == set(vm.state_dict())
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty (0 bytes)"),
+    (b"epoch 3 top-1 0.5\n", "is not a PyTorch file"),
+    ("truncated", "is truncated or damaged"),
+    ("list", "holds a list; expected a dict"),
+])
+def test_unreadable_checkpoint_files_name_the_file(tmp_path, content, message):
+    f = tmp_path / "last.pth"
+    if content == "truncated":
+        torch.save({"model": create_model("vmamba_test").state_dict()}, f); f.write_bytes(f.read_bytes()[:5000])
+    elif content == "list": torch.save([torch.zeros(1)], f)
+    else: f.write_bytes(content)
+    with pytest.raises(ValueError) as e: load_vmamba_checkpoint(create_model("vmamba_test"), f)
+    assert f"checkpoint {f} {message}" in str(e.value)
+    with pytest.raises(TypeError, match="must be a file path or a dict"): load_vmamba_checkpoint(create_model("vmamba_test"), [1])
+
+
+@pytest.mark.parametrize("layout, key", [("plain", "model"), ("training", "model"), ("training", "ema"), ("official", "model_ema")])
+def test_checkpoint_layouts_accepted(tmp_path, layout, key):
+    src = create_model("vmamba_test", num_classes=1000)
+    sd = {k: v + 1 for k, v in src.state_dict().items()}
+    ckpt = dict(plain=sd, training={"model": sd, "ema": sd, "opt": {"state": {}}, "epoch": 2},
+                official={"model": src.state_dict(), "model_ema": sd})[layout]
+    torch.save(ckpt, tmp_path / "w.pth")
+    m = load_vmamba_checkpoint(create_model("vmamba_test", num_classes=1000), tmp_path / "w.pth", key=key, verbose=False)
+    assert all(torch.equal(v, sd[k]) for k, v in m.state_dict().items())
+
+
+def test_register_family_adds_names_to_create_model_and_timm_and_refuses_clashes():
+    from resvmamba.models import register_family
+    from timm.models import register_model
+    try:
+        names = register_family("toy_vm", VMamba, {"mini": dict(depths=(1, 1), dims=8, d_state=2)}, load_vmamba_checkpoint,
+                                {"mini": dict(input_size=(3, 32, 32))})
+        assert names == ["toy_vm_mini"] and MODELS["toy_vm_mini"].timm_name == "rvm_toy_vm_mini"
+        m = timm.create_model("rvm_toy_vm_mini", num_classes=3, scan_backend="parallel")
+        assert isinstance(m, VMamba) and m.dims == [8, 16] and m.pretrained_cfg["input_size"] == (3, 32, 32)
+        with pytest.raises(ValueError, match="'toy_vm_mini' is already registered by family 'toy_vm'"):
+            register_family("toy", VMamba, {"vm_mini": {}})
+        def rvm_toyforeign_mini(pretrained=False, **kw): return VMamba(**kw)
+        register_model(rvm_toyforeign_mini)  # another library's model under our prefix
+        with pytest.raises(ValueError, match="timm already has a model 'rvm_toyforeign_mini'"):
+            register_family("toyforeign", VMamba, {"mini": {}})
+    finally:
+        for n in [n for n in MODELS if n.startswith("toy")]: del MODELS[n]
