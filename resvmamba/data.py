@@ -21,10 +21,10 @@ import fastai.vision.data  # registers fastai's `show_batch` for images: one gri
 from fasttransform import Transform, retain_type
 
 # %% auto #0
-__all__ = ['SPLIT_FOLDERS', 'numbered_split', 'read_split', 'normalized_entropy', 'check_layout', 'food_split', 'mini_food_class',
-           'base_pattern', 'draw_topping', 'draw_dish', 'make_mini_food', 'TimmTrainAug', 'TimmEvalResize',
-           'BatchRandomErasing', 'to_rgb', 'open_food_image', 'find_corrupt', 'class_names', 'food_dls', 'food_test_dl',
-           'image_sizes']
+__all__ = ['SPLIT_FOLDERS', 'MINI_FOOD_VERSION', 'numbered_split', 'read_split', 'normalized_entropy', 'check_layout',
+           'food_split', 'mini_food_class', 'base_pattern', 'draw_topping', 'draw_dish', 'make_mini_food',
+           'TimmTrainAug', 'TimmEvalResize', 'BatchRandomErasing', 'to_rgb', 'open_food_image', 'find_corrupt',
+           'class_names', 'food_dls', 'food_test_dl', 'image_sizes']
 
 # %% ../nbs/08_data.ipynb #cc5ec9f5
 SPLIT_FOLDERS = {"train": "train600x600", "val": "train600x600", "test": "val600x600"}  # where each list's files live
@@ -237,6 +237,8 @@ def draw_dish(c:int, # class
     return img.resize((size, size), Image.BICUBIC)
 
 # %% ../nbs/08_data.ipynb #bff67eb5
+MINI_FOOD_VERSION = 2  # raised whenever the generator draws other images, so caches of generated datasets can tell
+
 def make_mini_food(dest, # folder to create (the dataset root)
                    n_classes:int=8, # number of classes (at most 128)
                    per_class:int=60, # images per class in train600x600/ (split 7:3 into train and val)

@@ -6,10 +6,14 @@ front page and every chapter. Chapters are discovered from `nbs/`, never listed 
 chapter is checked as soon as it lands. What each page must show is read from its SOURCE notebook
 (images in its outputs, math in its prose, its front matter), not from the HTML under test.
 
+The page shows what the chapter teaches: the source of every function and class a notebook
+exports is on its page (`#| exports`, not the hidden `#| export`), every chapter has a figure,
+and no page holds progress-bar characters, warnings, temporary paths or references to the tracker.
+
 Without Chromium these tests are skipped locally, and fail when the environment variable CI is set.
 Screenshots for a person to look at: `_preview/screenshots/`.
 """
-import functools, http.server, importlib.util, json, os, re, shutil, subprocess, sys, threading
+import ast, functools, http.server, importlib.util, json, os, re, shutil, subprocess, sys, threading
 from pathlib import Path
 
 import pytest
@@ -68,6 +72,32 @@ def widget_outputs(nb):
     return sum('application/vnd.jupyter.widget-view+json' in o.get('data', {})
                for c in _load(nb)['cells'] if c['cell_type'] == 'code' for o in c.get('outputs', []))
 
+def exported_objects(nb):
+    "(name, directive, source) of each top-level function and class in the notebook's exported cells."
+    out = []
+    for c in _load(nb)['cells']:
+        if c['cell_type'] != 'code': continue
+        d = _directives(_src(c))
+        kind = next((k for k in ('exports', 'export', 'exporti') if k in d), None)
+        if kind is None: continue
+        code = '\n'.join(l for l in _src(c).splitlines() if not l.lstrip().startswith('#|'))
+        try: tree = ast.parse(code)
+        except SyntaxError: continue   # IPython magics: nbdev_export reports those itself
+        lines = code.splitlines()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                first = min([node.lineno] + [dec.lineno for dec in node.decorator_list])
+                out.append((node.name, kind, '\n'.join(lines[first-1:node.end_lineno])))
+    return out
+
+def _squeeze(s): return re.sub(r'\s+', '', s)
+
+def is_chapter(nb): return bool(re.match(r'\d', Path(nb).name))
+
+# what a reader must never see on a page: progress bars, warnings, temporary paths, the project's tracker
+FORBIDDEN_TEXT = {r'█': 'a progress-bar character', r'/tmp/': 'a temporary path', r'Warning:': 'a warning',
+                  r'(?i)\bissues?\b': 'a reference to an issue', r'(?<![\w#&/])#\d+\b': 'a reference to an issue number'}
+
 _re_code = re.compile(r'```.*?```|`[^`\n]*`', flags=re.S)
 _re_math = re.compile(r'\$\$.+?\$\$|(?<![\\$])\$(?!\s)[^$\n]+?(?<![\s\\])\$(?!\d)', flags=re.S)
 def expected_math(nb):
@@ -81,6 +111,20 @@ def test_every_notebook_has_title_and_description():
            for nb in notebooks() for fm in [front_matter(nb)] if not (fm.get('title') and fm.get('description'))]
     if bad: pytest.fail('notebooks need an H1 title and a `> one-line description` in their first markdown cell:\n  '
                         + '\n  '.join(bad), pytrace=False)
+
+def test_page_checks_catch_what_they_should(tmp_path, monkeypatch):
+    "The checks below on a made-up page: they flag what they must and let ordinary text through."
+    flagged = lambda t: [w for pat, w in FORBIDDEN_TEXT.items() if re.search(pat, t, flags=re.M)]
+    assert flagged('epoch 3 ████ 100%') == ['a progress-bar character']
+    assert flagged('UserWarning: x') == ['a warning'] and flagged('saved to /tmp/run/a') == ['a temporary path']
+    assert flagged('as the issue asks') and flagged('see #13') and flagged('Issues')
+    assert not flagged('# 1. table and plate\ncolor #2780e3; x[0] # shape (B, L)\nissued tissue')
+    nb = dict(cells=[dict(cell_type='code', source='#| exports\n@patch\ndef f(self:int, x):\n    "doc"\n    return x\nclass A: pass'),
+                     dict(cell_type='code', source='#| export\nimport os\ndef g(): return 1'),
+                     dict(cell_type='code', source='def h(): pass')])
+    monkeypatch.setattr(sys.modules[__name__], '_load', lambda _: nb)
+    assert exported_objects('x.ipynb') == [('f', 'exports', '@patch\ndef f(self:int, x):\n    "doc"\n    return x'),
+                                           ('A', 'exports', 'class A: pass'), ('g', 'export', 'def g(): return 1')]
 
 # ---------------------------------------------------------------------------------------------
 # Build the preview once, open every page once
@@ -144,6 +188,7 @@ return {
   fontErrors: Array.from(document.fonts).filter(f => f.status === 'error').map(f => f.family),
   resources: performance.getEntriesByType('resource').map(e => e.name),
   sidebar: Array.from(document.querySelectorAll('#pv-sidebar a')).map(a => a.getAttribute('href')),
+  code: Array.from(document.querySelectorAll('.jp-CodeCell .jp-Cell-inputWrapper')).map(e => e.textContent),
 };'''
 
 @pytest.fixture(scope='session')
@@ -214,12 +259,25 @@ def test_page(nb, crawl, site):
     problems += [f'browser console: {l["message"][:300]}' for l in page['console']]
     problems += [f'loaded from outside the preview: {r}' for r in page['resources'] if not r.startswith((page['origin'], 'data:'))]
 
+    # nothing a reader should not see: progress bars, warnings, temporary paths, the project's tracker
+    for pat, what in FORBIDDEN_TEXT.items():
+        for m in list(re.finditer(pat, page['text'], flags=re.M))[:3]:
+            problems.append(f'{what} on the page: {page["text"][max(0, m.start()-60):m.end()+60]!r}')
+
+    # the page shows the code it teaches: every exported function and class, in full
+    shown_code = _squeeze('\n'.join(page['code']))
+    for name, kind, src in exported_objects(nb):
+        if _squeeze(src) not in shown_code:
+            problems.append(f'the source of exported {name} is not on the page' + (f' (its cell is `#| {kind}`, which hides the code: use `#| exports`)' if kind != 'exports' else ''))
+
     # figures: every image decoded and laid out; at least as many output images as the notebook has
     for im in page['images']:
         if not (min(im['natural']) > 0 and min(im['size']) > 0):
             problems.append(f'image not shown (natural {im["natural"]}, rendered {im["size"]}): {im["src"]}')
     n_img, shown = expected_images(nb), sum(im['output'] and min(im['size']) > 0 for im in page['images'])
     if shown < n_img: problems.append(f'{nb} has {n_img} image outputs; the page shows {shown}')
+    if is_chapter(nb) and not any(min(im['natural']) > 0 and min(im['size']) > 0 for im in page['images']):
+        problems.append(f'{nb} is a chapter without a figure: add a plot or diagram that teaches its idea')
     if widget_outputs(nb) and not n_img:   # a widget needs a kernel; the static page needs a picture of it
         problems.append(f'{nb} has {widget_outputs(nb)} interactive widget(s) but no static figure beside them')
 
