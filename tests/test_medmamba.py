@@ -36,15 +36,15 @@ def test_channel_shuffle_is_the_index_permutation(groups, C):
 
 
 def block_reference(blk, x):
-    "The block written out in float64 from its weights: split, BN/conv stack (eval statistics), SS2D, interleave, residual."
+    "The block written out from its weights in x's dtype: split, BN/conv stack (eval statistics), SS2D, interleave, residual."
     C, h = x.shape[-1], x.shape[-1] // 2
-    sd = {k: v.double() for k, v in blk.state_dict().items() if v.is_floating_point()}
+    sd = {k: v.to(x.dtype) for k, v in blk.state_dict().items() if v.is_floating_point()}
     c = x[..., :h].permute(0, 3, 1, 2)
     bn = lambda t, i: F.batch_norm(t, sd[f"conv33conv33conv11.{i}.running_mean"], sd[f"conv33conv33conv11.{i}.running_var"],
                                    sd[f"conv33conv33conv11.{i}.weight"], sd[f"conv33conv33conv11.{i}.bias"], eps=1e-5)
     conv = lambda t, i, p: F.conv2d(t, sd[f"conv33conv33conv11.{i}.weight"], sd[f"conv33conv33conv11.{i}.bias"], padding=p)
     c = F.relu(conv(F.relu(bn(conv(F.relu(bn(conv(bn(c, 0), 1, 1), 2)), 4, 1), 5)), 7, 0)).permute(0, 2, 3, 1)
-    s = blk.self_attention.double()(F.layer_norm(x[..., h:], (h,), sd["ln_1.weight"], sd["ln_1.bias"], eps=1e-5))
+    s = blk.self_attention.to(x.dtype)(F.layer_norm(x[..., h:], (h,), sd["ln_1.weight"], sd["ln_1.bias"], eps=1e-5))
     out = x.clone()
     for j in range(h):  # output channel 2j is conv channel j, 2j+1 is SSM channel j
         out[..., 2 * j] += c[..., j]
@@ -116,3 +116,30 @@ def test_medmnist_loader_errors(tmp_path):
     np.savez(tmp_path / "multi.npz", **a)
     with pytest.raises(ValueError, match="multi-label"): read_medmnist(tmp_path / "multi.npz")
     with pytest.raises(FileNotFoundError, match="no MedMNIST file"): read_medmnist(tmp_path / "none.npz")
+
+
+def network_reference(m, images):
+    "The reference MedMamba's forward from `m`'s weights: stem, blocks, cropping 2×2 merges, pool, head (no final norm)."
+    sd = {k: v.to(images.dtype) for k, v in m.state_dict().items() if v.is_floating_point()}
+    x = F.conv2d(images, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=4).permute(0, 2, 3, 1)
+    x = F.layer_norm(x, x.shape[-1:], sd["patch_embed.norm.weight"], sd["patch_embed.norm.bias"])
+    for i, layer in enumerate(m.layers):
+        for blk in layer.blocks: x = block_reference(blk, x)
+        if f"layers.{i}.downsample.reduction.weight" in sd:
+            H, W = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2  # the reference drops an odd last row/column
+            x = torch.cat([x[:, 0:H:2, 0:W:2], x[:, 1:H:2, 0:W:2], x[:, 0:H:2, 1:W:2], x[:, 1:H:2, 1:W:2]], -1)
+            x = F.layer_norm(x, x.shape[-1:], sd[f"layers.{i}.downsample.norm.weight"], sd[f"layers.{i}.downsample.norm.bias"])
+            x = x @ sd[f"layers.{i}.downsample.reduction.weight"].T
+    return x.mean((1, 2)) @ sd["head.weight"].T + sd["head.bias"]
+
+
+def test_loaded_official_layout_gives_the_reference_logits():
+    torch.manual_seed(2)
+    sd = {k: (torch.randn(v.shape) * 0.1 if v.is_floating_point() else v)  # an official-layout state dict, random weights
+          for k, v in MedMamba(num_classes=6, **MEDMAMBA_CONFIGS["test"]).state_dict().items()}
+    for k in sd:
+        if k.endswith("running_var"): sd[k] = sd[k].abs() + 0.5
+    m = load_medmamba_checkpoint(MedMamba(num_classes=6, **MEDMAMBA_CONFIGS["test"], odd_sizes="crop", scan_backend="parallel"), sd).eval()
+    images = torch.randn(2, 3, 40, 72)  # maps 10×18, 5×9, then odd: the crop matters
+    with torch.no_grad():
+        torch.testing.assert_close(m(images), network_reference(m, images), rtol=1e-4, atol=1e-5)
