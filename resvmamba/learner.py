@@ -174,9 +174,10 @@ class StopOnNonFinite(Callback):
     def after_loss(self):
         if torch.isfinite(self.loss).all(): return
         lr = self.opt.hypers[-1]["lr"]
-        raise NonFiniteLossError(f"the training loss became {self.loss.item()} in epoch {self.epoch}, batch {self.iter + 1} "
-                                 f"of {self.n_iter} (learning rate {lr:.3g}): training diverged. Use a lower learning rate "
-                                 f"(e.g. lr={lr / 10:.3g}); the last checkpoint written before this epoch is kept.")
+        fix = f"Use a lower learning rate (e.g. lr={lr / 10:.3g})" if np.isfinite(lr) else "Use a finite learning rate"
+        raise NonFiniteLossError(f"the training loss became {self.loss.item()} in epoch {self.epoch}, batch {self.iter + 1} of "
+                                 f"{self.n_iter} (learning rate {lr:.3g}): training diverged. {fix}; the last checkpoint "
+                                 f"written before this epoch is kept.")
 
 # %% ../nbs/09_learner.ipynb #034d1977
 MODEL_KEYS = ("dims", "depths", "d_state", "ssm_ratio", "mlp_ratio", "drop_path_rate", "scan_backend", "dt_rank", "patch_size")
