@@ -94,3 +94,23 @@ def test_non_finite_loss_stops_the_run(data, tmp_path, monkeypatch):
     code, out, err = run_cli("--data", data, *TINY, "--epochs", 1, "--out", tmp_path / "run", "--quiet")
     _check_one_line(code, err, 1, "the training loss became nan")
     assert not (tmp_path / "run/test.json").exists()
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_can_start(data, tmp_path):
+    "--overwrite with an argument that fails once the data is read leaves every file of the old run as it was."
+    out = tmp_path / "run"; (out / "ckpt").mkdir(parents=True)
+    for f, b in (("log.csv", b"epoch\n0\n"), ("test.json", b"{}"), ("ckpt/last.pth", b"weights")): (out / f).write_bytes(b)
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    code, _, err = run_cli("--data", data, *TINY, "--bs", 64, "--out", out, "--overwrite")
+    _check_one_line(code, err, 2, "--bs 64")
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+    from resvmamba.train import clear_run, run_files
+    clear_run(out)
+    assert run_files(out) == ["ckpt"] and not list((out / "ckpt").iterdir())
+
+
+def test_json_files_stay_valid_json(tmp_path):
+    "NaN and infinities, which json.dumps would write bare, become null."
+    from resvmamba.train import _write_json
+    _write_json(tmp_path / "t.json", dict(test_loss=float("nan"), top=[float("inf"), 0.5], path=tmp_path))
+    assert json.loads((tmp_path / "t.json").read_text()) == dict(test_loss=None, top=[None, 0.5], path=str(tmp_path))
