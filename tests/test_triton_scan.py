@@ -136,6 +136,30 @@ def test_torch_compile_no_graph_break():
     assert rel(y, ye) < 1e-6 and all(rel(a, b) < 1e-6 for a, b in zip(g, ge))
 
 
+def test_drop_path_blocks_compile_to_one_graph():
+    "Blocks with different DropPath rates around the scan compile to one graph: no break at the scan, no recompile per rate."
+    from timm.layers import DropPath
+    class Block(torch.nn.Module):
+        def __init__(self, p, N=2):
+            super().__init__()
+            self.A, self.drop_path = torch.nn.Parameter(-torch.rand(4, 2, N) - 0.5), DropPath(p)
+        def forward(self, x, delta, B, C): return x + self.drop_path(ts.cross_selective_scan_triton(x, delta, self.A, B, C))
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList(Block(p) for p in (0.1, 0.2, 0.3)).train()
+    def model(x, *rest):
+        for b in blocks: x = b(x, *rest)
+        return x
+    x, delta, _, B, C, _, _ = make(2, 2, 2, 2, 2, seed=8)
+    graphs = []
+    def backend(gm, example_inputs):
+        graphs.append(gm); return gm.forward
+    torch._dynamo.reset()
+    y = torch.compile(model, backend=backend)(x, delta, B, C)
+    assert torch.isfinite(y).all() and len(graphs) == 1, f"{len(graphs)} graphs"
+    assert sum(str(n.target) == "resvmamba.cross_scan_fwd.default" for n in graphs[0].graph.nodes) == 3
+
+
+@pytest.mark.slow
 def test_model_compiles_to_one_graph_with_drop_path():
     "A VMamba with stochastic depth compiles to one graph: no break at the scan, no recompile per DropPath rate."
     from resvmamba.models import create_model
