@@ -46,6 +46,7 @@ def _timm_entry(name, timm_name):
     entry.resvmamba_entry = True  # marks ours: registering it again (a reload) is not a clash
     return entry
 
+# %% ../nbs/07b_models.ipynb #a1e0c00b
 def register_family(family:str,                     # prefix of the names, e.g. "vmamba"
                     cls,                            # the model class
                     configs:dict[str, dict],        # size -> constructor arguments, e.g. {"tiny": {...}}
