@@ -1,4 +1,4 @@
-"MedMamba (chapter 13): official key tables and sizes, the block against an explicit float64 reference, checkpoints, the MedMNIST loader."
+"MedMamba (chapters 13, 13b): official key tables and sizes, the block and network against explicit re-statements, checkpoints, the MedMNIST loader."
 import json
 from pathlib import Path
 import numpy as np
@@ -6,8 +6,8 @@ import pytest, torch, torch.nn.functional as F
 import timm
 from resvmamba.models import MODELS, create_model
 from resvmamba.vmamba import meta_model
-from resvmamba.medmamba import (MedMamba, SSConvSSM, MEDMAMBA_CONFIGS, channel_shuffle, load_medmamba_checkpoint,
-                                make_medmnist_like, medmnist_dls, medmnist_test_dl, read_medmnist)
+from resvmamba.medmamba import MedMamba, SSConvSSM, MEDMAMBA_CONFIGS, channel_shuffle, load_medmamba_checkpoint
+from resvmamba.medmnist import make_medmnist_like, medmnist_dls, medmnist_test_dl, read_medmnist
 
 KEYS = Path(__file__).resolve().parent / "data" / "medmamba_keys"  # official MedMamba state-dict tables
 OFFICIAL = dict(tiny=(15_221_608, 14_457_222), small=(19_389_544, 18_625_158), base=(40_883_688, 39_864_838))
