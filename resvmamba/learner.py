@@ -334,6 +334,7 @@ def save_checkpoint(state:dict, fname, prev:str|None="prev.pth"):
         raise OSError(getattr(e, "errno", None), f"could not write checkpoint {fname}: {_cause(e)}{kept}") from e
     _fsync_dir(fname.parent)
 
+# %% ../nbs/09_learner.ipynb #e3370888
 def read_checkpoint(fname) -> dict:
     "`torch.load(fname, weights_only=True)` on the CPU, or a `CheckpointError` naming the file, what is wrong and what was expected."
     f = Path(fname)
