@@ -116,7 +116,7 @@ def create_model(name,              # a name in `MODELS`, e.g. "resvmamba_small"
                                 **{**build, "pretrained_cfg": pcfg}, **kwargs)
 
 # %% ../nbs/07b_models.ipynb #a1e0c008
-VMAMBA_RELEASE = "https://github.com/MzeroMiko/VMamba/releases/tag/%23v0cls"  # the v0 classification weights
+VMAMBA_RELEASE = "https://github.com/MzeroMiko/VMamba/releases/tag/%2320240218"  # the v0 classification weights
 VMAMBA_PRETRAINED_CFGS = dict(  # the official v0 files (ImageNet-1k, 1000 classes)
     tiny=dict(file="vssmtiny_dp01_ckpt_epoch_292.pth", origin_url=VMAMBA_RELEASE),
     small=dict(file="vssmsmall_dp03_ckpt_epoch_238.pth", origin_url=VMAMBA_RELEASE),
