@@ -180,7 +180,7 @@ class Distill(Callback):
     def before_epoch(self): self._sums, self._n = dict(ce=0., hsd=0., ld=0.), 0
 
     def before_batch(self):
-        hr, lr = low_res_pair(self.xb[0], self.factor)
+        hr, lr = low_res_pair(self.xb[0].as_subclass(torch.Tensor), self.factor)  # plain tensors: fastai's types stay out of losses and checkpoints
         self.learn.xb = (lr,)
         self._hr = hr if self.training else None
 
@@ -220,15 +220,15 @@ def _classifier(arch, n_classes, img_size, overrides, pretrained=None):
     if issubclass(MODELS[arch].cls, Vim): overrides = {"img_size": img_size, **overrides}
     return create_model(arch, num_classes=n_classes, pretrained=pretrained, **overrides)
 
-def load_teacher(teacher,             # a model, a training checkpoint file (`Checkpoint`'s last.pth), or a run folder holding last.pth
+def load_teacher(teacher,             # a model, a training checkpoint file (`Checkpoint`'s last.pth), or a folder holding last.pth or ckpt/last.pth
                  n_classes, img_size, # the head and input size the teacher must have
                  use_ema=True,        # take the checkpoint's EMA weights when it has them
                  **overrides):        # constructor arguments the checkpoint's arch was trained with
     "The teacher as a model, rebuilt from a checkpoint of `food_learner` training when given a path."
     if isinstance(teacher, nn.Module): return teacher
     p = Path(teacher)
-    if p.is_dir(): p = p / "last.pth"
-    if not p.is_file(): raise FileNotFoundError(f"teacher: no checkpoint at {p} (expected a file, or a run folder holding last.pth)")
+    if p.is_dir(): p = next((f for f in (p / "last.pth", p / "ckpt" / "last.pth") if f.is_file()), p / "last.pth")  # a ckpt folder or a run folder
+    if not p.is_file(): raise FileNotFoundError(f"teacher: no checkpoint at {p} (expected a file, or a folder holding last.pth or ckpt/last.pth)")
     state = torch.load(p, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "model" not in state or not isinstance(state.get("arch"), str):
         raise ValueError(f"teacher: {p} is not a resvmamba training checkpoint with an arch name (keys arch, model, ...)")
