@@ -15,11 +15,12 @@ from .resvmamba import ResVMamba
 __version__ = "0.1.0"
 
 # %% ../nbs/14_package.ipynb #d1400006
-_FAMILY_MODULES = ("vmamba", "resvmamba")  # chapters 06-07 (registered by `resvmamba.models`); later families go here
+_FAMILY_MODULES = ("vmamba", "resvmamba", "vim", "medmamba")  # chapters 06-07 (registered by `resvmamba.models`), 11 and 13
 for _m in _FAMILY_MODULES: importlib.import_module(f"resvmamba.{_m}")
 
 # %% ../nbs/14_package.ipynb #d1400007
-_LAZY = {"food_learner": "learner", "food_dls": "data", "make_mini_food": "data"}  # need fastai: imported on first use
+_LAZY = {"food_learner": "learner", "food_dls": "data", "make_mini_food": "data", "load_run": "train",
+         "distill_learner": "distill", "medmnist_dls": "medmnist", "medmamba_learner": "medmnist"}  # need fastai: imported on first use
 
 def __getattr__(name):
     "Import the fastai-based entry points when first used, so that `import resvmamba` does not import fastai."

@@ -185,8 +185,8 @@ class Distill(Callback):
         self._hr = hr if self.training else None
 
     def after_loss(self):
+        if not self.training: self.s_rec.feats = {}; return  # validation and later predictions: LR cross-entropy alone
         s_feats = self.s_rec.pop()
-        if not self.training: return
         with torch.no_grad(): t_logits = self.teacher(self._hr)
         t_feats = self.t_rec.pop()
         proj = self.learn.model.projectors

@@ -180,7 +180,8 @@ class StopOnNonFinite(Callback):
                                  f"written before this epoch is kept.")
 
 # %% ../nbs/09_learner.ipynb #034d1977
-MODEL_KEYS = ("dims", "depths", "d_state", "ssm_ratio", "mlp_ratio", "drop_path_rate", "scan_backend", "dt_rank", "patch_size")
+MODEL_KEYS = ("dims", "depths", "d_state", "ssm_ratio", "mlp_ratio", "drop_path_rate", "scan_backend", "dt_rank", "patch_size",
+              "drop_rate", "global_pool", "residual", "odd_sizes", "ssm_half", "conv_half", "ssm_drop_rate")
 DATA_KEYS = ("rand_augment", "color_jitter", "re_prob", "crop_pct", "crop_scale", "interpolation", "verify", "skip_corrupt", "num_workers", "device", "seed", "valid_pct")
 RECIPE = dict(mixup=0.8, cutmix=1.0, grad_clip=5.0, ema_decay=0.9999, ema_warmup=True, ema_report="ema", wd=0.05,
               wd_exempt="model", ckpt_dir=None, mixed_precision="auto", mini=None)

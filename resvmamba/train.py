@@ -236,9 +236,15 @@ def train(data=None, # dataset root (CNFOOD-241 layout); None: the demo on gener
           skip_corrupt=False, # leave out images that cannot be decoded
           model_kw=None, # extra create_model overrides
           quiet=False, # print only the result
+          teacher=None, # a run folder or checkpoint of an HR teacher: distil it into an LR student (chapter 12)
+          factor=4, # with a teacher: the student sees images `factor` times smaller
          ) -> dict:
     "Train, evaluate on the test set and save a run; returns the test metrics and timings."
     t0, demo = time.time(), data is None
+    if teacher is not None:
+        if not Path(teacher).exists(): raise ArgumentError("teacher", teacher, "expected a run folder or a checkpoint file of resvmamba_train")
+        if factor < 1: raise ArgumentError("factor", factor, "expected an integer >= 1")
+        mixup, cutmix = mixup or 0., cutmix or 0.  # distillation takes unmixed images
     given = dict(arch=arch, epochs=epochs, warmup=warmup, lr=lr, bs=bs, size=size, mixup=mixup, cutmix=cutmix)
     cfg = check_args((DEMO if demo else PAPER) | {k: v for k, v in given.items() if v is not None} | dict(workers=workers, seed=seed),
                      warmup_given=warmup is not None)
@@ -246,11 +252,12 @@ def train(data=None, # dataset root (CNFOOD-241 layout); None: the demo on gener
     dev = start_distributed(cpu)
     try:
         with (redirect_stdout(open(os.devnull, "w")) if rank_distrib() else nullcontext()):  # rank 0 alone prints
-            return _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, cpu, skip_corrupt, model_kw, quiet, dev)
+            return _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, cpu, skip_corrupt, model_kw, quiet, dev,
+                          teacher, factor)
     finally: end_distributed()
 
 # %% ../nbs/10_train.ipynb #45be5f5a
-def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, cpu, skip_corrupt, model_kw, quiet, dev):
+def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, cpu, skip_corrupt, model_kw, quiet, dev, teacher=None, factor=4):
     "The body of `train`, in every process: the folder, the learner, the fit; then rank 0 evaluates."
     rank, distributed = rank_distrib(), dev is not None
     def _folder():
@@ -264,12 +271,14 @@ def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, 
     set_seed(cfg["seed"] + rank)
     kw = (DEMO_MODEL if demo and cfg["arch"] == DEMO["arch"] else {}) | (DEMO_DATA if demo else {}) | (model_kw or {})
     cbs = [ResumableCSVLogger(out.absolute() / "log.csv", append=bool(resume))] if rank == 0 else []
-    learn = food_learner(data, arch=cfg["arch"], pretrained=pretrained, size=cfg["size"], bs=cfg["bs"], split=split, ema=ema,
-                         ckpt_dir=out / "ckpt", mixup=cfg["mixup"], cutmix=cfg["cutmix"], num_workers=cfg["workers"], skip_corrupt=skip_corrupt,
-                         mini=DEMO_MINI if demo else None, device="cpu" if cpu else dev, cbs=cbs, **kw)
+    common = dict(pretrained=pretrained, size=cfg["size"], bs=cfg["bs"], split=split, ema=ema, ckpt_dir=out / "ckpt", num_workers=cfg["workers"],
+                  skip_corrupt=skip_corrupt, mini=DEMO_MINI if demo else None, device="cpu" if cpu else dev, cbs=cbs)
+    if teacher is None: learn = food_learner(data, arch=cfg["arch"], mixup=cfg["mixup"], cutmix=cfg["cutmix"], **common, **kw)
+    else: learn = _distill_learner(data, teacher, cfg["arch"], factor, common, kw)
     check_batches(learn, cfg["bs"])
     if overwrite and rank == 0: clear_run(out)  # only now: a run that cannot start leaves the old one as it was
-    if rank == 0: save_config(out, learn, cfg, kw, data=data, pretrained=pretrained, split=split, ema=ema, cpu=cpu, skip_corrupt=skip_corrupt)
+    if rank == 0: save_config(out, learn, cfg, kw, data=data, pretrained=pretrained, split=split, ema=ema, cpu=cpu, skip_corrupt=skip_corrupt,
+                              teacher=teacher, factor=factor if teacher is not None else None)
     set_log(learn, quiet)
     if distributed: match_grad_layout(learn.model)  # DDP's buckets take the parameters' layout; make it the gradients'
     ctx = learn.distrib_ctx(sync_bn=False, cpu=dev.type == "cpu") if distributed else nullcontext()
@@ -279,6 +288,13 @@ def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, 
     if rank != 0: return {}
     processes = max(num_distrib(), 1)  # before `_alone` hides the other processes
     with _alone(distributed): return evaluate(learn, out, cfg, t0, t_fit, processes, quiet)
+
+def _distill_learner(data, teacher, arch, factor, common, kw):
+    "Chapter 12's `distill_learner` for `--teacher`; a teacher run folder's config.json gives the teacher's model overrides."
+    from .distill import distill_learner  # imported only when distilling: chapter 10 does not depend on chapter 12
+    conf = Path(teacher) / "config.json"
+    teacher_kwargs = json.loads(conf.read_text())["model_overrides"] if conf.is_file() else None
+    return distill_learner(data, teacher=teacher, student=arch, factor=factor, teacher_kwargs=teacher_kwargs, **common, **kw)
 
 def check_batches(learn, bs:int):
     "An `ArgumentError` before training if not one full batch of `bs` (per process) fits in the training set."
@@ -413,6 +429,8 @@ def cli_parser() -> argparse.ArgumentParser:
     a("--cpu", action="store_true", help="use the CPU even if a GPU is present")
     a("--skip_corrupt", action="store_true", help="leave out images that cannot be decoded (and say how many)")
     a("--quiet", action="store_true", help="print only the final result (no progress bars or per-epoch lines)")
+    a("--teacher", help="distil: a run folder (or its ckpt/last.pth) of a teacher trained at --size; the --arch student sees images --factor times smaller")
+    a("--factor", type=int, default=4, help="with --teacher: how many times smaller the student's images are, >= 1 (default 4)")
     return p
 
 # %% ../nbs/10_train.ipynb #83ded1c1

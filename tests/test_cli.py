@@ -114,3 +114,15 @@ def test_json_files_stay_valid_json(tmp_path):
     from resvmamba.train import _write_json
     _write_json(tmp_path / "t.json", dict(test_loss=float("nan"), top=[float("inf"), 0.5], path=tmp_path))
     assert json.loads((tmp_path / "t.json").read_text()) == dict(test_loss=None, top=[None, 0.5], path=str(tmp_path))
+
+
+def test_teacher_distils_into_a_low_resolution_student(data, tmp_path):
+    "--teacher RUN: a finished run teaches an LR student (chapter 12); the student's run records the teacher; bad teachers are one line."
+    tiny = ["--arch", "resvmamba_test", "--bs", "8", "--size", "32", "--cpu", "--epochs", "1", "--quiet"]
+    assert run_cli("--data", data, *tiny, "--out", tmp_path / "teacher")[0] == 0
+    code, out, err = run_cli("--data", data, *tiny, "--out", tmp_path / "student", "--teacher", tmp_path / "teacher", "--factor", 2)
+    assert code == 0 and "test top-1" in out, err
+    conf = json.loads((tmp_path / "student/config.json").read_text())
+    assert conf["settings"]["teacher"] == str(tmp_path / "teacher") and conf["settings"]["factor"] == 2
+    _check_one_line(*run_cli("--data", data, *tiny, "--out", tmp_path / "x", "--teacher", tmp_path / "none")[::2], 2, "--teacher")
+    _check_one_line(*run_cli("--data", data, *tiny, "--out", tmp_path / "y", "--teacher", tmp_path / "teacher", "--factor", 0)[::2], 2, "--factor 0")

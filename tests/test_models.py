@@ -9,9 +9,27 @@ from resvmamba.resvmamba import ResVMamba
 from resvmamba.vmamba import VMamba
 
 KEYS = Path(__file__).resolve().parent / "data" / "vmamba_v0_keys"  # official v0 key lists (copied from the project's shared notes)
-TEST_MODELS = [n for n in MODELS if n.endswith("_test")]
+ALL_TEST_MODELS = [n for n in MODELS if n.endswith("_test")]  # every registered family (VMamba, Res-VMamba, Vim, MedMamba)
+TEST_MODELS = [n for n in ALL_TEST_MODELS if MODELS[n].family in ("vmamba", "resvmamba")]  # chapters 05-07 layout
 FULL = ["tiny", "small", "base"]
 n_params = lambda m: sum(p.numel() for p in m.parameters())
+
+
+def test_every_family_registers_a_test_preset():
+    assert {MODELS[n].family for n in ALL_TEST_MODELS} >= {"vmamba", "resvmamba", "vim", "medmamba"}
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_TEST_MODELS if n not in TEST_MODELS])
+def test_other_families_forward_backward_every_param_has_grad(name):
+    "Registry-wide: Vim and MedMamba test presets run forward and backward, and every parameter gets a gradient."
+    torch.manual_seed(0)
+    m = create_model(name, num_classes=5)
+    size = m.pretrained_cfg["input_size"][1:] if name.startswith("vim") else (64, 64)
+    out = m(torch.randn(2, 3, *size))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    out.logsumexp(-1).sum().backward()
+    no_grad = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == [], no_grad
 
 
 @pytest.mark.parametrize("name", TEST_MODELS)
