@@ -15,6 +15,8 @@ from .scan import selective_scan_ref, selective_scan_parallel, require_float
 from .cross_scan import cross_selective_scan_ref
 
 # %% ../nbs/04_triton_scan.ipynb #d760965d
+import os
+if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU: Triton's interpreter runs the kernels on the CPU
 try:
     import triton
     import triton.language as tl
