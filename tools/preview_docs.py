@@ -300,8 +300,12 @@ def process(nbs_path, cache, force=False, log=print):
     if force and cache.exists(): shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
     cache_mtime = cache.stat().st_mtime
-    if cache_mtime < max(cfg.config_file.stat().st_mtime, Path(nbdev.serve_drv.__file__).stat().st_mtime): 
+    # every page links to API entries through `_modidx.py`: when nbdev_export changed it, reprocess everything
+    modidx = cfg.lib_path/'_modidx.py'
+    deps = [cfg.config_file, Path(nbdev.serve_drv.__file__)] + ([modidx] if modidx.exists() else [])
+    if cache_mtime < max(f.stat().st_mtime for f in deps):
         shutil.rmtree(cache); cache.mkdir(); cache_mtime = cache.stat().st_mtime
+    started = time.time()   # a notebook saved while this runs is newer than the cache's stamp, so the next build takes it
     files = nbglob(nbs_path, func=Path, file_glob='', file_re='')
     files += [nbs_path/f for f in ('_quarto.yml', '_brand.yml') if (nbs_path/f).exists()]
     failures = {}
@@ -320,7 +324,7 @@ def process(nbs_path, cache, force=False, log=print):
             failures[rel] = msg
             log(f'FAILED: nbdev could not process {rel}:\n{msg}')
             (cache/rel).unlink(missing_ok=True)
-    cache.touch()
+    os.utime(cache, (started, started))
     return failures
 
 def build(force=False, out=None, quiet=False):
