@@ -24,7 +24,7 @@ from fastai.torch_core import rank_distrib
 from plum import Function as PlumFunction
 
 from .data import food_dls, make_mini_food
-from .models import create_model
+from .models import create_model, image_size_override
 
 # %% auto #0
 __all__ = ['MODEL_KEYS', 'DATA_KEYS', 'RECIPE', 'CKPT_FORMAT', 'TRAINING_KEYS', 'TopK', 'FoodLoss', 'TimmMixUp', 'PlainTensors',
@@ -201,10 +201,10 @@ def mini_food_path(**mini) -> Path:
     return dest
 
 # %% ../nbs/09_learner.ipynb #ad995d10
-def _make_model(arch, n_classes, pretrained, overrides):
-    "The model: `create_model(arch)` for a name, or `arch(num_classes=...)` for a callable."
+def _make_model(arch, n_classes, pretrained, overrides, size=None):
+    "The model: `create_model(arch)` for a name (built for `size` if its family fixes the image size, as Vim does), or `arch(num_classes=...)`."
     if isinstance(arch, str):
-        return create_model(arch, num_classes=n_classes, pretrained=pretrained, **overrides)
+        return create_model(arch, num_classes=n_classes, pretrained=pretrained, **(image_size_override(arch, size) | overrides))
     if pretrained: raise ValueError("pretrained= needs arch given by name")
     return arch(num_classes=n_classes, **overrides)
 
@@ -242,7 +242,7 @@ def food_learner(path=None, # dataset root (CNFOOD-241 layout); None: the genera
     model_kw, data_kw, recipe = pick(MODEL_KEYS), pick(DATA_KEYS), RECIPE | pick(RECIPE)
     if path is None: path = mini_food_path(**(recipe["mini"] or {}))
     dls = food_dls(path, size=size, bs=bs, split=split, **data_kw)
-    model = _make_model(arch, dls.c, pretrained, model_kw)
+    model = _make_model(arch, dls.c, pretrained, model_kw, size)
     cbs = _recipe_cbs(recipe, ema, label_smoothing) + list(L(kwargs.pop("cbs", None)))
     kwargs = dict(splitter=body_head_splitter, train_bn=False) | kwargs
     learn = Learner(dls, model, loss_func=FoodLoss(label_smoothing), opt_func=opt_func, wd=recipe["wd"],

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['MODELS', 'TIMM_PREFIX', 'DEFAULT_PRETRAINED_CFG', 'default_cfgs', 'TIMM_BUILD_ARGS', 'VMAMBA_RELEASE',
-           'VMAMBA_PRETRAINED_CFGS', 'RESVMAMBA_PRETRAINED_CFGS', 'ModelEntry', 'register_family', 'create_model']
+           'VMAMBA_PRETRAINED_CFGS', 'RESVMAMBA_PRETRAINED_CFGS', 'ModelEntry', 'register_family',
+           'image_size_override', 'create_model']
 
 # %% ../nbs/07b_models.ipynb #71f4e038
 import inspect
@@ -79,6 +80,10 @@ def _accepted(cls):
     "Constructor arguments of `cls` and its bases (what `create_model` may override)."
     return [p for c in cls.__mro__ if c not in (object, nn.Module) and "__init__" in vars(c)
             for p in inspect.signature(c.__init__).parameters if p not in ("self", "args", "kwargs")]
+
+def image_size_override(name:str, size=None) -> dict:
+    "`{'img_size': size}` for a family whose models are built for one image size (Vim's position embeddings), else `{}`."
+    return {"img_size": size} if size and name in MODELS and "img_size" in _accepted(MODELS[name].cls) else {}
 
 def _checkpoint_path(name, entry, pretrained, pcfg):
     "The file `pretrained` names: a path, or for `True` the preset's `pretrained_cfg['file']` if it exists."

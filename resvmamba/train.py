@@ -26,7 +26,7 @@ from fastai.torch_core import set_seed, rank_distrib, num_distrib
 import resvmamba
 from .data import food_dls, food_test_dl
 from .learner import food_learner, plot_curves, load_fitting, EMA, Checkpoint, MODEL_KEYS, NonFiniteLossError
-from .models import MODELS, create_model
+from .models import MODELS, create_model, image_size_override
 
 # %% auto #0
 __all__ = ['PAPER', 'DEMO', 'DEMO_MINI', 'DEMO_MODEL', 'DEMO_DATA', 'ARG_RULES', 'RUN_FILES', 'Run', 'USER_ERRORS',
@@ -392,7 +392,7 @@ def load_run(out, # a run folder of `resvmamba_train`
     for f in (out / "config.json", out / weights):
         if not f.is_file(): raise FileNotFoundError(f"{f} not found: load_run needs a finished run folder of resvmamba_train (config.json and {weights})")
     cfg = json.loads((out / "config.json").read_text())
-    model = create_model(cfg["arch"], num_classes=cfg["num_classes"], **cfg["model_overrides"])
+    model = create_model(cfg["arch"], num_classes=cfg["num_classes"], **(image_size_override(cfg["arch"], cfg["eval_transform"]["size"]) | cfg["model_overrides"]))
     load_fitting(model, torch.load(out / weights, map_location="cpu", weights_only=True), str(out / weights))
     t = cfg["eval_transform"]
     tfm = transforms_imagenet_eval(t["size"], crop_pct=t["crop_pct"], interpolation=t["interpolation"], mean=t["mean"], std=t["std"])

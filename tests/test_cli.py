@@ -126,3 +126,12 @@ def test_teacher_distils_into_a_low_resolution_student(data, tmp_path):
     assert conf["settings"]["teacher"] == str(tmp_path / "teacher") and conf["settings"]["factor"] == 2
     _check_one_line(*run_cli("--data", data, *tiny, "--out", tmp_path / "x", "--teacher", tmp_path / "none")[::2], 2, "--teacher")
     _check_one_line(*run_cli("--data", data, *tiny, "--out", tmp_path / "y", "--teacher", tmp_path / "teacher", "--factor", 0)[::2], 2, "--factor 0")
+
+
+@pytest.mark.parametrize("arch", ["vim_test", "medmamba_test"])
+def test_other_families_build_through_food_learner_at_the_run_size(data, arch):
+    "Vim (built for one image size) and MedMamba take a batch of the learner at --size; Vim gets img_size from it."
+    from resvmamba.learner import food_learner
+    learn = food_learner(data, arch=arch, size=32, bs=8, device="cpu", ema=False)
+    xb, yb = learn.dls.one_batch()
+    with torch.no_grad(): assert learn.model.eval()(xb).shape == (8, learn.dls.c)
