@@ -74,7 +74,9 @@ def _ddp_worker(rank, world, name, steps, warmup, bs, size, port, q):
     dist.init_process_group("nccl", rank=rank, world_size=world, device_id=torch.device("cuda", rank))
     try:
         torch.manual_seed(0)
-        model = DDP(create_model(name, num_classes=241).cuda().train(), device_ids=[rank])
+        # conv weights channels-last, the layout their gradients come back in (as resvmamba.train.match_grad_layout does;
+        # that module needs fastai, which this GPU image lacks): no "grad strides do not match bucket view strides"
+        model = DDP(create_model(name, num_classes=241).cuda().train().to(memory_format=torch.channels_last), device_ids=[rank])
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=True)
         g = torch.Generator(device="cuda").manual_seed(rank)
         x = torch.randn(bs, 3, size, size, device="cuda", generator=g); y = torch.randint(0, 241, (bs,), device="cuda", generator=g)
