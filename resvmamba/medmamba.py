@@ -10,7 +10,7 @@ import torch, torch.nn as nn
 from timm.layers import DropPath
 from fastcore.basics import patch
 from .vss import SS2D, PatchMerging2D, ss2d_param_count
-from .vmamba import Permute, VMamba
+from .vmamba import Permute, VMamba, read_checkpoint
 from .models import register_family
 
 # %% auto #0
@@ -166,8 +166,7 @@ def load_medmamba_checkpoint(model,          # a MedMamba
                              verbose=True):  # say when the head is re-initialised
     "Load official MedMamba weights into `model` strictly; a head of another size is re-initialised."
     if isinstance(checkpoint, (str, Path)):
-        if not Path(checkpoint).is_file(): raise FileNotFoundError(f"no checkpoint file at {checkpoint}")
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
     sd, own = medmamba_checkpoint_filter(checkpoint), model.state_dict()
     reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in MEDMAMBA_HEAD_KEYS)
     if reset_head: sd = {k: v for k, v in sd.items() if k not in MEDMAMBA_HEAD_KEYS}

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from timm.layers import DropPath, trunc_normal_, lecun_normal_, resample_abs_pos_embed
 from .scan import selective_scan_ref, selective_scan_parallel
 from .vss import s4d_real_A_logs, dt_bias_init
-from .vmamba import meta_model
+from .vmamba import meta_model, read_checkpoint
 from .models import register_family
 
 # %% ../nbs/11_vim.ipynb #5bacbf82
@@ -237,8 +237,7 @@ def load_vim_checkpoint(model,         # a Vim
     "Load official Vim weights into `model` strictly; a head of another size is re-initialised."
     name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the checkpoint dict"
     if isinstance(checkpoint, (str, Path)):
-        if not Path(checkpoint).is_file(): raise FileNotFoundError(f"no checkpoint file at {checkpoint}")
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
     sd, own = dict(_vim_state_dict(checkpoint, key)), model.state_dict()
     reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in VIM_HEAD_KEYS)
     if reset_head: sd = {k: v for k, v in sd.items() if k not in VIM_HEAD_KEYS}
