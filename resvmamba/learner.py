@@ -452,6 +452,12 @@ def latest_checkpoint(folder, fname:str="last.pth", prev:str="prev.pth"):
     if problems: raise CheckpointError(f"no readable checkpoint in {folder}: " + " | ".join(problems))
     return None, None
 
+def _opt_state_to_params(opt):
+    "Put each parameter's optimizer state (read on the CPU) on that parameter's device, as `load_model(device=...)` does."
+    for p, _, st, _ in opt.all_params():
+        for k, v in st.items():
+            if torch.is_tensor(v): st[k] = v.to(p.device)
+
 @patch
 def load_checkpoint(self:Learner, fname, state:dict|None=None):
     "Load a `Checkpoint` file (or its already read `state`) into this learner: model, EMA, optimizer; return the state."
@@ -464,6 +470,7 @@ def load_checkpoint(self:Learner, fname, state:dict|None=None):
         ema.n_updates = state["ema_updates"]
     if self.opt is None: self.create_opt()
     self.opt.load_state_dict(dict(state["opt"], hypers=L(state["opt"]["hypers"])))
+    _opt_state_to_params(self.opt)
     return state
 
 # %% ../nbs/09_learner.ipynb #7061f535

@@ -129,6 +129,15 @@ def test_unreadable_checkpoints_name_file_problem_and_expectation(run, tmp_path,
     with pytest.raises(exc): learn.fit_paper(3, lr=2e-3, warmup=1, resume=tmp_path / name)  # an explicit path is never skipped
 
 
+def test_loaded_optimizer_state_lives_on_the_parameters_device(mini, run):
+    "Checkpoints are read on the CPU; the optimizer's moments must follow the parameters (a GPU run resumes on the GPU)."
+    learn = tiny(mini, ema=False)  # timm's EMA cannot be built on "meta"
+    learn.model.to("meta"); learn.create_opt()  # a device other than the checkpoint's CPU tensors, present everywhere
+    learn.load_checkpoint(run[1] / "last.pth")
+    moments = [(k, v.device.type) for p, _, st, _ in learn.opt.all_params() for k, v in st.items() if torch.is_tensor(v)]
+    assert moments and all(d == "meta" for _, d in moments), moments[:3]
+
+
 def test_read_checkpoint_returns_plain_weights(run, tmp_path):
     torch.save(run[0].model.state_dict(), tmp_path / "model_ema.pth")
     assert set(read_checkpoint(tmp_path / "model_ema.pth")) == set(run[0].model.state_dict())
