@@ -399,6 +399,7 @@ class Checkpoint(Callback):
             if self._logger is not None: self.learn.logger = self._logger
             _restore_history(self.recorder, self.resume_state["recorder"])
             _set_rng_state(self.resume_state["rng"], self.dls)
+            _opt_state_to_params(self.opt)  # the model is on its device by now (fastai, DDP); the moments follow it
             self.resume_state = None
     def before_train(self):
         if not self._checked and rank_distrib() == 0: check_writable(self.path)  # fail now, not after an epoch
