@@ -141,7 +141,7 @@ def test_loaded_optimizer_state_lives_on_the_parameters_device(mini, run):
 @pytest.mark.cuda
 def test_a_gpu_run_resumes_on_the_gpu(mini, tmp_path):
     "The model reaches the GPU only when fit starts, after the checkpoint (read on the CPU) was loaded."
-    learn = tiny(mini, ckpt_dir=tmp_path / "ckpt"); learn.fit_paper(2, lr=2e-3, warmup=1)
+    learn = tiny(mini, ckpt_dir=tmp_path / "ckpt"); learn.fit_paper(3, lr=2e-3, warmup=1, cbs=StopAfter(1))
     learn = tiny(mini, ckpt_dir=tmp_path / "ckpt"); learn.fit_paper(3, lr=2e-3, warmup=1, resume=True)
     assert learn.resumed_from.name == "last.pth" and len(learn.recorder.values) == 3
     assert {v.device.type for _, _, st, _ in learn.opt.all_params() for v in st.values() if torch.is_tensor(v)} == {"cuda"}
