@@ -53,6 +53,8 @@ def model_only(name, steps=20, warmup=5, bs=128, size=224, compiled=False, infer
     peak = torch.cuda.max_memory_allocated() / 2**30
     c = torch._dynamo.utils.counters
     graphs, breaks = c["stats"]["unique_graphs"], sum(c["graph_break"].values())
+    print(f"{name} (compiled={compiled}) training: {bs / st:.1f} img/s, {st * 1e3:.1f} ms/step, peak {peak:.2f} GiB, "
+          f"warm-up {warm_s:.1f} s, dynamo graphs {graphs}, graph breaks {breaks} {dict(c['graph_break'])}", flush=True)
     run.eval()
     def infer():
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16): run(x)
