@@ -138,113 +138,80 @@ def _adjoint(f1, q1, r1, f2, q2, r2):
 
 # %% ../nbs/04_triton_scan.ipynb #79c45207
 @triton.jit
-def _route_params(A_ptr, D_ptr, bias_ptr, k, d, dm, Dm, N: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  ACC: tl.constexpr):
-    "Route k's A (BLOCK_D, N), and its D and Δ bias (BLOCK_D) or zeros, for channels d."
-    n = tl.arange(0, N)
-    A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
-    if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
-    else: Dk = tl.zeros(d.shape, ACC)
-    if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
-    else: bias = tl.zeros(d.shape, ACC)
-    return A, Dk, bias
-
-@triton.jit
-def _bwd_chunk(xk, dtk, dyk, dxk, ddtk, hs_ptr, img, dt_row, p, tm, d, dm, bk, c, n_chunks, Dm,
-               A, Dk, bias, Bt, Ct, carry, ADD: tl.constexpr,
-               N: tl.constexpr, T: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-               ACC: tl.constexpr, PTX: tl.constexpr):
-    """One chunk of one channel block, last step first: the forward scan again from its checkpoint, the flipped adjoint,
-    the local gradients. Stores dΔ and dx (added to the routes before when ADD); returns the carry for the chunk before,
-    this chunk's terms of dA, dD and the Δ bias, and its channels' sums for dB and dC, (T, N)."""
-    n, tt = tl.arange(0, N), tl.arange(0, T)
-    m = tm[:, None] & dm[None, :]
-    u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
-    v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
-    dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
-    h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
-    dxp = dxk + img + p
-    if ADD: dx_before = tl.load(dxp, mask=m, other=0.0)                         # loaded early, used last
-    # -- the forward scan again, from the checkpoint; then the adjoint, flipped
-    a = tl.exp2(dt[:, :, None] * (A * 1.4426950408889634)[None, :, :])
-    dtu = dt * u
-    bu = dtu[:, :, None] * Bt[:, None, :]
-    ac, bc = tl.associative_scan((a, bu), 0, _first_order)
-    hh = ac * h0[None, :, :] + bc                                 # h_t, (T, BLOCK_D, N)
-    _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
-                                  0, _adjoint)
-    g = tl.flip(r, 0) + tl.flip(q, 0) * carry[None, :, :]        # g_t, (T, BLOCK_D, N)
-    carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
-    # -- the local gradients
-    ga = g * (hh - bu)                                            # g_t a_t h_{t-1}
-    gB = g * Bt[:, None, :]
-    du = tl.sum(gB, 2) * dt
-    ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
-    if HAS_D: du += Dk[None, :] * dy
-    if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
-    ddt = tl.where(m, ddt, 0.0)
-    tl.store(ddtk + dt_row + p, ddt, mask=m)
-    if ADD: du += dx_before                                       # add to the routes before, as y in the forward
-    tl.store(dxp, du, mask=m)
-    return (carry, tl.sum(ga * dt[:, :, None], 0), tl.sum(dy * u, 0), tl.sum(ddt, 0),
-            tl.sum(g * dtu[:, :, None], 1), tl.sum(hh * dy[:, :, None], 1))
-
-# %% ../nbs/04_triton_scan.ipynb #b2c3d4e5
-@triton.jit
 def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
                 xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
                 A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
                 dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
                 dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
                 Bsz, Dm, H, W, L, n_chunks,
-                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, PAIR: tl.constexpr, CONTIG: tl.constexpr,
+                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
                 HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
-    pb, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
-    d0 = pb * (1 + PAIR) * BLOCK_D + tl.arange(0, BLOCK_D)      # with PAIR a second block d1 rides on the same B, C
-    d1 = d0 + BLOCK_D
-    dm0, dm1, n, tt = d0 < Dm, d1 < Dm, tl.arange(0, N), tl.arange(0, T)
+    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
+    img = b.to(tl.int64) * Dm * L + d[None, :] * L
     for k in tl.static_range(4):
         # -- this route's buffers and parameters
         if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
         else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
-        b64 = b.to(tl.int64)                                   # int64: B*Dm*L passes 2**31 at real sizes
-        slot, bk = _route_slot(k, b64, CONTIG), b64 * 4 + k
+        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
+        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        A2 = A * 1.4426950408889634
+        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+        else: bias = tl.zeros([BLOCK_D], ACC)
+        dt_row = (slot * Dm + d[None, :]) * L
         bc_row = (slot * N + n[None, :]) * L
-        part_row = ((pb * Bsz * 4 + bk) * N + n[None, :]) * L    # this program's share of dB, dC (in the route's order)
-        img0, dt_row0 = b64 * Dm * L + d0[None, :] * L, (slot * Dm + d0[None, :]) * L
-        A0, D0, bias0 = _route_params(A_ptr, D_ptr, bias_ptr, k, d0, dm0, Dm, N, HAS_D, HAS_BIAS, ACC)
-        carry0, dA0 = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D, N], ACC)   # carry: a_{t+1} g_{t+1} from the later chunk
-        dD0, dbias0 = tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
-        if PAIR:
-            img1, dt_row1 = b64 * Dm * L + d1[None, :] * L, (slot * Dm + d1[None, :]) * L
-            A1, D1, bias1 = _route_params(A_ptr, D_ptr, bias_ptr, k, d1, dm1, Dm, N, HAS_D, HAS_BIAS, ACC)
-            carry1, dA1 = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D, N], ACC)
-            dD1, dbias1 = tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
         for ci in range(n_chunks):
-            c = n_chunks - 1 - ci                                  # last chunk first
+            # -- load the chunk (last chunk first)
+            c = n_chunks - 1 - ci
             t = c * T + tt
             tm = t < L
             p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
-            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N), once for both blocks
+            m = tm[:, None] & dm[None, :]
+            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
+            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
             Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
-            carry0, gA, gD, gbias, gB, gC = _bwd_chunk(    # ADD = k > CONTIG * (k % 2): not the first route to write dx
-                xk, dtk, dyk, dxk, ddtk, hs_ptr, img0, dt_row0, p, tm, d0, dm0, bk, c, n_chunks, Dm, A0, D0, bias0, Bt, Ct,
-                carry0, k > CONTIG * (k % 2), N, T, HAS_D, HAS_BIAS, SOFTPLUS, ACC, PTX)
-            dA0, dD0, dbias0 = dA0 + gA, dD0 + gD, dbias0 + gbias
-            if PAIR:
-                carry1, gA, gD, gbias, gB1, gC1 = _bwd_chunk(
-                    xk, dtk, dyk, dxk, ddtk, hs_ptr, img1, dt_row1, p, tm, d1, dm1, bk, c, n_chunks, Dm, A1, D1, bias1, Bt, Ct,
-                    carry1, k > CONTIG * (k % 2), N, T, HAS_D, HAS_BIAS, SOFTPLUS, ACC, PTX)
-                dA1, dD1, dbias1, gB, gC = dA1 + gA, dD1 + gD, dbias1 + gbias, gB + gB1, gC + gC1
-            tl.store(dB_ptr + part_row + p, gB, mask=tm[:, None])   # both blocks' channels summed in registers
-            tl.store(dC_ptr + part_row + p, gC, mask=tm[:, None])
-        tl.store(dA_ptr + (bk * Dm + d0[:, None]) * N + n[None, :], dA0, mask=dm0[:, None])
-        tl.store(dD_ptr + bk * Dm + d0, dD0, mask=dm0)
-        tl.store(dbias_ptr + bk * Dm + d0, dbias0, mask=dm0)
-        if PAIR:
-            tl.store(dA_ptr + (bk * Dm + d1[:, None]) * N + n[None, :], dA1, mask=dm1[:, None])
-            tl.store(dD_ptr + bk * Dm + d1, dD1, mask=dm1)
-            tl.store(dbias_ptr + bk * Dm + d1, dbias1, mask=dm1)
+            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            dxp = dxk + img + p
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
+                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
+            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
+            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+            dtu = dt * u
+            bu = dtu[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
+            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
+            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
+                                          0, _adjoint)
+            q, r = tl.flip(q, 0), tl.flip(r, 0)
+            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
+            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
+            # -- the local gradients
+            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
+            gB = g * Bt[:, None, :]
+            dA += tl.sum(ga * dt[:, :, None], 0)
+            du = tl.sum(gB, 2) * dt
+            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+            if HAS_D:
+                du += Dk[None, :] * dy
+                dD += tl.sum(dy * u, 0)
+            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
+            ddt = tl.where(m, ddt, 0.0)
+            dbias += tl.sum(ddt, 0)
+            tl.store(ddtk + dt_row + p, ddt, mask=m)
+            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
+            tl.store(dxp, du, mask=m)
+        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
         tl.debug_barrier()
 
 # %% ../nbs/04_triton_scan.ipynb #d73b7770
@@ -321,7 +288,7 @@ def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, til
     return y, (hs if save_states else None)
 
 # %% ../nbs/04_triton_scan.ipynb #65224868
-def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None, contig=None, pair=True):
+def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None, contig=None):
     "Launch the backward kernel from the forward's chunk checkpoints `hs`; returns the seven gradients (float32/64)."
     kernels = _kernels()          # first: a missing Triton is reported by name
     _check_device(x)
@@ -329,21 +296,21 @@ def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=No
     N, L = A.shape[-1], H * W
     contig = _contiguous(L, True) if contig is None else contig
     BD, T, nw = tiles or _tiles(N, L, backward=True)
-    acc, n_chunks, n_progs = _acc(x), _cdiv(L, T), _cdiv(Dm, BD * (2 if pair else 1))   # programs per image
+    acc, n_chunks, n_blocks = _acc(x), _cdiv(L, T), _cdiv(Dm, BD)
     if hs.shape != (Bsz, 4, n_chunks, Dm, N): raise ValueError(f"_scan_bwd: checkpoints must be {(Bsz, 4, n_chunks, Dm, N)}, got {tuple(hs.shape)}")
     dy = dy.contiguous()
     dx, ddelta = _empty((Bsz, Dm, H, W), x, acc), _empty((Bsz, 4, Dm, H, W), x, acc)
     dA = _empty((Bsz, 4, Dm, N), x, acc)                                      # per-image partials, summed below
-    dB, dC = (_empty((n_progs, Bsz, 4, N, H, W), x, acc) for _ in range(2))   # per-program partials
+    dB, dC = (_empty((n_blocks, Bsz, 4, N, H, W), x, acc) for _ in range(2))  # per-channel-block partials
     dD, dbias = (_empty((Bsz, 4, Dm), x, acc) for _ in range(2))
     if contig:
         cols = _column_copies(x, delta, B, C) + [dy.transpose(-1, -2).contiguous()]
         dxT, ddT = _empty((Bsz, Dm, W, H), x, acc), _empty((Bsz, 2, Dm, W, H), x, acc)
     else: cols, dxT, ddT = (x, delta, B, C, dy), dx, ddelta
-    kernels._bwd_kernel[(n_progs, Bsz)](
+    kernels._bwd_kernel[(n_blocks, Bsz)](
         x, delta, B, C, dy, *cols, A, x if D is None else D, x if delta_bias is None else delta_bias, hs,
         dx, dxT, ddelta, ddT, dA, dB, dC, dD, dbias, Bsz, Dm, H, W, L, n_chunks,
-        N=N, BLOCK_D=BD, T=T, PAIR=bool(pair), CONTIG=contig, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+        N=N, BLOCK_D=BD, T=T, CONTIG=contig, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), ACC=tl.float64 if acc == torch.float64 else tl.float32,
         PTX=not _interpreting(), num_warps=nw)
     dB, dC = dB.sum(0), dC.sum(0)           # fixed-order sums over partials: the same bits on every run (no atomics)

@@ -1,14 +1,14 @@
-"""A/B in one run: the backward with two channel blocks per program (`_scan_bwd(pair=True)`, the library now) against the
-previous library (commit 9148f86, one block per program; `_prev_triton_scan.py`, made by
+"""A/B in one run: the backward with two channel blocks per program (`_scan_bwd(pair=True)` in `paired_bwd_triton_scan.py`,
+the library of commit ab78222, not adopted) against the previous library (commit 9148f86, one block per program; `_prev_triton_scan.py`, made by
     git show 9148f86:resvmamba/triton_scan.py | sed 's/^from \\.\\(scan\\|cross_scan\\) /from resvmamba.\\1 /; s/resvmamba::cross_scan/resvmamba_prev::cross_scan/' > benchmarks/experiments/_prev_triton_scan.py
-) and the new code with pair=False. Forward+backward through the public function and the backward launcher alone,
+) and the paired code with pair=False (one block per program, the same arithmetic through the `_bwd_chunk` helper). Forward+backward through the public function and the backward launcher alone,
 every stage, bf16 and fp32, batch 128, N = 16; interleaved twice; gradients compared; peak memory of one call.
     PYTHONPATH=. python benchmarks/experiments/pair_ab.py [--json out.json]"""
 import sys, os, time, json, functools
 sys.path.insert(0, os.path.dirname(__file__)); sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import torch, triton
 from triton.testing import do_bench
-import resvmamba.triton_scan as ts
+import paired_bwd_triton_scan as ts   # resvmamba/triton_scan.py as of ab78222 (op names renamed)
 import _prev_triton_scan as prev
 from scan_bench import inputs, rel, STAGES, BATCH, N
 
