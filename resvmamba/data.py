@@ -221,7 +221,7 @@ def draw_dish(c:int, # class
     # 2. the base: any food colour, with the class's texture as a zero-mean light/dark pattern (mean colour unchanged)
     br, base = pr * u(0.8, 0.9), np.array(_hsv(u(0, 1), u(0.4, 0.9), u(0.45, 0.8)), dtype=np.float32)
     pat = base_pattern(texture, S, period=S * u(0.07, 0.1), angle=u(0, math.pi), phase=u(0, 2 * math.pi))
-    tex = np.clip(base + 45 * pat[..., None] + rng.normal(0, 6, (S, S, 3)), 0, 255).astype(np.uint8)
+    tex = np.clip(base + 90 * pat[..., None] + rng.normal(0, 6, (S, S, 3)), 0, 255).astype(np.uint8)
     mask = Image.new("L", (S, S), 0)
     ImageDraw.Draw(mask).ellipse([cx - br, cy - br, cx + br, cy + br], fill=255)
     img.paste(Image.fromarray(tex), (0, 0), mask)
@@ -237,11 +237,12 @@ def draw_dish(c:int, # class
     return img.resize((size, size), Image.BICUBIC)
 
 # %% ../nbs/08_data.ipynb #bff67eb5
-MINI_FOOD_VERSION = 2  # raised whenever the generator draws other images, so caches of generated datasets can tell
+MINI_FOOD_VERSION = 3  # raised whenever the generator draws other images, so caches of generated datasets can tell
 
 def make_mini_food(dest, # folder to create (the dataset root)
                    n_classes:int=8, # number of classes (at most 128)
-                   per_class:int=60, # images per class in train600x600/ (split 7:3 into train and val)
+                   per_class:int=60, # images per class in train600x600/ (split into train and val)
+                   valid_tenths:int=3, # of every ten images of a class in train600x600/, the last `valid_tenths` go to val.txt
                    size:int=64, # image side in pixels
                    seed:int=0, # same seed, byte-identical files
                    n_test:int=None, # test images per class in val600x600/ (default per_class // 3)
@@ -249,6 +250,7 @@ def make_mini_food(dest, # folder to create (the dataset root)
                   ) -> Path:
     "Generate a deterministic mini CNFOOD (procedural dishes) in CNFOOD-241's layout, with split lists."
     if not 2 <= n_classes <= 128: raise ValueError(f"n_classes={n_classes}: the generator has 2 to 128 classes")
+    if not 1 <= valid_tenths <= 9: raise ValueError(f"valid_tenths={valid_tenths}: expected 1 to 9 of every ten images in validation")
     dest, n_test = Path(dest), n_test if n_test is not None else max(1, per_class // 3)
     lists = {"train": [], "val": [], "test": []}
     for part, n, folder in ((0, per_class, "train600x600"), (1, n_test, "val600x600")):
@@ -258,7 +260,7 @@ def make_mini_food(dest, # folder to create (the dataset root)
                 rng = np.random.default_rng([seed, part, c, i])  # one stream per image: order-independent
                 f = f"{c:03d}/{c:03d}{i:05d}.jpg"
                 draw_dish(c, size, rng).save(dest / folder / f, quality=quality)
-                name = "test" if part else ("val" if i % 10 >= 7 else "train")  # 7:3 inside each class
+                name = "test" if part else ("val" if i % 10 >= 10 - valid_tenths else "train")  # e.g. 7:3 inside each class
                 lists[name].append(f"{f} {c}")
     (dest / "splits").mkdir(exist_ok=True)
     for s, v in lists.items(): (dest / "splits" / f"{s}.txt").write_text("\n".join(v) + "\n")

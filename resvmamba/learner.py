@@ -23,7 +23,7 @@ from fastai.optimizer import Adam
 from fastai.torch_core import rank_distrib
 from plum import Function as PlumFunction
 
-from .data import food_dls, make_mini_food
+from .data import food_dls, make_mini_food, MINI_FOOD_VERSION
 from .models import create_model, image_size_override
 
 # %% auto #0
@@ -190,7 +190,7 @@ def mini_food_path(**mini) -> Path:
     "The generated mini dataset with `make_mini_food` arguments `mini`, made once in the cache folder."
     args = dict(n_classes=8, per_class=60, size=64, seed=0) | mini
     root = Path(os.environ.get("RESVMAMBA_CACHE", Path.home() / ".cache" / "resvmamba"))
-    dest = root / ("mini_food_" + "_".join(f"{k}{v}" for k, v in sorted(args.items())))
+    dest = root / (f"mini_food_v{MINI_FOOD_VERSION}_" + "_".join(f"{k}{v}" for k, v in sorted(args.items())))  # a new generator, a new folder
     if not (dest / "splits" / "test.txt").is_file():  # made into a temporary folder, then renamed: never half-written
         root.mkdir(parents=True, exist_ok=True)
         tmpd = Path(tempfile.mkdtemp(dir=root))

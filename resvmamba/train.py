@@ -37,10 +37,10 @@ __all__ = ['PAPER', 'DEMO', 'DEMO_MINI', 'DEMO_MODEL', 'DEMO_DATA', 'ARG_RULES',
 
 # %% ../nbs/10_train.ipynb #ff56eaee
 PAPER = dict(arch="resvmamba_small", epochs=150, warmup=20, lr=1e-3, bs=128, size=224, mixup=0.8, cutmix=1.0)
-DEMO = dict(arch="resvmamba_test", epochs=40, warmup=2, lr=3e-3, bs=32, size=64, mixup=0., cutmix=0.)
-DEMO_MINI = dict(n_classes=8, per_class=100, size=64, seed=0)  # the generated dataset of the demo
-DEMO_MODEL = dict(patch_size=8)                                # the test preset with 8×8 patches: an 8×8 token grid at 64 px
-DEMO_DATA = dict(rand_augment=None, re_prob=0., crop_scale=(0.35, 1.0))  # light augmentation for a 40-epoch, 560-image run
+DEMO = dict(arch="resvmamba_test", epochs=14, warmup=1, lr=3e-3, bs=32, size=48, mixup=0., cutmix=0.)
+DEMO_MINI = dict(n_classes=8, per_class=400, size=48, seed=0, valid_tenths=1, n_test=100)  # 2,880 training, 320 validation, 800 test images
+DEMO_MODEL = dict(ssm_ratio=1.0)                                           # the test preset with SS2D's inner width = its input's: half the scan
+DEMO_DATA = dict(rand_augment=None, re_prob=0., crop_scale=(0.8, 1.0))  # light augmentation for a 14-epoch run
 
 # %% ../nbs/10_train.ipynb #2d980935
 class ArgumentError(ValueError):
