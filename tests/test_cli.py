@@ -55,7 +55,7 @@ def test_bad_argument_is_one_line_exit_2(args, message, tmp_path):
 def test_default_warmup_clamps_explicit_one_errors():
     cfg = DEMO | dict(workers=None, seed=0, epochs=1)
     assert check_args(cfg, warmup_given=False)["warmup"] == 0
-    with pytest.raises(ArgumentError, match=r"warmup=2: expected an integer in \[0, epochs - 1 = 0\]"): check_args(cfg, warmup_given=True)
+    with pytest.raises(ArgumentError, match=rf"warmup={DEMO['warmup']}: expected an integer in \[0, epochs - 1 = 0\]"): check_args(cfg, warmup_given=True)
 
 
 def test_batch_larger_than_training_set_fails_before_training(data, tmp_path):
