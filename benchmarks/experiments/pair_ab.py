@@ -1,15 +1,25 @@
-"""A/B in one run: the backward with two channel blocks per program (`_scan_bwd(pair=True)` in `paired_bwd_triton_scan.py`,
-the library of commit ab78222, not adopted) against the previous library (commit 9148f86, one block per program; `_prev_triton_scan.py`, made by
-    git show 9148f86:resvmamba/triton_scan.py | sed 's/^from \\.\\(scan\\|cross_scan\\) /from resvmamba.\\1 /; s/resvmamba::cross_scan/resvmamba_prev::cross_scan/' > benchmarks/experiments/_prev_triton_scan.py
-) and the paired code with pair=False (one block per program, the same arithmetic through the `_bwd_chunk` helper). Forward+backward through the public function and the backward launcher alone,
-every stage, bf16 and fp32, batch 128, N = 16; interleaved twice; gradients compared; peak memory of one call.
-    PYTHONPATH=. python benchmarks/experiments/pair_ab.py [--json out.json]"""
-import sys, os, time, json, functools
+"""A/B in one run: the backward with two channel blocks per program (`_scan_bwd(pair=True)` in the library of commit
+ab78222, not adopted) against the library as it is (identical to commit 9148f86, one block per program), and the paired
+code with pair=False (one block per program, the same arithmetic through the `_bwd_chunk` helper). Forward+backward
+through the public function and the backward launcher alone, every stage, bf16 and fp32, batch 128, N = 16; interleaved
+twice; gradients compared; peak memory of one call. The paired module is read from git history (no copy is kept):
+    PYTHONPATH=. python benchmarks/experiments/pair_ab.py [--json out.json]      (in a git checkout)"""
+import sys, os, time, json, functools, importlib.util, re, subprocess, tempfile
 sys.path.insert(0, os.path.dirname(__file__)); sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import torch, triton
 from triton.testing import do_bench
-import paired_bwd_triton_scan as ts   # resvmamba/triton_scan.py as of ab78222 (op names renamed)
-import _prev_triton_scan as prev
+import resvmamba.triton_scan as prev
+
+
+def module_at(commit, name, ns):
+    "resvmamba/triton_scan.py as of `commit`, imported as `name`, its custom ops renamed to `ns::...` beside the library's."
+    src = subprocess.run(["git", "show", f"{commit}:resvmamba/triton_scan.py"], capture_output=True, text=True, check=True).stdout
+    src = re.sub(r"^from \.(scan|cross_scan) ", r"from resvmamba.\1 ", src, flags=re.M).replace("resvmamba::cross_scan", f"{ns}::cross_scan")
+    f = os.path.join(tempfile.mkdtemp(), f"{name}.py"); open(f, "w").write(src)
+    spec = importlib.util.spec_from_file_location(name, f); mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+ts = module_at("ab78222", "paired_bwd_triton_scan", "resvmamba_paired")
 from scan_bench import inputs, rel, STAGES, BATCH, N
 
 new_bwd = ts._scan_bwd
