@@ -39,13 +39,13 @@ def cross_merge(ys, # one sequence per route, (b, 4, d, H*W)
     "Put each route's sequence back in image order and sum the four: (b, d, H, W); the adjoint of `cross_scan`."
     if ys.dim() != 4 or ys.shape[1] != 4 or ys.shape[-1] != H * W:
         raise ValueError(f"cross_merge: ys must be (b, 4, d, H*W) with H*W={H * W}, got shape {tuple(ys.shape)}")
-    return sum(_unroute(ys[:, k], k, H, W) for k in range(4))
+    return sum(_unroute(y, k, H, W) for k, y in enumerate(ys.unbind(1)))   # unbind: one backward for all four
 
 # %% ../nbs/03_cross_scan.ipynb #fbde1f58
 def _cross_each(t, name):
     "Route k of direction k's own tensor: (b, 4, d, H, W) -> (b, 4, d, H*W)."
     if t.dim() != 5 or t.shape[1] != 4: raise ValueError(f"{name} must be (b, 4, *, H, W), one map per direction, got shape {tuple(t.shape)}")
-    return torch.stack([_route(t[:, k], k) for k in range(4)], dim=1)
+    return torch.stack([_route(tk, k) for k, tk in enumerate(t.unbind(1))], dim=1)  # unbind, not t[:, k]: one backward
 
 # %% ../nbs/03_cross_scan.ipynb #a6a766f0
 def _check_cross_args(x, delta, A, B, C, D, delta_bias):

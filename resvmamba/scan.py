@@ -7,8 +7,10 @@ __all__ = ['require_float', 'selective_scan_ref', 'linear_scan', 'selective_scan
 
 # %% ../nbs/02_selective_scan.ipynb #a8cfe397
 import math
+from functools import partial
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # %% ../nbs/02_selective_scan.ipynb #81575a90
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -121,18 +123,51 @@ def _time_blocks(t, T, value=0.):
     return F.pad(t, (0, -t.shape[-1] % T), value=value).unflatten(-1, (-1, T)).movedim(-1, 0).contiguous()
 
 # %% ../nbs/02_selective_scan.ipynb #447eb8c2
-def _scan_blocks(a,      # decays, blocked (T, ..., nc, N)
-                 x,      # inputs, blocked (T, ..., nc, N)
-                 p,      # each block's total decay Π a, (..., nc, N)
-                 C=None, # if given, (T, ..., nc, N): return C_t·h_t instead of h_t
-                ):
-    "Reduce each block, scan the block totals, rescan each block from its true start; returns _loop's (outputs, last h)."
-    h = None
-    for a_t, x_t in zip(a.unbind(0), x.unbind(0)):        # 1. reduce: every block's end state from zero, all blocks at once
-        h = x_t if h is None else a_t * h + x_t
-    h_end = linear_scan(p, h)                             # 2. scan the block pairs (Π a, h_end): true end states
-    h_in = F.pad(h_end[..., :-1, :], (0, 0, 1, 0))        #    block k starts from block k-1's end; block 0 from zero
-    return _loop(a, x, h_in, C)                           # 3. rescan
+def _states(a, # decays, blocked (T, ..., nc, N)
+            x, # inputs, blocked (T, ..., nc, N)
+            p, # each block's total decay Π a, (..., nc, N)
+           ):
+    "Reduce each block, scan the block totals, rescan: H (T+1, ..., nc, N), H[0] the state entering each block, H[s+1] after step s."
+    h = x[0]
+    for s in range(1, len(x)): h = torch.addcmul(x[s], a[s], h)           # 1. reduce: every block's end state from zero
+    H = x.new_empty((len(x) + 1, *x.shape[1:]))
+    H[0, ..., :1, :] = 0                                                   #    block 0 starts from zero ...
+    if x.shape[-2] > 1: H[0, ..., 1:, :] = linear_scan(p, h)[..., :-1, :]  # 2. ... block k from block k-1's true end
+    for s in range(len(x)): torch.addcmul(x[s], a[s], H[s], out=H[s + 1])  # 3. rescan, each state into its slot
+    return H
+
+# %% ../nbs/02_selective_scan.ipynb #73d308d4
+def _adjoints(a, # decays, blocked (T, ..., nc, N)
+              r, # gradients of the states from above, blocked (T, ..., nc, N)
+              p, # each block's total decay Π a, (..., nc, N)
+             ):
+    "The total gradients g_t = r_t + a_{t+1} g_{t+1} of all states, g_L = r_L, by `_states`' three stages walked from the end."
+    g = r[-1]
+    for s in range(len(r) - 2, -1, -1): g = torch.addcmul(r[s], a[s + 1], g)      # 1. reduce each block from its end
+    G = torch.empty_like(r)
+    G[-1, ..., -1:, :] = r[-1, ..., -1:, :]                                        #    nothing comes after the last block
+    if r.shape[-2] > 1:
+        E = linear_scan(p.flip(-2), (a[0] * g).flip(-2)).flip(-2)                  # 2. E_c = e_c + (Π a)_c E_{c+1}
+        torch.add(r[-1, ..., :-1, :], E[..., 1:, :], out=G[-1, ..., :-1, :])       #    block c's last step receives E_{c+1}
+    for s in range(len(r) - 2, -1, -1): torch.addcmul(r[s], a[s + 1], G[s + 1], out=G[s])  # 3. rescan
+    return G
+
+# %% ../nbs/02_selective_scan.ipynb #0517116a
+class _LinearScan(torch.autograd.Function):
+    "All states of h_t = a_t h_{t-1} + x_t on blocked (T, ..., nc, N) tensors, with the backward derived above."
+    @staticmethod
+    def forward(ctx, a, x):
+        p = a.prod(0)                                    # each block's total decay
+        H = _states(a, x, p)
+        ctx.save_for_backward(a, p, H)
+        return H[1:]
+
+    @staticmethod
+    @once_differentiable                                 # a second derivative would need the backward's own backward
+    def backward(ctx, dH):
+        a, p, H = ctx.saved_tensors
+        g = _adjoints(a, dH.contiguous(), p)
+        return g * H[:-1], g                             # ∂L/∂a_t = g_t h_{t-1}, ∂L/∂x_t = g_t
 
 # %% ../nbs/02_selective_scan.ipynb #9b8b715b
 def linear_scan(a,          # decays a_t, (..., L, N)
@@ -141,26 +176,24 @@ def linear_scan(a,          # decays a_t, (..., L, N)
                ):
     "All states of h_t = a_t h_{t-1} + x_t, h_0 = 0, along dim -2, by a blocked (reduce-then-scan) parallel scan; (..., L, N)."
     L = x.shape[-2]
+    if L == 0: return x
     T = chunk or _block_len(L)
-    if L <= T: return _loop(a.movedim(-2, 0), x.movedim(-2, 0))[0].movedim(0, -2) if L else x  # one block: just the loop
     blk = lambda t, v=0.: _time_blocks(t.mT, T, v).mT     # (T, ..., nc, N); padding with the identity pair (1, 0)
-    a, x = blk(a, 1.), blk(x)
-    hs, _ = _scan_blocks(a, x, a.prod(0))                 # (T, ..., nc, N)
+    hs = _LinearScan.apply(blk(a, 1.), blk(x))            # (T, ..., nc, N)
     return hs.movedim(0, -2).flatten(-3, -2)[..., :L, :]
 
 # %% ../nbs/02_selective_scan.ipynb #c2d3e4f5
-def _blocked_pairs(u, delta, A, B, C, G, T):
-    "The scan's pairs born blocked: decays a and inputs x (T, b, G, d/G, nc, N), block totals p = Π a, and C for the rescan."
-    (b, d, L), N = u.shape, A.shape[1]
-    dg = d // G
-    delta_blk = _time_blocks(delta.view(b, G, dg, L), T)                    # (T, b, G, d/G, nc); padded Δ = 0 ...
-    du = _time_blocks((delta * u).view(b, G, dg, L), T)
-    Bb, Cb = (_time_blocks(t, T).mT if t.shape[-1] == L else t.mT[None] for t in (B, C))  # (T, b, G, 1, nc, N) or fixed (1, 1, G, d/G, 1, N)
-    A = A.view(G, dg, 1, N)
-    a = torch.exp(delta_blk[..., None] * A)                                 # ... gives a = 1 and x = 0: the identity pair
-    x = du[..., None] * Bb                                                  # (T, b, G, d/G, nc, N)
-    p = torch.exp(delta_blk.sum(0)[..., None] * A)                          # Π a over a block = exp(A Σ Δ): one call
-    return a, x, p, Cb.expand(T, *Cb.shape[1:])                             # the rescan walks C's first axis, one step at a time
+def _to_blocks(t, # (b|1, G, d/G|1, N|1, L|1): Δ or Δu as (b, G, d/G, 1, L), B or C as `_layout_BC` gives them, A as (1, G, d/G, N, 1)
+               T, # steps per block
+               L, # sequence length
+              ):
+    "The blocked layout (T|1, N|1, b|1, G, nc|1, d/G|1): time blocks first, the state outside, a group's channels innermost."
+    blk = _time_blocks(t, T) if t.shape[-1] == L else t[None]       # a fixed B, C (or A) has no time axis to block
+    return blk.permute(0, 4, 1, 2, 5, 3).contiguous()
+
+def _from_blocks(t, L):
+    "The inverse of `_to_blocks`, the padded tail cut: (T|1, N|1, b|1, G, nc|1, d/G|1) -> (b|1, G, d/G|1, N|1, L|1)."
+    return t.permute(0, 2, 3, 5, 1, 4).movedim(0, -1).flatten(-2)[..., :L]
 
 # %% ../nbs/02_selective_scan.ipynb #23e90201
 def selective_scan_parallel(u,                       # input, (batch, d, L)
@@ -180,7 +213,11 @@ def selective_scan_parallel(u,                       # input, (batch, d, L)
     u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     if L == 0: y, h = u, u.new_zeros(b, d, N)
     else:
-        y, h = _scan_blocks(*_blocked_pairs(u, delta, A, B, C, G, _block_len(L)))  # y (T, b, G, d/G, nc); h (b, G, d/G, nc, N)
-        y, h = y.movedim(0, -1).flatten(-2)[..., :L], h[..., -1, :]            # the padded tail is the identity: h is h_L
-    out = _finish(y.reshape(b, d, L), u, D, z, dtype)
-    return (out, h.reshape(b, d, N)) if return_last_state else out
+        blk, dg = partial(_to_blocks, T=_block_len(L), L=L), d // G
+        dl, du = (blk(t.view(b, G, dg, 1, L)) for t in (delta, delta * u))  # (T, 1, b, G, nc, d/G); padded Δ = 0 ...
+        A = blk(A.view(1, G, dg, N, 1))                                      # (1, N, 1, G, 1, d/G)
+        H = _LinearScan.apply(torch.exp(dl * A), du * blk(B))               # ... the identity pair; states (T, N, b, G, nc, d/G)
+        y = _from_blocks((H * blk(C)).sum(1, keepdim=True), L).reshape(b, d, L)  # C_t·h_t: the sum over N adds slabs
+        h = H[-1, ..., -1, :].permute(1, 2, 3, 0).reshape(b, d, N)          # the padded tail is the identity: this is h_L
+    out = _finish(y, u, D, z, dtype)
+    return (out, h) if return_last_state else out

@@ -184,6 +184,24 @@ def test_float64_exact_and_closed_form():
         torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
 
+@pytest.mark.parametrize("L, chunk", [(1, None), (2, None), (9, None), (33, 5), (100, 3), (300, 2), (1025, None)])
+def test_linear_scan_gradients_equal_the_closed_form(L, chunk):
+    "The hand-written backward against the gradients of the O(L²) unrolled sum, which share no code with it."
+    g = torch.Generator().manual_seed(L)
+    a_log = (-torch.rand(2, L, generator=g, dtype=torch.float64) * 0.05).requires_grad_()
+    x = torch.randn(2, L, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, L, generator=g, dtype=torch.float64)            # a random gradient on every state
+    grads = [torch.autograd.grad((h * w).sum(), (a_log, x)) for h in
+             (linear_scan(a_log.exp()[..., None], x[..., None], chunk=chunk)[..., 0], closed_form_states(a_log, x))]
+    for got, want in zip(*grads): torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+def test_parallel_scan_refuses_a_second_derivative():
+    u, dl = torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True), torch.rand(1, 2, 5, dtype=torch.float64)
+    y = selective_scan_parallel(u, dl, -torch.ones(2, 3, dtype=torch.float64), torch.randn(1, 3, 5, dtype=torch.float64),
+                                torch.randn(1, 3, 5, dtype=torch.float64))
+    (gu,) = torch.autograd.grad(y.square().sum(), u, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"): gu.sum().backward()
+
 @pytest.mark.parametrize("L", [1, 2, 7, 31, 32, 33, 64, 100, 1000, 1025, 4096])
 @pytest.mark.parametrize("chunk", [None, 32, 5])
 def test_linear_scan_matches_closed_form(L, chunk):
