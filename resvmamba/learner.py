@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_learner.ipynb #e8795019
 from __future__ import annotations
-import copyreg, os, pickle, random, shutil, tempfile, warnings
+import copyreg, importlib.util, os, pickle, random, shutil, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,9 @@ from .models import create_model, image_size_override
 # %% auto #0
 __all__ = ['MODEL_KEYS', 'DATA_KEYS', 'RECIPE', 'CKPT_FORMAT', 'TRAINING_KEYS', 'TopK', 'FoodLoss', 'TimmMixUp', 'PlainTensors',
            'adamw', 'is_no_decay', 'no_decay_names', 'DecayExempt', 'head_of', 'body_head_splitter', 'EMA',
-           'NonFiniteLossError', 'StopOnNonFinite', 'mini_food_path', 'food_learner', 'paper_schedule',
-           'CheckpointError', 'check_writable', 'save_checkpoint', 'read_checkpoint', 'Checkpoint', 'load_fitting',
-           'read_training_checkpoint', 'latest_checkpoint', 'plot_curves']
+           'NonFiniteLossError', 'StopOnNonFinite', 'check_compile', 'should_compile', 'mini_food_path', 'food_learner',
+           'paper_schedule', 'CheckpointError', 'check_writable', 'save_checkpoint', 'read_checkpoint', 'Checkpoint',
+           'load_fitting', 'read_training_checkpoint', 'latest_checkpoint', 'plot_curves']
 
 # %% ../nbs/09_learner.ipynb #63dd47d4
 class TopK(AvgMetric):
@@ -131,6 +131,12 @@ class EMA(Callback):
     def _make(self):
         from timm.utils import ModelEmaV3
         self.model_ema = ModelEmaV3(self._raw_model(), decay=self.decay, use_warmup=self.warmup, warmup_power=3 / 4)
+        # The copy runs eager, also when the model is compiled. A compiled forward carried over by the copy would call the raw
+        # model (validation would report the raw weights). Compiling the copy would add an inference graph (~45 s for
+        # resvmamba_small on an H200) and a recompile for each last, partial batch of validation and test, for at most the
+        # 1.42x of compiled inference; measured in the full loop, eager EMA validation took the same 2.9-3.9 s per 1,933
+        # images in compiled and eager runs (benchmarks/RESULTS.md, 2026-12-01).
+        self.model_ema.module._compiled_call_impl = None
     def before_fit(self):
         if hasattr(self.learn, "lr_finder"): self.run = False; return  # fastai sets `run` back after the fit
         if self.model_ema is None: self._make()
@@ -179,12 +185,26 @@ class StopOnNonFinite(Callback):
                                  f"{self.n_iter} (learning rate {lr:.3g}): training diverged. {fix}; the last checkpoint "
                                  f"written before this epoch is kept.")
 
+# %% ../nbs/09_learner.ipynb #f23632d1
+def check_compile(compile):
+    "`compile` if it is `True`, `False` or `'auto'`, else a ValueError saying so."
+    if isinstance(compile, bool) or (isinstance(compile, str) and compile == "auto"): return compile
+    raise ValueError(f"compile={compile!r}: expected True, False or 'auto' (compile on a CUDA device)")
+
+def should_compile(compile, # True, False or 'auto'
+                   device, # where the batches go
+                  ) -> bool:
+    "Whether to compile: as asked, or for `'auto'` when `device` is a CUDA device and Triton (Inductor's GPU code generator) is installed."
+    if check_compile(compile) != "auto": return compile
+    return getattr(device, "type", None) == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+
+
 # %% ../nbs/09_learner.ipynb #034d1977
 MODEL_KEYS = ("dims", "depths", "d_state", "ssm_ratio", "mlp_ratio", "drop_path_rate", "scan_backend", "dt_rank", "patch_size",
               "drop_rate", "global_pool", "residual", "odd_sizes", "ssm_half", "conv_half", "ssm_drop_rate")
 DATA_KEYS = ("rand_augment", "color_jitter", "re_prob", "crop_pct", "crop_scale", "interpolation", "verify", "skip_corrupt", "num_workers", "device", "seed", "valid_pct")
 RECIPE = dict(mixup=0.8, cutmix=1.0, grad_clip=5.0, ema_decay=0.9999, ema_warmup=True, ema_report="ema", wd=0.05,
-              wd_exempt="model", ckpt_dir=None, mixed_precision="auto", mini=None)
+              wd_exempt="model", ckpt_dir=None, mixed_precision="auto", compile="auto", mini=None)
 
 def mini_food_path(**mini) -> Path:
     "The generated mini dataset with `make_mini_food` arguments `mini`, made once in the cache folder."
@@ -240,9 +260,11 @@ def food_learner(path=None, # dataset root (CNFOOD-241 layout); None: the genera
     "A fastai `Learner` for CNFOOD-241 with the official VMamba/Res-VMamba training recipe."
     pick = lambda keys: {k: kwargs.pop(k) for k in list(kwargs) if k in keys}
     model_kw, data_kw, recipe = pick(MODEL_KEYS), pick(DATA_KEYS), RECIPE | pick(RECIPE)
+    check_compile(recipe["compile"])  # before the data is read
     if path is None: path = mini_food_path(**(recipe["mini"] or {}))
     dls = food_dls(path, size=size, bs=bs, split=split, **data_kw)
     model = _make_model(arch, dls.c, pretrained, model_kw, size)
+    if should_compile(recipe["compile"], dls.device): model.compile()  # in place: state_dict keys stay those of the eager model
     cbs = _recipe_cbs(recipe, ema, label_smoothing) + list(L(kwargs.pop("cbs", None)))
     kwargs = dict(splitter=body_head_splitter, train_bn=False) | kwargs
     learn = Learner(dls, model, loss_func=FoodLoss(label_smoothing), opt_func=opt_func, wd=recipe["wd"],

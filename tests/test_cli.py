@@ -33,6 +33,7 @@ BAD = [  # arguments, what the one-line message must name
     (["--warmup", "-1"], "--warmup -1"),
     (["--seed", "-1"], "--seed -1"),
     (["--arch", "resnet50"], "--arch resnet50: expected one of"),
+    (["--compile", "maybe"], "--compile maybe: expected auto (compile on a GPU), yes or no"),
     (["--mixup", "0.8", "--bs", "7"], "--bs 7: expected an even number"),
     (["--resume", "--overwrite"], "--overwrite"),
     (["--bogus"], "unrecognized arguments: --bogus"),

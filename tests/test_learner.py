@@ -141,10 +141,51 @@ def test_loaded_optimizer_state_lives_on_the_parameters_device(mini, run):
 @pytest.mark.cuda
 def test_a_gpu_run_resumes_on_the_gpu(mini, tmp_path):
     "The model reaches the GPU only when fit starts, after the checkpoint (read on the CPU) was loaded."
-    learn = tiny(mini, ckpt_dir=tmp_path / "ckpt"); learn.fit_paper(3, lr=2e-3, warmup=1, cbs=StopAfter(1))
-    learn = tiny(mini, ckpt_dir=tmp_path / "ckpt"); learn.fit_paper(3, lr=2e-3, warmup=1, resume=True)
+    learn = tiny(mini, ckpt_dir=tmp_path / "ckpt", compile=False); learn.fit_paper(3, lr=2e-3, warmup=1, cbs=StopAfter(1))
+    learn = tiny(mini, ckpt_dir=tmp_path / "ckpt", compile=False); learn.fit_paper(3, lr=2e-3, warmup=1, resume=True)
     assert learn.resumed_from.name == "last.pth" and len(learn.recorder.values) == 3
     assert {v.device.type for _, _, st, _ in learn.opt.all_params() for v in st.values() if torch.is_tensor(v)} == {"cuda"}
+
+
+# --- compiling ----------------------------------------------------------------------------------------------------
+
+def test_compile_setting_on_the_cpu(mini, run, tmp_path):
+    "A bad value fails before the data is read; 'auto' leaves a CPU run eager; a compiled model keeps the eager keys, loads an eager run's checkpoint, keeps an eager EMA copy and exports."
+    with pytest.raises(ValueError, match="compile='yes': expected True, False or 'auto'"): food_learner(tmp_path / "no_data", compile="yes")
+    assert run[0].model._compiled_call_impl is None
+    c = tiny(mini, compile=True)  # compiled lazily: nothing is traced before the first batch
+    assert c.model._compiled_call_impl is not None and list(c.model.state_dict()) == list(run[0].model.state_dict())
+    c.load_checkpoint(run[1] / "last.pth")
+    for p, q in zip(c.model.state_dict().values(), run[0].model.state_dict().values()): assert torch.equal(p, q)
+    ema = next(cb for cb in c.cbs if isinstance(cb, EMA)).model_ema.module
+    assert ema._compiled_call_impl is None  # the EMA copy validates eager
+    c.export(tmp_path / "compiled.pkl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert load_learner(tmp_path / "compiled.pkl").model._compiled_call_impl is None
+
+
+@pytest.mark.cuda
+def test_a_compiled_gpu_run_resumes_and_its_ema_weights_load_eager(mini, tmp_path):
+    "'auto' compiles on the GPU: one graph and no graph break through the loop (bf16, mixup, clipping, EMA, checkpoints); it resumes; its EMA weights give an eager model the compiled model's logits."
+    import torch._dynamo
+    torch._dynamo.reset(); counters = torch._dynamo.utils.counters; counters.clear()
+    learn = tiny(mini, ckpt_dir=tmp_path / "ckpt")
+    assert learn.model._compiled_call_impl is not None
+    learn.fit_paper(3, lr=2e-3, warmup=1, cbs=StopAfter(1))
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"], (dict(counters["stats"]), dict(counters["graph_break"]))
+    resumed = tiny(mini, ckpt_dir=tmp_path / "ckpt"); resumed.fit_paper(3, lr=2e-3, warmup=1, resume=True)
+    assert resumed.resumed_from.name == "last.pth" and len(resumed.recorder.values) == 3
+    assert resumed.model._compiled_call_impl is not None and not counters["graph_break"]
+    assert next(c for c in resumed.cbs if isinstance(c, EMA)).model_ema.module._compiled_call_impl is None
+    state = read_training_checkpoint(tmp_path / "ckpt" / "last.pth")
+    eager = tiny(mini, compile=False).model.cuda().eval()
+    assert state["epoch"] == 2 and list(state["model"]) == list(state["ema"]) == list(eager.state_dict())  # no `_orig_mod.` prefix
+    eager.load_state_dict(state["ema"]); resumed.model.load_state_dict(state["ema"]); resumed.model.eval()
+    x = torch.randn(16, 3, 32, 32, device="cuda")
+    with torch.no_grad(): want, got = eager(x), resumed.model(x)
+    print("compiled vs eager logits, max |diff|:", (got - want).abs().max().item())
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
 
 
 def test_read_checkpoint_returns_plain_weights(run, tmp_path):

@@ -51,6 +51,7 @@ def test_run_folder(finished):
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["arch"], cfg["num_classes"], cfg["class_names"]) == ("resvmamba_test", 4, list(per_class.name))
     assert cfg["settings"]["bs"] == 8 and cfg["settings"]["mixup"] == 0.8 and cfg["resvmamba_version"]
+    assert cfg["settings"]["compile"] == "auto" and cfg["compiled"] is False  # auto: not on the CPU
 
 
 def test_resume_with_nothing_to_resume_then_load_run(data, tmp_path, capsys):
