@@ -434,7 +434,7 @@ def cli_parser() -> argparse.ArgumentParser:
     a("--cutmix", type=float, help=f"cutmix alpha, >= 0; 0 disables ({d('cutmix')})")
     a("--cpu", action="store_true", help="use the CPU even if a GPU is present")
     a("--compile", default="auto", help="torch.compile the model: auto | yes | no (default auto: on a GPU, not with --teacher; "
-                                        "~2 min once, then ~1.25x faster training)")
+                                        "~2.5 min per process, then ~1.2x faster training)")
     a("--skip_corrupt", action="store_true", help="leave out images that cannot be decoded (and say how many)")
     a("--quiet", action="store_true", help="print only the final result (no progress bars or per-epoch lines)")
     a("--teacher", help="distil: a run folder (or its ckpt/last.pth) of a teacher trained at --size; the --arch student sees images --factor times smaller")
