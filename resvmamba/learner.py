@@ -29,9 +29,9 @@ from .models import create_model, image_size_override
 # %% auto #0
 __all__ = ['MODEL_KEYS', 'DATA_KEYS', 'RECIPE', 'CKPT_FORMAT', 'TRAINING_KEYS', 'TopK', 'FoodLoss', 'TimmMixUp', 'PlainTensors',
            'adamw', 'is_no_decay', 'no_decay_names', 'DecayExempt', 'head_of', 'body_head_splitter', 'EMA',
-           'NonFiniteLossError', 'StopOnNonFinite', 'check_compile', 'should_compile', 'mini_food_path', 'food_learner',
-           'paper_schedule', 'CheckpointError', 'check_writable', 'save_checkpoint', 'read_checkpoint', 'Checkpoint',
-           'load_fitting', 'read_training_checkpoint', 'latest_checkpoint', 'plot_curves']
+           'NonFiniteLossError', 'StopOnNonFinite', 'check_compile', 'should_compile', 'is_compiled', 'mini_food_path',
+           'food_learner', 'paper_schedule', 'CheckpointError', 'check_writable', 'save_checkpoint', 'read_checkpoint',
+           'Checkpoint', 'load_fitting', 'read_training_checkpoint', 'latest_checkpoint', 'plot_curves']
 
 # %% ../nbs/09_learner.ipynb #63dd47d4
 class TopK(AvgMetric):
@@ -198,6 +198,10 @@ def should_compile(compile, # True, False or 'auto'
     if check_compile(compile) != "auto": return compile
     return getattr(device, "type", None) == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
+
+def is_compiled(model:torch.nn.Module) -> bool:
+    "Whether `model.compile()` was called on `model` (in place: nn.Module keeps the compiled forward beside the eager one)."
+    return getattr(model, "_compiled_call_impl", None) is not None
 
 # %% ../nbs/09_learner.ipynb #034d1977
 MODEL_KEYS = ("dims", "depths", "d_state", "ssm_ratio", "mlp_ratio", "drop_path_rate", "scan_backend", "dt_rank", "patch_size",

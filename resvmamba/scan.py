@@ -106,15 +106,6 @@ def selective_scan_ref(u,                       # input, (batch, d, L)
     out = _finish(y, u, D, z, dtype)
     return (out, h.reshape(b, d, N)) if return_last_state else out
 
-# %% ../nbs/02_selective_scan.ipynb #44315baa
-def _loop(a, x, h=None, C=None):
-    "Run h_t = a_t h_{t-1} + x_t along dim 0 from state h (zero if None); return the stacked h_t (or C_t·h_t if C is given) and the last h."
-    outs, Cs = [], (C.unbind(0) if C is not None else [None] * len(x))
-    for a_t, x_t, C_t in zip(a.unbind(0), x.unbind(0), Cs):    # unbind: its backward is one stack, not L scatters
-        h = x_t if h is None else a_t * h + x_t
-        outs.append(h if C_t is None else (h * C_t).sum(-1))
-    return torch.stack(outs), h
-
 # %% ../nbs/02_selective_scan.ipynb #4c490d7f
 def _block_len(L): return max(1, math.isqrt(max(L - 1, 0)) + 1)   # ⌈√L⌉: as many steps per block as blocks
 

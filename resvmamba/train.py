@@ -25,7 +25,7 @@ from fastai.torch_core import set_seed, rank_distrib, num_distrib
 
 import resvmamba
 from .data import food_dls, food_test_dl
-from .learner import food_learner, plot_curves, load_fitting, EMA, Checkpoint, MODEL_KEYS, NonFiniteLossError
+from .learner import food_learner, plot_curves, load_fitting, EMA, Checkpoint, MODEL_KEYS, NonFiniteLossError, is_compiled
 from .models import MODELS, create_model, image_size_override
 
 # %% auto #0
@@ -328,7 +328,7 @@ def save_config(out:Path, learn, cfg:dict, kw:dict, **args):
     conf = dict(resvmamba_version=resvmamba.__version__, arch=cfg["arch"], num_classes=learn.dls.c, model_overrides=overrides,
                 class_names=[str(c) for c in learn.dls.vocab], eval_transform=tfm, settings=cfg | args, data_options={k: v for k, v in kw.items() if k not in MODEL_KEYS},
                 processes=max(num_distrib(), 1), torch_version=torch.__version__,
-                compiled=learn.model._compiled_call_impl is not None)  # what --compile auto decided
+                compiled=is_compiled(learn.model))  # what --compile auto decided
     _write_json(out / "config.json", conf)
 
 def _write_json(f:Path, obj):
