@@ -7,7 +7,7 @@ __all__ = ['cross_scan', 'cross_merge', 'cross_selective_scan_ref']
 
 # %% ../nbs/03_cross_scan.ipynb #ea7c87dd
 import torch
-from .scan import selective_scan_ref, require_float
+from .scan import selective_scan_ref, require_float, require_negative_A
 
 # %% ../nbs/03_cross_scan.ipynb #04302964
 def _check_image(x, name="x"):
@@ -49,7 +49,7 @@ def _cross_each(t, name):
 
 # %% ../nbs/03_cross_scan.ipynb #a6a766f0
 def _check_cross_args(x, delta, A, B, C, D, delta_bias):
-    "Raise a TypeError or ValueError naming the first input of `cross_selective_scan_ref` of the wrong type or shape."
+    "Raise a TypeError or ValueError naming the first input of `cross_selective_scan_ref` of the wrong type, shape or sign."
     require_float("cross_selective_scan_ref", x=x, delta=delta, A=A, B=B, C=C, D=D, delta_bias=delta_bias)
     _check_image(x)
     b, d, H, W = x.shape
@@ -59,6 +59,7 @@ def _check_cross_args(x, delta, A, B, C, D, delta_bias):
     for name, (t, shape) in want.items():
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"cross_selective_scan_ref: {name} must be {shape} (b, 4 directions, ...), got {tuple(t.shape)}")
+    require_negative_A("cross_selective_scan_ref", A)
 
 # %% ../nbs/03_cross_scan.ipynb #a7b8c9d0
 def cross_selective_scan_ref(x,                    # input feature map, (b, d, H, W)

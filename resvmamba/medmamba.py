@@ -10,7 +10,8 @@ import torch, torch.nn as nn
 from timm.layers import DropPath
 from fastcore.basics import patch
 from .vss import SS2D, PatchMerging2D, ss2d_param_count
-from .vmamba import Permute, VMamba, read_checkpoint
+from timm.models import checkpoint_seq
+from .vmamba import Permute, VMamba, read_checkpoint, check_stages, check_model_args, check_finite_weights
 from .models import register_family
 
 # %% auto #0
@@ -102,8 +103,11 @@ class MedMamba(nn.Module):
                  scan_backend="auto"):    # "auto" | "reference" | "parallel" | "triton"
         super().__init__()
         if odd_sizes not in MERGINGS: raise ValueError(f"odd_sizes must be one of {tuple(MERGINGS)}, got {odd_sizes!r}")
-        dims = [int(dims * 2 ** i) for i in range(len(depths))] if isinstance(dims, int) else list(dims)
-        if len(dims) != len(depths): raise ValueError(f"dims {dims} and depths {depths} must have the same length")
+        depths, dims = check_stages("MedMamba", depths, dims)
+        if any(c % 2 for c in dims): raise ValueError(f"MedMamba: every stage width must be even (each block splits its channels in halves), got dims {tuple(dims)}")
+        check_model_args("MedMamba", num_classes=num_classes, in_chans=in_chans, patch_size=patch_size, d_state=d_state,
+                         ssm_ratio=ssm_ratio, dt_rank=dt_rank, ssm_drop_rate=ssm_drop_rate, drop_path_rate=drop_path_rate)
+        self.grad_checkpointing = False
         self.num_classes, self.in_chans, self.dims, self.depths, self.num_features = num_classes, in_chans, dims, list(depths), dims[-1]
         self.patch_embed = nn.Sequential(OrderedDict(proj=nn.Conv2d(in_chans, dims[0], patch_size, stride=patch_size),
                                                      permute=Permute(0, 2, 3, 1), norm=nn.LayerNorm(dims[0])))  # (B, H/4, W/4, C0)
@@ -127,7 +131,9 @@ def forward_features(self:MedMamba, x): # images (B, in_chans, H, W)
     if x.ndim != 4 or x.shape[1] != self.in_chans:
         raise ValueError(f"MedMamba expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
     x = self.patch_embed(x)
-    for layer in self.layers: x = layer(x)
+    for layer in self.layers:
+        if self.grad_checkpointing and torch.is_grad_enabled(): x = layer.downsample(checkpoint_seq(layer.blocks, x))
+        else: x = layer(x)
     return x
 
 @patch
@@ -137,6 +143,11 @@ def forward_head(self:MedMamba, x): # (B, h, w, C)
 
 @patch
 def forward(self:MedMamba, x): return self.forward_head(self.forward_features(x))
+
+@patch
+def set_grad_checkpointing(self:MedMamba, enable=True):
+    "Recompute each block's activations in the backward instead of storing them (chapter 06; timm's `checkpoint_seq`)."
+    self.grad_checkpointing = enable
 
 # %% ../nbs/13_medmamba.ipynb #f979b44f
 MEDMAMBA_CONFIGS = dict(
@@ -163,10 +174,14 @@ def _mismatch_report(missing, unexpected, mismatched):
 # %% ../nbs/13_medmamba.ipynb #f0b5b6d1
 def load_medmamba_checkpoint(model,          # a MedMamba
                              checkpoint,     # path to an official MedMamba checkpoint (`net.state_dict()`), or the dict
-                             verbose=True):  # say when the head is re-initialised
+                             verbose=True,   # say when the head is re-initialised
+                             allow_nonfinite=False): # load weights holding NaN or inf (with a warning) instead of refusing
     "Load official MedMamba weights into `model` strictly; a head of another size is re-initialised."
+    source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the checkpoint given"
     if isinstance(checkpoint, (str, Path)):
         checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
+    elif not isinstance(checkpoint, dict):
+        raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under 'model'), got a {type(checkpoint).__name__}")
     sd, own = medmamba_checkpoint_filter(checkpoint), model.state_dict()
     reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in MEDMAMBA_HEAD_KEYS)
     if reset_head: sd = {k: v for k, v in sd.items() if k not in MEDMAMBA_HEAD_KEYS}
@@ -176,6 +191,7 @@ def load_medmamba_checkpoint(model,          # a MedMamba
     if missing or unexpected or mismatched:
         raise ValueError("checkpoint does not match the model (is it an official MedMamba file of this size, both halves on?)"
                          + _mismatch_report(missing, unexpected, mismatched))
+    check_finite_weights(sd, source, allow_nonfinite)
     model.load_state_dict(sd, strict=False)
     if reset_head:
         VMamba._init_weights(model.head)

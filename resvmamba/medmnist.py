@@ -4,7 +4,7 @@
 
 # %% ../nbs/13b_medmnist.ipynb #b13b0004
 from __future__ import annotations
-import time
+import re, time
 from functools import partial
 from pathlib import Path
 
@@ -29,9 +29,9 @@ from .data import make_mini_food, read_split
 import resvmamba.medmamba  # registers the medmamba_* presets with create_model
 
 # %% auto #0
-__all__ = ['MEDMNIST_SPLITS', 'MEDMAMBA_RECIPE', 'medmamba_adam', 'HALVES_VARIANTS', 'read_medmnist', 'MedMambaTrainAug',
-           'MedMambaEvalResize', 'medmnist_dls', 'medmnist_test_dl', 'make_medmnist_like', 'medmamba_learner',
-           'mini_food_npz', 'halves_experiment', 'halves_table']
+__all__ = ['MEDMNIST_SPLITS', 'MEDMNIST_CLASSES', 'MEDMAMBA_RECIPE', 'medmamba_adam', 'HALVES_VARIANTS', 'read_medmnist',
+           'MedMambaTrainAug', 'MedMambaEvalResize', 'medmnist_dls', 'medmnist_test_dl', 'make_medmnist_like',
+           'medmamba_learner', 'mini_food_npz', 'halves_experiment', 'halves_table']
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1001
 MEDMNIST_SPLITS = ("train", "val", "test")
@@ -51,7 +51,35 @@ def _check_medmnist_split(path, split, images, labels):
     if len(labels) and labels.min() < 0: raise ValueError(f"{path}: {split}_labels has negative classes")
     return images, labels
 
-def read_medmnist(path): # a MedMNIST .npz file
+MEDMNIST_CLASSES = dict(  # classes of MedMNIST's single-label 2-D datasets (the medmnist package's INFO), by file name
+    pathmnist=9, dermamnist=7, octmnist=4, pneumoniamnist=2, retinamnist=5, breastmnist=2, bloodmnist=8, tissuemnist=8,
+    organamnist=11, organcmnist=11, organsmnist=11)
+
+def _label_span(path, splits, n_classes=None):
+    "The number of classes: `n_classes`, else the dataset's (its file name), else 1 + the largest label; every label checked."
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1):
+        raise ValueError(f"n_classes must be an int >= 1 (or None: from the file), got {n_classes!r}")
+    dataset = re.sub(r"_\d+$", "", Path(path).stem.lower())          # pathmnist_224.npz -> pathmnist
+    stated = n_classes if n_classes is not None else MEDMNIST_CLASSES.get(dataset)
+    if stated is not None:
+        whose = "n_classes" if n_classes is not None else f"{dataset} has"
+        for split, (_, labels) in splits.items():
+            if len(labels) and labels.max() >= stated:
+                raise ValueError(f"{path}: {split}_labels has label {labels.max()}, outside the {stated} classes 0..{stated - 1} "
+                                 f"({whose} {stated}); check the file, or pass the right n_classes")
+        return stated
+    present = np.unique(np.concatenate([labels for _, labels in splits.values()]))
+    empty = sorted(set(range(int(present.max()) + 1)) - set(present.tolist())) if len(present) else []
+    if empty:  # a gap: the labels after it are most likely out of range, not classes without a single image
+        stray = present[present > empty[0]]
+        where = [s for s, (_, labels) in splits.items() if np.isin(labels, stray).any()]
+        raise ValueError(f"{path}: classes {empty[0]}..{empty[-1]} have no image, so the file's classes look like 0..{empty[0] - 1} "
+                         f"and label(s) {stray.tolist()} (in {', '.join(f'{s}_labels' for s in where)}) lie outside them; "
+                         f"pass n_classes={int(present.max()) + 1} if the file really has that many classes")
+    return int(present.max()) + 1 if len(present) else 0
+
+def read_medmnist(path, # a MedMNIST .npz file
+                  n_classes:int|None=None): # classes the labels must lie in; None: the dataset's, from the file name, or the labels'
     "The three splits of a MedMNIST `.npz` as `{split: (images (n, H, W, 3) uint8, labels (n,) int64)}`."
     path = Path(path).expanduser()
     if not path.is_file():
@@ -59,7 +87,9 @@ def read_medmnist(path): # a MedMNIST .npz file
     with np.load(path) as f:
         missing = [f"{s}_{a}" for s in MEDMNIST_SPLITS for a in ("images", "labels") if f"{s}_{a}" not in f.files]
         if missing: raise KeyError(f"{path} is not in MedMNIST's layout: no {missing} (it has {sorted(f.files)})")
-        return {s: _check_medmnist_split(path, s, f[f"{s}_images"], f[f"{s}_labels"]) for s in MEDMNIST_SPLITS}
+        splits = {s: _check_medmnist_split(path, s, f[f"{s}_images"], f[f"{s}_labels"]) for s in MEDMNIST_SPLITS}
+    _label_span(path, splits, n_classes)
+    return splits
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1003
 class MedMambaTrainAug(Transform):
@@ -91,13 +121,14 @@ def medmnist_dls(path,                  # a MedMNIST .npz file (train/val/test i
                  crop_scale=(0.08, 1.0),# area range of the training random resized crop
                  num_workers:int=0,     # loader processes (the arrays are in memory: 0 is usually enough)
                  device=None,           # where batches go (default: the GPU when there is one)
+                 n_classes:int|None=None, # classes of the file; None: the dataset's (from the file name), or read off the labels
                  **kwargs):             # passed on to `DataBlock.dataloaders`
     "fastai `DataLoaders` (train, valid) of a MedMNIST `.npz` with MedMamba's transforms; `medmnist_test_dl` gives the test split."
-    splits = read_medmnist(path)
+    splits = read_medmnist(path, n_classes)
     images = np.concatenate([splits[s][0] for s in MEDMNIST_SPLITS])  # one array, so test items are indices too
     labels = np.concatenate([splits[s][1] for s in MEDMNIST_SPLITS])
     n_train, n_val = len(splits["train"][1]), len(splits["val"][1])
-    vocab = [str(c) for c in range(int(labels.max()) + 1)]
+    vocab = [str(c) for c in range(_label_span(path, splits, n_classes))]
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab, sort=False)), get_x=_ArrayImage(images), get_y=_ArrayLabel(labels),
                        splitter=IndexSplitter(range(n_train, n_train + n_val)),
                        item_tfms=[MedMambaTrainAug(size, crop_scale), MedMambaEvalResize(size)],

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 import torch.nn as nn
 from timm.models import build_model_with_cfg, register_model, is_model, model_entrypoint
-from .vmamba import VMamba, VMAMBA_CONFIGS, load_vmamba_checkpoint
+from .vmamba import VMamba, VMAMBA_CONFIGS, load_vmamba_checkpoint, check_stages
 from .resvmamba import ResVMamba
 
 # %% ../nbs/07b_models.ipynb #a1e0c002
@@ -85,6 +85,17 @@ def image_size_override(name:str, size=None) -> dict:
     "`{'img_size': size}` for a family whose models are built for one image size (Vim's position embeddings), else `{}`."
     return {"img_size": size} if size and name in MODELS and "img_size" in _accepted(MODELS[name].cls) else {}
 
+def _check_stage_args(name, entry, kwargs, overrides):
+    "depths/dims first (they decide the stages), then a default that no longer fits them, named as the caller's depths."
+    if "depths" not in kwargs: return
+    kwargs["depths"], _ = check_stages(entry.cls.__name__, kwargs["depths"], kwargs.get("dims", 1))  # every preset sets dims
+    n = len(kwargs["depths"])
+    if "residual_stages" in _accepted(entry.cls) and "residual_stages" not in overrides:
+        default = inspect.signature(entry.cls).parameters["residual_stages"].default   # Res-VMamba's (0, 1, 2)
+        if max(default, default=-1) >= n - 1:
+            raise ValueError(f"{name}: depths={tuple(kwargs['depths'])} gives {n} stages, but the default residual_stages={default} "
+                             f"needs {max(default) + 2}; pass residual_stages={tuple(range(n - 1))} (every stage with patch merging)")
+
 def _checkpoint_path(name, entry, pretrained, pcfg):
     "The file `pretrained` names: a path, or for `True` the preset's `pretrained_cfg['file']` if it exists."
     if pretrained is True:
@@ -100,6 +111,7 @@ def _checkpoint_path(name, entry, pretrained, pcfg):
 def create_model(name,              # a name in `MODELS`, e.g. "resvmamba_small"
                  num_classes=241,   # classes of the head (CNFOOD-241 has 241; 0 = no head)
                  pretrained=None,   # path to a checkpoint file, loaded by the family's loader (True: pretrained_cfg's file)
+                 grad_checkpointing=False, # recompute each block's activations in the backward (`set_grad_checkpointing`)
                  **overrides):      # constructor arguments (dims, depths, drop_path_rate, drop_rate, global_pool, ...) and
                                     # timm's features_only, out_indices, pretrained_cfg, pretrained_cfg_overlay
     "Build a registered model by name through timm's `build_model_with_cfg`, optionally loading a checkpoint file."
@@ -113,8 +125,10 @@ def create_model(name,              # a name in `MODELS`, e.g. "resvmamba_small"
     def construct(**kwargs):  # loads the weights before timm wraps the model (features_only)
         model = entry.cls(**kwargs)
         if path is not None: entry.load_checkpoint(model, path)
+        if grad_checkpointing: model.set_grad_checkpointing(True)
         return model
     kwargs = {**entry.cfg, **overrides, "num_classes": num_classes}
+    _check_stage_args(name, entry, kwargs, overrides)
     feature_cfg = dict(feature_cls="getter")  # features_only: the model's own `forward_intermediates`
     if "depths" in kwargs: feature_cfg["out_indices"] = tuple(range(len(kwargs["depths"])))  # every stage by default
     return build_model_with_cfg(construct, entry.timm_name, pretrained=False, feature_cfg=feature_cfg,

@@ -14,7 +14,8 @@ from fastcore.basics import patch
 from timm.layers import DropPath, trunc_normal_, lecun_normal_, resample_abs_pos_embed
 from .scan import selective_scan_ref, selective_scan_parallel
 from .vss import s4d_real_A_logs, dt_bias_init
-from .vmamba import meta_model, read_checkpoint
+from torch.utils.checkpoint import checkpoint
+from .vmamba import meta_model, read_checkpoint, check_model_args, check_finite_weights, CheckpointError
 from .models import register_family
 
 # %% ../nbs/11_vim.ipynb #5bacbf82
@@ -47,7 +48,7 @@ class BiMamba(nn.Module):
                  dt_rank="auto",       # R, rank of the Δ projection; "auto" = ceil(C/16)
                  d_conv=4,             # width of the causal depthwise convolutions
                  dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, # forward Δ at init: log-uniform in [dt_min, dt_max]
-                 scan_backend="auto"): # "auto" | "parallel" | "reference": chapter 02's scans
+                 scan_backend="auto"): # "auto" (= "parallel") | "parallel" | "reference": chapter 02's scans
         super().__init__()
         if scan_backend not in VIM_SCAN_BACKENDS:
             raise ValueError(f"Vim's scan_backend must be one of {VIM_SCAN_BACKENDS}, got {scan_backend!r}"
@@ -71,8 +72,8 @@ class BiMamba(nn.Module):
 
 # %% ../nbs/11_vim.ipynb #d658882b
 def _scan_fn(backend, x):
-    "The 1-D selective scan for `backend`; 'auto' is the loop on the CPU and the blocked parallel scan on a GPU."
-    if backend == "auto": backend = "parallel" if x.is_cuda else "reference"
+    "The 1-D selective scan for `backend`; 'auto' is the blocked parallel scan (the faster on the CPU too, chapter 02)."
+    if backend == "auto": backend = "parallel"
     return selective_scan_parallel if backend == "parallel" else selective_scan_ref
 
 @patch
@@ -128,6 +129,10 @@ class Vim(nn.Module):
                  dynamic_img_size=False,    # accept other image sizes by resampling the position embeddings
                  scan_backend="auto"):      # "auto" | "parallel" | "reference"
         super().__init__()
+        check_model_args("Vim", num_classes=num_classes, in_chans=in_chans, img_size=img_size, patch_size=patch_size, stride=stride,
+                         embed_dim=embed_dim, depth=depth, d_state=d_state, expand=expand, dt_rank=dt_rank, d_conv=d_conv,
+                         drop_rate=drop_rate, drop_path_rate=drop_path_rate, norm_eps=norm_eps)
+        self.grad_checkpointing = False
         self.num_classes, self.in_chans, self.num_features, self.depth = num_classes, in_chans, embed_dim, depth
         self.dynamic_img_size = dynamic_img_size
         self.patch_embed = PatchEmbed(img_size, patch_size, stride, in_chans, embed_dim)
@@ -191,8 +196,10 @@ def forward_tokens(self:Vim, tokens,       # (B, M+1, C) from `embed`
                    hidden_states=False):   # also return each block's stream through the final norm: a list of (B, M+1, C)
     "The blocks, the last residual add and the final RMSNorm: every token's features, `(B, M+1, C)`."
     hidden, residual, states = tokens, None, []
+    recompute = self.grad_checkpointing and torch.is_grad_enabled()
     for layer in self.layers[:depth]:
-        hidden, residual = layer(hidden, residual)
+        if recompute: hidden, residual = checkpoint(layer, hidden, residual, use_reentrant=False)  # timm's way, per block
+        else: hidden, residual = layer(hidden, residual)
         if hidden_states: states.append(self.norm_f(residual + hidden.to(residual.dtype)))
     out = self.norm_f(residual + self.drop_path(hidden).to(residual.dtype)).to(tokens.dtype)
     return (out, states) if hidden_states else out
@@ -205,6 +212,11 @@ def forward_features(self:Vim, x): # images (B, in_chans, H, W)
 
 @patch
 def forward(self:Vim, x): return self.head(self.forward_features(x))
+
+@patch
+def set_grad_checkpointing(self:Vim, enable=True):
+    "Recompute each block's activations in the backward instead of storing them (chapter 06; timm's method)."
+    self.grad_checkpointing = enable
 
 # %% ../nbs/11_vim.ipynb #a69d963b
 VIM_CONFIGS = dict(
@@ -230,14 +242,37 @@ def _vim_state_dict(checkpoint, key):
         raise KeyError(f"checkpoint has no {key!r}; its top-level keys: {list(checkpoint)[:10]}")
     return checkpoint                                                  # a bare state dict
 
+def _vim_sizes(sd):
+    "The sizes a Vim state dict implies, read off its shapes (None where the key is absent)."
+    pe, A = sd.get("pos_embed"), sd.get("layers.0.mixer.A_log")
+    return {"embed dim": None if pe is None else pe.shape[-1],
+            "tokens (patches + class token)": None if pe is None else pe.shape[1],
+            "depth": len({k.split(".")[1] for k in sd if k.startswith("layers.")}),
+            "d_inner (expand × embed dim)": None if A is None else A.shape[0], "d_state": None if A is None else A.shape[1]}
+
+_VIM_FIXES = {"embed dim": "embed_dim", "tokens (patches + class token)": "img_size, patch_size and stride", "depth": "depth",
+              "d_inner (expand × embed dim)": "expand", "d_state": "d_state"}
+
+def _vim_size_hint(sd, own):
+    "What differs between checkpoint and model, in Vim's own terms, e.g. ': embed dim 48 in the checkpoint vs 32 in the model'."
+    ck, md = _vim_sizes(sd), _vim_sizes(own)
+    diff = [k for k in ck if ck[k] is not None and md[k] is not None and ck[k] != md[k]]
+    if "embed dim" in diff: diff = [k for k in diff if k != "d_inner (expand × embed dim)"]  # follows from the width
+    if not diff: return ""
+    return (": " + "; ".join(f"{k} {ck[k]} in the checkpoint vs {md[k]} in the model" for k in diff)
+            + f" (build the model with the checkpoint's {', '.join(_VIM_FIXES[k] for k in diff)})")
+
 def load_vim_checkpoint(model,         # a Vim
                         checkpoint,    # path to an official Vim checkpoint (e.g. vim_t_midclstok_ft_78p3acc.pth), or its dict
                         key="model",   # wrapper inside the file
-                        verbose=True): # print when the head is re-initialised
+                        verbose=True,  # print when the head is re-initialised
+                        allow_nonfinite=False): # load weights holding NaN or inf (with a warning) instead of refusing
     "Load official Vim weights into `model` strictly; a head of another size is re-initialised."
     name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the checkpoint dict"
     if isinstance(checkpoint, (str, Path)):
         checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
+    elif not isinstance(checkpoint, dict):
+        raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), got a {type(checkpoint).__name__}")
     sd, own = dict(_vim_state_dict(checkpoint, key)), model.state_dict()
     reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in VIM_HEAD_KEYS)
     if reset_head: sd = {k: v for k, v in sd.items() if k not in VIM_HEAD_KEYS}
@@ -245,11 +280,10 @@ def load_vim_checkpoint(model,         # a Vim
     unexpected = [k for k in sd if k not in own]
     mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        hint = " (pos_embed: the checkpoint's patch grid differs; build the model with its img_size, patch_size and stride)" \
-               if any(s.startswith("pos_embed") for s in mismatched) else ""
-        raise ValueError(f"{name} does not match this Vim{hint}" + "".join(
+        raise CheckpointError(f"{name} does not match this Vim{_vim_size_hint(sd, own)}" + "".join(
             f"\n  {what} ({len(ks)}): {', '.join(ks[:20])}{' ...' if len(ks) > 20 else ''}"
             for what, ks in [("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)] if ks))
+    check_finite_weights(sd, name, allow_nonfinite)
     model.load_state_dict(sd, strict=False)
     if reset_head:
         trunc_normal_(model.head.weight, std=.02); nn.init.zeros_(model.head.bias)

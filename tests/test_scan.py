@@ -416,3 +416,45 @@ def test_cross_selective_scan_non_float_inputs(scan_fn, name, bad, got):
 def test_cross_merge_bad_shape():
     with pytest.raises(ValueError, match="H\\*W"):
         cross_merge(torch.randn(1, 4, 2, 12), 3, 5)
+
+def _scan_inputs(b=2, d=3, N=4, L=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(u=torch.randn(b, d, L, generator=g), delta=torch.randn(b, d, L, generator=g), A=-torch.rand(d, N, generator=g) - 0.1,
+                B=torch.randn(b, N, L, generator=g), C=torch.randn(b, N, L, generator=g))
+
+@pytest.mark.parametrize("scan", [selective_scan_ref, selective_scan_parallel])
+@pytest.mark.parametrize("A_value,shown", [(30., "30"), (float("nan"), "nan"), (float("inf"), "inf")])
+def test_scans_refuse_positive_or_nan_A(scan, A_value, shown):
+    p = _scan_inputs()
+    p["A"] = p["A"].clone()
+    p["A"][1, 2] = A_value                           # one bad entry among negative ones is enough
+    with pytest.raises(ValueError) as e: scan(**p, delta_softplus=True)
+    assert str(e.value) == f"{scan.__name__}: A must be negative (A = -exp(A_log)); got max(A) = {shown}"
+
+def test_positive_A_would_be_nan_without_the_check():
+    "What the check prevents: the same scan with the check bypassed returns non-finite outputs, silently."
+    from unittest import mock
+    import resvmamba.scan as S
+    p = _scan_inputs(L=256)
+    p["A"] = p["A"].abs() * 100
+    with mock.patch.object(S, "require_negative_A", lambda *a: None):
+        y = S.selective_scan_ref(**p, delta_softplus=True)
+    assert not y.isfinite().all()
+
+def test_zero_A_passes():
+    p = _scan_inputs()
+    p["A"] = torch.zeros_like(p["A"]) * -1.                          # -exp(A_log) rounds to -0.0 for very negative A_log
+    torch.testing.assert_close(selective_scan_parallel(**p), selective_scan_ref(**p))
+
+def test_cross_scan_refuses_positive_A():
+    Bt, Dm, N, H, W = 2, 3, 2, 4, 5
+    inp = dict(x=torch.randn(Bt, Dm, H, W), delta=torch.randn(Bt, 4, Dm, H, W), A=torch.rand(4, Dm, N) + 0.5,
+               B=torch.randn(Bt, 4, N, H, W), C=torch.randn(Bt, 4, N, H, W))
+    with pytest.raises(ValueError, match=r"^cross_selective_scan_ref: A must be negative \(A = -exp\(A_log\)\); got max\(A\) = 1\.\d"):
+        cross_selective_scan_ref(**inp)
+
+def test_sign_check_makes_no_graph_break_when_compiled():
+    "Under torch.compile the check is skipped (reading max(A) back would break the graph): fullgraph tracing succeeds."
+    p = _scan_inputs(L=9)
+    compiled = torch.compile(selective_scan_parallel, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(**p, delta_softplus=True), selective_scan_ref(**p, delta_softplus=True))

@@ -105,3 +105,22 @@ def test_load_official_layout_checkpoint(tmp_path):
     del ckpt["model"]["norm_f.weight"]
     with pytest.raises(ValueError, match=r"missing keys \(1\): norm_f.weight"): load_vim_checkpoint(vim_test(), ckpt)
     with pytest.raises(ValueError, match="pos_embed"): load_vim_checkpoint(vim_test(stride=8), tmp_path / "vim.pth")
+
+
+def _official_like(model):
+    "A checkpoint holding `model`'s state dict under 'model', as the official files do."
+    return {"model": {k: v.clone() for k, v in model.state_dict().items()}}
+
+@pytest.mark.parametrize("file_kw,model_kw,says", [
+    (dict(embed_dim=48), {}, "embed dim 48 in the checkpoint vs 32 in the model (build the model with the checkpoint's embed_dim)"),
+    (dict(stride=8), {}, "tokens (patches + class token) 65 in the checkpoint vs 226 in the model "
+                         "(build the model with the checkpoint's img_size, patch_size and stride)"),
+    (dict(depth=3), {}, "depth 3 in the checkpoint vs 2 in the model (build the model with the checkpoint's depth)"),
+    (dict(d_state=8), {}, "d_state 8 in the checkpoint vs 4 in the model (build the model with the checkpoint's d_state)"),
+    (dict(expand=1), {}, "d_inner (expand × embed dim) 32 in the checkpoint vs 64 in the model (build the model with the checkpoint's expand)"),
+])
+def test_loader_says_what_differs(file_kw, model_kw, says):
+    ckpt = _official_like(vim_test(**file_kw))
+    with pytest.raises(ValueError) as e: load_vim_checkpoint(vim_test(**model_kw), ckpt)
+    first = str(e.value).splitlines()[0]
+    assert first == f"the checkpoint dict does not match this Vim: {says}", first
