@@ -49,7 +49,7 @@ def _cross_each(t, name):
 
 # %% ../nbs/03_cross_scan.ipynb #a6a766f0
 def _check_cross_args(x, delta, A, B, C, D, delta_bias):
-    "Raise a TypeError or ValueError naming the first input of `cross_selective_scan_ref` of the wrong type, shape or sign."
+    "A TypeError or ValueError naming the first bad input of `cross_selective_scan_ref` (type, shape, sign)."
     require_float("cross_selective_scan_ref", x=x, delta=delta, A=A, B=B, C=C, D=D, delta_bias=delta_bias)
     _check_image(x)
     b, d, H, W = x.shape

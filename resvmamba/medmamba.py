@@ -11,7 +11,8 @@ from timm.layers import DropPath
 from fastcore.basics import patch
 from .vss import SS2D, PatchMerging2D, ss2d_param_count
 from timm.models import checkpoint_seq
-from .vmamba import Permute, VMamba, read_checkpoint, check_stages, check_model_args, check_finite_weights
+from .vmamba import Permute, VMamba, read_checkpoint
+from .vmamba import check_stages, check_model_args, check_finite_weights
 from .models import register_family
 
 # %% auto #0
@@ -104,9 +105,12 @@ class MedMamba(nn.Module):
         super().__init__()
         if odd_sizes not in MERGINGS: raise ValueError(f"odd_sizes must be one of {tuple(MERGINGS)}, got {odd_sizes!r}")
         depths, dims = check_stages("MedMamba", depths, dims)
-        if any(c % 2 for c in dims): raise ValueError(f"MedMamba: every stage width must be even (each block splits its channels in halves), got dims {tuple(dims)}")
-        check_model_args("MedMamba", num_classes=num_classes, in_chans=in_chans, patch_size=patch_size, d_state=d_state,
-                         ssm_ratio=ssm_ratio, dt_rank=dt_rank, ssm_drop_rate=ssm_drop_rate, drop_path_rate=drop_path_rate)
+        if any(c % 2 for c in dims):
+            raise ValueError("MedMamba: every stage width must be even (each block splits its channels in "
+                             f"halves), got dims {tuple(dims)}")
+        check_model_args("MedMamba", num_classes=num_classes, in_chans=in_chans, patch_size=patch_size,
+                         d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, ssm_drop_rate=ssm_drop_rate,
+                         drop_path_rate=drop_path_rate)
         self.grad_checkpointing = False
         self.num_classes, self.in_chans, self.dims, self.depths, self.num_features = num_classes, in_chans, dims, list(depths), dims[-1]
         self.patch_embed = nn.Sequential(OrderedDict(proj=nn.Conv2d(in_chans, dims[0], patch_size, stride=patch_size),
@@ -132,8 +136,8 @@ def forward_features(self:MedMamba, x): # images (B, in_chans, H, W)
         raise ValueError(f"MedMamba expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
     x = self.patch_embed(x)
     for layer in self.layers:
-        if self.grad_checkpointing and torch.is_grad_enabled(): x = layer.downsample(checkpoint_seq(layer.blocks, x))
-        else: x = layer(x)
+        checkpointed = self.grad_checkpointing and torch.is_grad_enabled()
+        x = layer.downsample(checkpoint_seq(layer.blocks, x)) if checkpointed else layer(x)
     return x
 
 @patch
@@ -146,7 +150,7 @@ def forward(self:MedMamba, x): return self.forward_head(self.forward_features(x)
 
 @patch
 def set_grad_checkpointing(self:MedMamba, enable=True):
-    "Recompute each block's activations in the backward instead of storing them (chapter 06; timm's `checkpoint_seq`)."
+    "Recompute each block's activations in the backward instead of storing them (chapter 06; timm's method)."
     self.grad_checkpointing = enable
 
 # %% ../nbs/13_medmamba.ipynb #f979b44f
@@ -175,13 +179,14 @@ def _mismatch_report(missing, unexpected, mismatched):
 def load_medmamba_checkpoint(model,          # a MedMamba
                              checkpoint,     # path to an official MedMamba checkpoint (`net.state_dict()`), or the dict
                              verbose=True,   # say when the head is re-initialised
-                             allow_nonfinite=False): # load weights holding NaN or inf (with a warning) instead of refusing
+                             allow_nonfinite=False): # load NaN/inf weights (with a warning), not refuse
     "Load official MedMamba weights into `model` strictly; a head of another size is re-initialised."
     source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the checkpoint given"
     if isinstance(checkpoint, (str, Path)):
         checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
     elif not isinstance(checkpoint, dict):
-        raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under 'model'), got a {type(checkpoint).__name__}")
+        raise TypeError("checkpoint must be a file path or a dict (a state dict, or one under 'model'), "
+                        f"got a {type(checkpoint).__name__}")
     sd, own = medmamba_checkpoint_filter(checkpoint), model.state_dict()
     reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in MEDMAMBA_HEAD_KEYS)
     if reset_head: sd = {k: v for k, v in sd.items() if k not in MEDMAMBA_HEAD_KEYS}

@@ -51,35 +51,41 @@ def _check_medmnist_split(path, split, images, labels):
     if len(labels) and labels.min() < 0: raise ValueError(f"{path}: {split}_labels has negative classes")
     return images, labels
 
-MEDMNIST_CLASSES = dict(  # classes of MedMNIST's single-label 2-D datasets (the medmnist package's INFO), by file name
-    pathmnist=9, dermamnist=7, octmnist=4, pneumoniamnist=2, retinamnist=5, breastmnist=2, bloodmnist=8, tissuemnist=8,
-    organamnist=11, organcmnist=11, organsmnist=11)
+MEDMNIST_CLASSES = dict(  # classes of MedMNIST's single-label 2-D datasets (medmnist's INFO), by file name
+    pathmnist=9, dermamnist=7, octmnist=4, pneumoniamnist=2, retinamnist=5, breastmnist=2, bloodmnist=8,
+    tissuemnist=8, organamnist=11, organcmnist=11, organsmnist=11)
+
+def _stated_classes(path, splits, stated, whose):
+    "Check every label against `stated` classes; `whose` says where the number came from."
+    for split, (_, labels) in splits.items():
+        if len(labels) and labels.max() >= stated:
+            raise ValueError(f"{path}: {split}_labels has label {labels.max()}, outside the {stated} classes "
+                             f"0..{stated - 1} ({whose} {stated}); check the file, or pass the n_classes")
+    return stated
 
 def _label_span(path, splits, n_classes=None):
-    "The number of classes: `n_classes`, else the dataset's (its file name), else 1 + the largest label; every label checked."
-    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1):
+    "The number of classes: `n_classes`, else the dataset's (file name), else 1 + the largest label; checked."
+    bad_count = isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1
+    if n_classes is not None and bad_count:
         raise ValueError(f"n_classes must be an int >= 1 (or None: from the file), got {n_classes!r}")
     dataset = re.sub(r"_\d+$", "", Path(path).stem.lower())          # pathmnist_224.npz -> pathmnist
-    stated = n_classes if n_classes is not None else MEDMNIST_CLASSES.get(dataset)
-    if stated is not None:
-        whose = "n_classes" if n_classes is not None else f"{dataset} has"
-        for split, (_, labels) in splits.items():
-            if len(labels) and labels.max() >= stated:
-                raise ValueError(f"{path}: {split}_labels has label {labels.max()}, outside the {stated} classes 0..{stated - 1} "
-                                 f"({whose} {stated}); check the file, or pass the right n_classes")
-        return stated
+    if n_classes is not None: return _stated_classes(path, splits, n_classes, "n_classes")
+    if dataset in MEDMNIST_CLASSES:
+        return _stated_classes(path, splits, MEDMNIST_CLASSES[dataset], f"{dataset} has")
     present = np.unique(np.concatenate([labels for _, labels in splits.values()]))
-    empty = sorted(set(range(int(present.max()) + 1)) - set(present.tolist())) if len(present) else []
+    if not len(present): return 0
+    empty = sorted(set(range(int(present.max()) + 1)) - set(present.tolist()))
     if empty:  # a gap: the labels after it are most likely out of range, not classes without a single image
         stray = present[present > empty[0]]
-        where = [s for s, (_, labels) in splits.items() if np.isin(labels, stray).any()]
-        raise ValueError(f"{path}: classes {empty[0]}..{empty[-1]} have no image, so the file's classes look like 0..{empty[0] - 1} "
-                         f"and label(s) {stray.tolist()} (in {', '.join(f'{s}_labels' for s in where)}) lie outside them; "
+        where = ", ".join(f"{s}_labels" for s, (_, labels) in splits.items() if np.isin(labels, stray).any())
+        raise ValueError(f"{path}: classes {empty[0]}..{empty[-1]} have no image, so the file's classes "
+                         f"look like 0..{empty[0] - 1} and label(s) {stray.tolist()} (in {where}) lie "
+                         "outside them; "
                          f"pass n_classes={int(present.max()) + 1} if the file really has that many classes")
-    return int(present.max()) + 1 if len(present) else 0
+    return int(present.max()) + 1
 
 def read_medmnist(path, # a MedMNIST .npz file
-                  n_classes:int|None=None): # classes the labels must lie in; None: the dataset's, from the file name, or the labels'
+                  n_classes:int|None=None): # classes; None: the dataset's (file name), or the labels'
     "The three splits of a MedMNIST `.npz` as `{split: (images (n, H, W, 3) uint8, labels (n,) int64)}`."
     path = Path(path).expanduser()
     if not path.is_file():
@@ -87,7 +93,8 @@ def read_medmnist(path, # a MedMNIST .npz file
     with np.load(path) as f:
         missing = [f"{s}_{a}" for s in MEDMNIST_SPLITS for a in ("images", "labels") if f"{s}_{a}" not in f.files]
         if missing: raise KeyError(f"{path} is not in MedMNIST's layout: no {missing} (it has {sorted(f.files)})")
-        splits = {s: _check_medmnist_split(path, s, f[f"{s}_images"], f[f"{s}_labels"]) for s in MEDMNIST_SPLITS}
+        splits = {s: _check_medmnist_split(path, s, f[f"{s}_images"], f[f"{s}_labels"])
+                  for s in MEDMNIST_SPLITS}
     _label_span(path, splits, n_classes)
     return splits
 
@@ -121,7 +128,7 @@ def medmnist_dls(path,                  # a MedMNIST .npz file (train/val/test i
                  crop_scale=(0.08, 1.0),# area range of the training random resized crop
                  num_workers:int=0,     # loader processes (the arrays are in memory: 0 is usually enough)
                  device=None,           # where batches go (default: the GPU when there is one)
-                 n_classes:int|None=None, # classes of the file; None: the dataset's (from the file name), or read off the labels
+                 n_classes:int|None=None, # classes; None: the dataset's (file name), or the labels'
                  **kwargs):             # passed on to `DataBlock.dataloaders`
     "fastai `DataLoaders` (train, valid) of a MedMNIST `.npz` with MedMamba's transforms; `medmnist_test_dl` gives the test split."
     splits = read_medmnist(path, n_classes)

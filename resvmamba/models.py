@@ -86,15 +86,17 @@ def image_size_override(name:str, size=None) -> dict:
     return {"img_size": size} if size and name in MODELS and "img_size" in _accepted(MODELS[name].cls) else {}
 
 def _check_stage_args(name, entry, kwargs, overrides):
-    "depths/dims first (they decide the stages), then a default that no longer fits them, named as the caller's depths."
+    "depths/dims first (they decide the stages), then a default that no longer fits them, named with depths."
     if "depths" not in kwargs: return
-    kwargs["depths"], _ = check_stages(entry.cls.__name__, kwargs["depths"], kwargs.get("dims", 1))  # every preset sets dims
+    dims = kwargs.get("dims", 1)  # every preset sets dims
+    kwargs["depths"], _ = check_stages(entry.cls.__name__, kwargs["depths"], dims)
     n = len(kwargs["depths"])
     if "residual_stages" in _accepted(entry.cls) and "residual_stages" not in overrides:
-        default = inspect.signature(entry.cls).parameters["residual_stages"].default   # Res-VMamba's (0, 1, 2)
+        default = inspect.signature(entry.cls).parameters["residual_stages"].default  # Res-VMamba's (0, 1, 2)
         if max(default, default=-1) >= n - 1:
-            raise ValueError(f"{name}: depths={tuple(kwargs['depths'])} gives {n} stages, but the default residual_stages={default} "
-                             f"needs {max(default) + 2}; pass residual_stages={tuple(range(n - 1))} (every stage with patch merging)")
+            raise ValueError(f"{name}: depths={tuple(kwargs['depths'])} gives {n} stages, but the default "
+                             f"residual_stages={default} needs {max(default) + 2}; "
+                             f"pass residual_stages={tuple(range(n - 1))} (every stage with patch merging)")
 
 def _checkpoint_path(name, entry, pretrained, pcfg):
     "The file `pretrained` names: a path, or for `True` the preset's `pretrained_cfg['file']` if it exists."
@@ -111,7 +113,7 @@ def _checkpoint_path(name, entry, pretrained, pcfg):
 def create_model(name,              # a name in `MODELS`, e.g. "resvmamba_small"
                  num_classes=241,   # classes of the head (CNFOOD-241 has 241; 0 = no head)
                  pretrained=None,   # path to a checkpoint file, loaded by the family's loader (True: pretrained_cfg's file)
-                 grad_checkpointing=False, # recompute each block's activations in the backward (`set_grad_checkpointing`)
+                 grad_checkpointing=False, # recompute each block in the backward (`set_grad_checkpointing`)
                  **overrides):      # constructor arguments (dims, depths, drop_path_rate, drop_rate, global_pool, ...) and
                                     # timm's features_only, out_indices, pretrained_cfg, pretrained_cfg_overlay
     "Build a registered model by name through timm's `build_model_with_cfg`, optionally loading a checkpoint file."

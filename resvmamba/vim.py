@@ -15,7 +15,8 @@ from timm.layers import DropPath, trunc_normal_, lecun_normal_, resample_abs_pos
 from .scan import selective_scan_ref, selective_scan_parallel
 from .vss import s4d_real_A_logs, dt_bias_init
 from torch.utils.checkpoint import checkpoint
-from .vmamba import meta_model, read_checkpoint, check_model_args, check_finite_weights, CheckpointError
+from .vmamba import meta_model, read_checkpoint, check_model_args, check_finite_weights
+from .vmamba import CheckpointError
 from .models import register_family
 
 # %% ../nbs/11_vim.ipynb #5bacbf82
@@ -72,7 +73,7 @@ class BiMamba(nn.Module):
 
 # %% ../nbs/11_vim.ipynb #d658882b
 def _scan_fn(backend, x):
-    "The 1-D selective scan for `backend`; 'auto' is the blocked parallel scan (the faster on the CPU too, chapter 02)."
+    "The 1-D selective scan for `backend`; 'auto' is the blocked parallel scan (faster on CPUs too, ch. 02)."
     if backend == "auto": backend = "parallel"
     return selective_scan_parallel if backend == "parallel" else selective_scan_ref
 
@@ -129,9 +130,10 @@ class Vim(nn.Module):
                  dynamic_img_size=False,    # accept other image sizes by resampling the position embeddings
                  scan_backend="auto"):      # "auto" | "parallel" | "reference"
         super().__init__()
-        check_model_args("Vim", num_classes=num_classes, in_chans=in_chans, img_size=img_size, patch_size=patch_size, stride=stride,
-                         embed_dim=embed_dim, depth=depth, d_state=d_state, expand=expand, dt_rank=dt_rank, d_conv=d_conv,
-                         drop_rate=drop_rate, drop_path_rate=drop_path_rate, norm_eps=norm_eps)
+        check_model_args("Vim", num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                         patch_size=patch_size, stride=stride, embed_dim=embed_dim, depth=depth,
+                         d_state=d_state, expand=expand, dt_rank=dt_rank, d_conv=d_conv, drop_rate=drop_rate,
+                         drop_path_rate=drop_path_rate, norm_eps=norm_eps)
         self.grad_checkpointing = False
         self.num_classes, self.in_chans, self.num_features, self.depth = num_classes, in_chans, embed_dim, depth
         self.dynamic_img_size = dynamic_img_size
@@ -198,7 +200,7 @@ def forward_tokens(self:Vim, tokens,       # (B, M+1, C) from `embed`
     hidden, residual, states = tokens, None, []
     recompute = self.grad_checkpointing and torch.is_grad_enabled()
     for layer in self.layers[:depth]:
-        if recompute: hidden, residual = checkpoint(layer, hidden, residual, use_reentrant=False)  # timm's way, per block
+        if recompute: hidden, residual = checkpoint(layer, hidden, residual, use_reentrant=False)  # as timm
         else: hidden, residual = layer(hidden, residual)
         if hidden_states: states.append(self.norm_f(residual + hidden.to(residual.dtype)))
     out = self.norm_f(residual + self.drop_path(hidden).to(residual.dtype)).to(tokens.dtype)
@@ -248,16 +250,17 @@ def _vim_sizes(sd):
     return {"embed dim": None if pe is None else pe.shape[-1],
             "tokens (patches + class token)": None if pe is None else pe.shape[1],
             "depth": len({k.split(".")[1] for k in sd if k.startswith("layers.")}),
-            "d_inner (expand × embed dim)": None if A is None else A.shape[0], "d_state": None if A is None else A.shape[1]}
+            "d_inner (expand × embed dim)": None if A is None else A.shape[0],
+            "d_state": None if A is None else A.shape[1]}
 
-_VIM_FIXES = {"embed dim": "embed_dim", "tokens (patches + class token)": "img_size, patch_size and stride", "depth": "depth",
-              "d_inner (expand × embed dim)": "expand", "d_state": "d_state"}
+_VIM_FIXES = {"embed dim": "embed_dim", "tokens (patches + class token)": "img_size, patch_size and stride",
+              "depth": "depth", "d_inner (expand × embed dim)": "expand", "d_state": "d_state"}
 
 def _vim_size_hint(sd, own):
-    "What differs between checkpoint and model, in Vim's own terms, e.g. ': embed dim 48 in the checkpoint vs 32 in the model'."
+    "What differs between checkpoint and model in Vim's terms, e.g. ': embed dim 48 in the checkpoint vs ...'"
     ck, md = _vim_sizes(sd), _vim_sizes(own)
     diff = [k for k in ck if ck[k] is not None and md[k] is not None and ck[k] != md[k]]
-    if "embed dim" in diff: diff = [k for k in diff if k != "d_inner (expand × embed dim)"]  # follows from the width
+    if "embed dim" in diff: diff = [k for k in diff if k != "d_inner (expand × embed dim)"]  # follows from it
     if not diff: return ""
     return (": " + "; ".join(f"{k} {ck[k]} in the checkpoint vs {md[k]} in the model" for k in diff)
             + f" (build the model with the checkpoint's {', '.join(_VIM_FIXES[k] for k in diff)})")
@@ -266,13 +269,14 @@ def load_vim_checkpoint(model,         # a Vim
                         checkpoint,    # path to an official Vim checkpoint (e.g. vim_t_midclstok_ft_78p3acc.pth), or its dict
                         key="model",   # wrapper inside the file
                         verbose=True,  # print when the head is re-initialised
-                        allow_nonfinite=False): # load weights holding NaN or inf (with a warning) instead of refusing
+                        allow_nonfinite=False): # load NaN/inf weights (with a warning), not refuse
     "Load official Vim weights into `model` strictly; a head of another size is re-initialised."
     name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the checkpoint dict"
     if isinstance(checkpoint, (str, Path)):
         checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
     elif not isinstance(checkpoint, dict):
-        raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), got a {type(checkpoint).__name__}")
+        raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), "
+                        f"got a {type(checkpoint).__name__}")
     sd, own = dict(_vim_state_dict(checkpoint, key)), model.state_dict()
     reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in VIM_HEAD_KEYS)
     if reset_head: sd = {k: v for k, v in sd.items() if k not in VIM_HEAD_KEYS}

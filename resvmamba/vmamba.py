@@ -75,22 +75,24 @@ def classifier_head(num_features,     # C of the last stage
                                      head=_linear_head(num_features * pool.feat_mult(), num_classes, norm.weight)))
 
 # %% ../nbs/06_vmamba.ipynb #b7c1a002
-def _is_int(v): return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # True is an int to Python, not to us
+def _is_int(v): return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # True is an int to Python
 def _is_real(v): return isinstance(v, numbers.Real) and not isinstance(v, bool)
 def _got(v): return f"got {v!r} ({type(v).__name__})"
 
 def check_count(owner, name, value, minimum=1, note=""):
-    "`value` as an int ≥ `minimum`, or a TypeError/ValueError naming `owner`'s argument `name` and what is expected."
-    if not _is_int(value): raise TypeError(f"{owner}: {name} must be an int >= {minimum}{note}, {_got(value)}")
+    "`value` as an int ≥ `minimum`, or a TypeError/ValueError naming `owner`'s argument and what it expects."
+    if not _is_int(value):
+        raise TypeError(f"{owner}: {name} must be an int >= {minimum}{note}, {_got(value)}")
     if value < minimum: raise ValueError(f"{owner}: {name} must be >= {minimum}{note}, got {value}")
     return int(value)
 
 def check_number(owner, name, value, low=0., high=math.inf, low_open=False, note=""):
-    "`value` as a float in [low, high) ((low, high) if `low_open`), or a TypeError/ValueError naming the argument."
+    "`value` as a float in [low, high) ((low, high) if `low_open`), or an error naming the argument."
     span = f"> {low:g}" if low_open else f">= {low:g}"
     if high < math.inf: span = f"in {'(' if low_open else '['}{low:g}, {high:g})"
     if not _is_real(value): raise TypeError(f"{owner}: {name} must be a number {span}{note}, {_got(value)}")
-    if not (low < value if low_open else low <= value) or not value < high:
+    above_low = low < value if low_open else low <= value
+    if not (above_low and value < high):
         raise ValueError(f"{owner}: {name} must be a number {span}{note}, got {value}")
     return float(value)
 
@@ -99,31 +101,35 @@ def check_dt_rank(owner, name, value):
     if value != "auto": check_count(owner, name, value, note=" or 'auto' (ceil(C/16))")
     return value
 
+_rate = partial(check_number, high=1.)          # a probability of dropping: 1 would drop everything
+_positive = partial(check_number, low_open=True)
 MODEL_ARG_RULES = dict(  # argument -> its check, shared by every model family of the package
     num_classes=partial(check_count, minimum=0, note=" (0 = no head, as in timm)"),
     in_chans=check_count, patch_size=check_count, stride=check_count, img_size=check_count,
     embed_dim=check_count, depth=check_count, d_state=check_count, d_conv=check_count, dt_rank=check_dt_rank,
-    ssm_ratio=partial(check_number, low_open=True), expand=partial(check_number, low_open=True),
-    mlp_ratio=partial(check_number, note=" (0 = no MLP)"), norm_eps=partial(check_number, low_open=True),
-    drop_rate=partial(check_number, high=1.), drop_path_rate=partial(check_number, high=1.),
-    ssm_drop_rate=partial(check_number, high=1.), mlp_drop_rate=partial(check_number, high=1.))
+    ssm_ratio=_positive, expand=_positive, norm_eps=_positive,
+    mlp_ratio=partial(check_number, note=" (0 = no MLP)"),
+    drop_rate=_rate, drop_path_rate=_rate, ssm_drop_rate=_rate, mlp_drop_rate=_rate)
 
 def check_model_args(owner, **args):
     "Check each argument by its rule in `MODEL_ARG_RULES`; `owner` (the class) is named in the messages."
     for name, value in args.items(): MODEL_ARG_RULES[name](owner, name, value)
 
 def check_stages(owner, depths, dims):
-    "`(depths, dims)` as lists, one entry per stage (an int `dims` C means C, 2C, 4C, ...), or an error naming them."
-    if not isinstance(depths, (list, tuple)) or not depths:
-        raise TypeError(f"{owner}: depths must be a non-empty list or tuple of blocks per stage, e.g. (2, 2, 9, 2), {_got(depths)}")
+    "`(depths, dims)` as lists, one entry per stage (an int `dims` C means C, 2C, 4C, ...), or a named error."
+    if not isinstance(depths, (list, tuple)):
+        raise TypeError(f"{owner}: depths must be a list or tuple of blocks per stage, e.g. (2, 2, 9, 2), "
+                        f"{_got(depths)}")
+    if not depths: raise ValueError(f"{owner}: depths must name at least one stage, got {depths!r}")
     for i, n in enumerate(depths): check_count(owner, f"depths[{i}]", n, note=" (blocks in that stage)")
     if _is_int(dims): dims = [check_count(owner, "dims", dims) * 2 ** i for i in range(len(depths))]
     elif not isinstance(dims, (list, tuple)):
-        raise TypeError(f"{owner}: dims must be an int C (the first stage's width, doubled per stage) or one width per stage, {_got(dims)}")
+        raise TypeError(f"{owner}: dims must be an int C (the first stage's width, doubled per stage) "
+                        f"or one width per stage, {_got(dims)}")
     for i, c in enumerate(dims): check_count(owner, f"dims[{i}]", c, note=" (channels of that stage)")
     if len(dims) != len(depths):
-        raise ValueError(f"{owner}: dims {tuple(dims)} has {len(dims)} entries but depths {tuple(depths)} has {len(depths)} stages; "
-                         "give one width per stage, or one int C for (C, 2C, 4C, ...)")
+        raise ValueError(f"{owner}: dims {tuple(dims)} has {len(dims)} entries but depths {tuple(depths)} "
+                         f"has {len(depths)} stages; give one width per stage or one int C: (C, 2C, 4C, ...)")
     return list(depths), list(dims)
 
 # %% ../nbs/06_vmamba.ipynb #6520f9de
@@ -143,9 +149,11 @@ class VMamba(nn.Module):
                  scan_backend="auto"):    # "auto" | "reference" | "parallel" | "triton"
         super().__init__()
         depths, dims = check_stages(type(self).__name__, depths, dims)
-        check_model_args(type(self).__name__, num_classes=num_classes, in_chans=in_chans, patch_size=patch_size,
-                         d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, mlp_ratio=mlp_ratio, ssm_drop_rate=ssm_drop_rate,
-                         mlp_drop_rate=mlp_drop_rate, drop_path_rate=drop_path_rate, drop_rate=drop_rate)
+        check_model_args(type(self).__name__, num_classes=num_classes, in_chans=in_chans,
+                         patch_size=patch_size, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank,
+                         mlp_ratio=mlp_ratio,
+                         ssm_drop_rate=ssm_drop_rate, mlp_drop_rate=mlp_drop_rate,
+                         drop_path_rate=drop_path_rate, drop_rate=drop_rate)
         self.num_classes, self.in_chans, self.dims, self.depths = num_classes, in_chans, dims, list(depths)
         self.num_features = self.head_hidden_size = dims[-1]
         self.global_pool, self.drop_rate, self.grad_checkpointing = global_pool, drop_rate, False
@@ -290,7 +298,7 @@ class CheckpointError(ValueError):
     "A checkpoint that cannot be read, or that holds no weights in the expected layout."
 
 def _text_start(head):
-    "The first line of `head` if these bytes are text (UTF-8, no NUL), else None; torch.save never writes text."
+    "The first line of `head` if the bytes are text (UTF-8, no NUL), else None; torch.save never writes text."
     if b"\0" in head: return None
     for cut in range(4):                                  # the read may end inside a multi-byte character
         try: text = head[:len(head) - cut].decode("utf-8")
@@ -305,16 +313,17 @@ def read_checkpoint(path): # a file written by torch.save
     if not f.exists(): raise FileNotFoundError(f"no checkpoint file at {f}")
     if f.is_dir(): raise CheckpointError(f"checkpoint {f} is a folder; expected a file written by torch.save")
     size = f.stat().st_size
-    if size == 0: raise CheckpointError(f"checkpoint {f} is empty (0 bytes); expected a file written by torch.save")
+    if size == 0:
+        raise CheckpointError(f"checkpoint {f} is empty (0 bytes); expected a file written by torch.save")
     with f.open("rb") as fh: start = _text_start(fh.read(512))
     if start is not None:  # before torch.load, whose unpickler would call text "Python objects"
-        raise CheckpointError(f"checkpoint {f} is not a PyTorch checkpoint (text file, {size} bytes, starts with {start!r}); "
-                              "expected a file written by torch.save")
+        raise CheckpointError(f"checkpoint {f} is not a PyTorch checkpoint (text file, {size} bytes, "
+                              f"starts with {start!r}); expected a file written by torch.save")
     try: return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:
         with f.open("rb") as fh: head = fh.read(8)
         cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-        torch_file = head.startswith((b"PK", b"\x80"))   # torch.save's zip archive, or a legacy pickle (protocol >= 2)
+        torch_file = head.startswith((b"PK", b"\x80"))   # torch.save's zip archive, or a legacy pickle
         if not torch_file:  # whatever the unpickler said about it, it was never a PyTorch file
             raise CheckpointError(f"checkpoint {f} is not a PyTorch file (it starts with {head!r}); "
                                   "expected a file written by torch.save") from e
@@ -326,12 +335,14 @@ def check_finite_weights(sd,                   # the state dict about to be load
                          source,               # how the messages name it, e.g. "checkpoint runs/a.pth"
                          allow_nonfinite=False # True: only warn
                         ):
-    "Raise a CheckpointError naming every tensor of `sd` holding NaN or ±inf (a model loaded from it outputs NaN)."
+    "Raise a CheckpointError naming every tensor of `sd` holding NaN or ±inf."
     bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if not bad: return
     msg = (f"{source} has non-finite values (NaN or inf) in {len(bad)} tensor(s): {', '.join(bad[:10])}"
            f"{' ...' if len(bad) > 10 else ''}")
-    if not allow_nonfinite: raise CheckpointError(msg + "; a model loaded from it would output NaN. Pass allow_nonfinite=True to load it anyway")
+    if not allow_nonfinite:
+        raise CheckpointError(f"{msg}; a model loaded from it would output NaN. "
+                              "Pass allow_nonfinite=True to load it anyway")
     warnings.warn(msg + "; loaded anyway (allow_nonfinite=True)")
 
 # %% ../nbs/06_vmamba.ipynb #b7c10010
@@ -366,7 +377,7 @@ def load_vmamba_checkpoint(model,          # a VMamba (or ResVMamba)
                            checkpoint,     # a file (official VMamba v0, this package's training checkpoint or EMA file), or its contents
                            key="model",    # where the weights are: "model", "model_ema" (official EMA), "ema" (our training EMA)
                            verbose=True,   # print what was re-initialised or kept
-                           allow_nonfinite=False): # load weights holding NaN or inf (with a warning) instead of refusing
+                           allow_nonfinite=False): # load NaN/inf weights (with a warning), not refuse
     "Load VMamba v0 weights into `model`; a head of another size is re-initialised, anything else must match."
     source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the checkpoint given"
     if isinstance(checkpoint, (str, Path)): checkpoint = read_checkpoint(checkpoint)

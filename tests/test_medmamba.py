@@ -156,21 +156,25 @@ def test_medmnist_label_outside_the_classes_is_refused(tmp_path):
     train = (np.arange(40) % 4).astype(np.uint8)[:, None]; train[5] = 9
     f = _with_labels(tmp_path, "mine.npz", train_labels=train)
     with pytest.raises(ValueError) as e: medmnist_dls(f, size=28, device="cpu")
-    assert str(e.value) == (f"{f}: classes 4..8 have no image, so the file's classes look like 0..3 and label(s) [9] "
-                            "(in train_labels) lie outside them; pass n_classes=10 if the file really has that many classes")
+    assert str(e.value) == (f"{f}: classes 4..8 have no image, so the file's classes look like 0..3 and "
+                            "label(s) [9] (in train_labels) lie outside them; pass n_classes=10 if the file "
+                            "really has that many classes")
     with pytest.raises(ValueError, match="classes 4..8 have no image"): read_medmnist(f)
-    assert medmnist_dls(f, size=28, device="cpu", n_classes=10).c == 10            # the caller says so: accepted
-    with pytest.raises(ValueError, match=r"train_labels has label 9, outside the 5 classes 0..4 \(n_classes 5\)"):
+    assert medmnist_dls(f, size=28, device="cpu", n_classes=10).c == 10            # said explicitly: accepted
+    with pytest.raises(ValueError, match=r"train_labels has label 9, outside the 5 classes 0..4 \(n_classes"):
         read_medmnist(f, n_classes=5)
 
-@pytest.mark.parametrize("name,classes", [("octmnist.npz", 4), ("pathmnist_64.npz", 9), ("breastmnist_224.npz", 2)])
+@pytest.mark.parametrize("name,classes", [("octmnist.npz", 4), ("pathmnist_64.npz", 9),
+                                          ("breastmnist_224.npz", 2)])
 def test_medmnist_known_datasets_use_their_class_count(tmp_path, name, classes):
-    ok = _with_labels(tmp_path, "ok_" + name, n_classes=min(classes, 4))           # labels 0..3 (0..1 for breastmnist)
+    ok = _with_labels(tmp_path, "ok_" + name, n_classes=min(classes, 4))           # labels 0..3 (or 0..1)
     (tmp_path / name).write_bytes(ok.read_bytes())
-    assert medmnist_dls(tmp_path / name, size=28, device="cpu").c == classes       # the dataset's count, not the labels'
-    bad = _with_labels(tmp_path, "bad.npz", n_classes=min(classes, 4), val_labels=np.full((12, 1), classes, np.uint8))
+    assert medmnist_dls(tmp_path / name, size=28, device="cpu").c == classes       # the dataset's count
+    too_big = np.full((12, 1), classes, np.uint8)
+    bad = _with_labels(tmp_path, "bad.npz", n_classes=min(classes, 4), val_labels=too_big)
     (tmp_path / name).write_bytes(bad.read_bytes())
-    with pytest.raises(ValueError, match=f"val_labels has label {classes}, outside the {classes} classes 0..{classes - 1}"):
+    want = f"val_labels has label {classes}, outside the {classes} classes 0..{classes - 1}"
+    with pytest.raises(ValueError, match=want):
         read_medmnist(tmp_path / name)
 
 def test_medmnist_n_classes_must_be_a_count(tmp_path):

@@ -419,8 +419,9 @@ def test_cross_merge_bad_shape():
 
 def _scan_inputs(b=2, d=3, N=4, L=64, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return dict(u=torch.randn(b, d, L, generator=g), delta=torch.randn(b, d, L, generator=g), A=-torch.rand(d, N, generator=g) - 0.1,
-                B=torch.randn(b, N, L, generator=g), C=torch.randn(b, N, L, generator=g))
+    r = lambda *shape: torch.randn(*shape, generator=g)
+    A = -torch.rand(d, N, generator=g) - 0.1
+    return dict(u=r(b, d, L), delta=r(b, d, L), A=A, B=r(b, N, L), C=r(b, N, L))
 
 @pytest.mark.parametrize("scan", [selective_scan_ref, selective_scan_parallel])
 @pytest.mark.parametrize("A_value,shown", [(30., "30"), (float("nan"), "nan"), (float("inf"), "inf")])
@@ -443,18 +444,20 @@ def test_positive_A_would_be_nan_without_the_check():
 
 def test_zero_A_passes():
     p = _scan_inputs()
-    p["A"] = torch.zeros_like(p["A"]) * -1.                          # -exp(A_log) rounds to -0.0 for very negative A_log
+    p["A"] = torch.zeros_like(p["A"]) * -1.                 # -exp(A_log) rounds to -0.0 for A_log << 0
     torch.testing.assert_close(selective_scan_parallel(**p), selective_scan_ref(**p))
 
 def test_cross_scan_refuses_positive_A():
     Bt, Dm, N, H, W = 2, 3, 2, 4, 5
     inp = dict(x=torch.randn(Bt, Dm, H, W), delta=torch.randn(Bt, 4, Dm, H, W), A=torch.rand(4, Dm, N) + 0.5,
                B=torch.randn(Bt, 4, N, H, W), C=torch.randn(Bt, 4, N, H, W))
-    with pytest.raises(ValueError, match=r"^cross_selective_scan_ref: A must be negative \(A = -exp\(A_log\)\); got max\(A\) = 1\.\d"):
+    want = r"^cross_selective_scan_ref: A must be negative \(A = -exp\(A_log\)\); got max\(A\) = 1\.\d"
+    with pytest.raises(ValueError, match=want):
         cross_selective_scan_ref(**inp)
 
 def test_sign_check_makes_no_graph_break_when_compiled():
-    "Under torch.compile the check is skipped (reading max(A) back would break the graph): fullgraph tracing succeeds."
+    "Under torch.compile the check is skipped (max(A) would break the graph): fullgraph tracing runs."
     p = _scan_inputs(L=9)
     compiled = torch.compile(selective_scan_parallel, backend="eager", fullgraph=True)
-    torch.testing.assert_close(compiled(**p, delta_softplus=True), selective_scan_ref(**p, delta_softplus=True))
+    want = selective_scan_ref(**p, delta_softplus=True)
+    torch.testing.assert_close(compiled(**p, delta_softplus=True), want)

@@ -112,12 +112,16 @@ def _official_like(model):
     return {"model": {k: v.clone() for k, v in model.state_dict().items()}}
 
 @pytest.mark.parametrize("file_kw,model_kw,says", [
-    (dict(embed_dim=48), {}, "embed dim 48 in the checkpoint vs 32 in the model (build the model with the checkpoint's embed_dim)"),
+    (dict(embed_dim=48), {}, "embed dim 48 in the checkpoint vs 32 in the model "
+                             "(build the model with the checkpoint's embed_dim)"),
     (dict(stride=8), {}, "tokens (patches + class token) 65 in the checkpoint vs 226 in the model "
                          "(build the model with the checkpoint's img_size, patch_size and stride)"),
-    (dict(depth=3), {}, "depth 3 in the checkpoint vs 2 in the model (build the model with the checkpoint's depth)"),
-    (dict(d_state=8), {}, "d_state 8 in the checkpoint vs 4 in the model (build the model with the checkpoint's d_state)"),
-    (dict(expand=1), {}, "d_inner (expand × embed dim) 32 in the checkpoint vs 64 in the model (build the model with the checkpoint's expand)"),
+    (dict(depth=3), {}, "depth 3 in the checkpoint vs 2 in the model "
+                        "(build the model with the checkpoint's depth)"),
+    (dict(d_state=8), {}, "d_state 8 in the checkpoint vs 4 in the model "
+                          "(build the model with the checkpoint's d_state)"),
+    (dict(expand=1), {}, "d_inner (expand × embed dim) 32 in the checkpoint vs 64 in the model "
+                         "(build the model with the checkpoint's expand)"),
 ])
 def test_loader_says_what_differs(file_kw, model_kw, says):
     ckpt = _official_like(vim_test(**file_kw))
