@@ -33,13 +33,14 @@ def require_float(fn_name: str, # the public function doing the check, named in 
 def require_negative_A(fn_name: str, # the public function doing the check, named in the message
                        A,            # the state matrix diagonal, any shape
                       ):
-    "A ValueError unless every entry of A is ≤ 0 (NaN fails too): with A > 0 the state grows to inf, then NaN"
+    "A ValueError if an entry of A is positive: the state would grow as exp(ΔA·t) to inf, the output to NaN."
     # One reduction and one scalar read. Under torch.compile the read would break the graph (and sync the
     # GPU), so a compiled model skips it: its A = -exp(A_log) is negative by construction.
-    # -exp(A_log) may round to -0.0, so 0 passes.
+    # -exp(A_log) may round to -0.0, so 0 passes. NaN passes too: it means the weights diverged, which the
+    # learner's non-finite-loss check reports (keeping the last good checkpoint), not a wrongly signed A.
     if torch.compiler.is_compiling() or A.numel() == 0 or A.device.type == "meta": return
     top = A.detach().max().item()
-    if not top <= 0:
+    if top > 0:
         raise ValueError(f"{fn_name}: A must be negative (A = -exp(A_log)); got max(A) = {top:.4g}")
 
 def _check_scan_args(fn, u, delta, A, B, C, D, z, delta_bias):
