@@ -79,6 +79,7 @@ def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T:
         if s == 0: hk = h
         else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
         k = c * (T // T_SAVE) + s
+        hk = hk.to(hs_ptr.dtype.element_ty)   # bfloat16 checkpoints for half inputs (see the launcher)
         tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
 
 # %% ../nbs/04_triton_scan.ipynb #5b239776
@@ -177,7 +178,7 @@ def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward in
             Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
             Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
             dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
-            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
+            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
             dxp = dxk + img + p
             if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
                 dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
@@ -249,6 +250,10 @@ def _acc(x):
     "Accumulation dtype: float32 for half, bfloat16 and float32 inputs; float64 stays float64 (for gradcheck)."
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
+def _state_dtype(x):
+    "Checkpoint dtype: bfloat16 for half inputs (float32's range, the inputs' precision), else the accumulation dtype."
+    return torch.bfloat16 if x.dtype in (torch.bfloat16, torch.float16) else _acc(x)
+
 def _empty(shape, like, dtype):
     "Allocate a kernel output (NaN-filled when `POISON` is set)."
     t = torch.empty(shape, device=like.device, dtype=dtype)
@@ -276,7 +281,7 @@ def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, til
     if T % t_save: T = t_save                                                      # checkpoints must fall on chunk pieces
     acc, n_chunks, n_save = _acc(x), _cdiv(L, T), _cdiv(L, t_save)
     y = _empty((Bsz, Dm, H, W), x, acc)
-    hs = _empty((Bsz, 4, n_save, Dm, N), x, acc) if save_states else y
+    hs = _empty((Bsz, 4, n_save, Dm, N), x, _state_dtype(x)) if save_states else y
     cols = _column_copies(x, delta, B, C) if contig else (x, delta, B, C)
     yT = _empty((Bsz, Dm, W, H), x, acc) if contig else y
     kernels._fwd_kernel[(_cdiv(Dm, BD), Bsz)](
@@ -336,7 +341,8 @@ def _fwd_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Option
 def _(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states):
     Bsz, Dm, H, W = x.shape
     N, acc = A.shape[-1], _acc(x)
-    return x.new_empty(x.shape, dtype=acc), x.new_empty((Bsz, 4, _n_save(N, H * W), Dm, N) if save_states else (0,), dtype=acc)
+    hs_shape = (Bsz, 4, _n_save(N, H * W), Dm, N) if save_states else (0,)
+    return x.new_empty(x.shape, dtype=acc), x.new_empty(hs_shape, dtype=_state_dtype(x) if save_states else acc)
 
 @torch.library.custom_op("resvmamba::cross_scan_bwd", mutates_args=())
 def _bwd_op(dy: Tensor, hs: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
@@ -379,6 +385,13 @@ def _check_inputs(x, delta, A, B, C, D, delta_bias):
             raise ValueError(f"cross_selective_scan_triton: {name} must be {shape}, got {tuple(t.shape)}")
         if t is not None and t.device != x.device:
             raise ValueError(f"cross_selective_scan_triton: all inputs must be on {x.device}, {name} is on {t.device}")
+    if not torch.compiler.is_compiling():   # one tiny reduction in eager mode; a compiled graph skips it (no graph break)
+        _check_negative(A)
+
+def _check_negative(A):
+    "A >= 0 makes exp(Δ·A) >= 1: the state grows instead of decaying, and the output overflows silently."
+    v = A.max().item()
+    if not v < 0: raise ValueError(f"A must be negative (A = -exp(A_log)); got max(A) = {v}")
 
 # %% ../nbs/04_triton_scan.ipynb #bffa9e67
 def cross_selective_scan_triton(x,                    # input feature map, (B, Dm, H, W)
