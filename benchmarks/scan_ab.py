@@ -34,6 +34,7 @@ if __name__ == "__main__":
             dname = str(dtype).replace("torch.", "")
             ins = inputs(BATCH, Dm, H, H, N, dtype)
             for backward in (False, True):
+                for t in ins: t.requires_grad_(backward)
                 ms = timed(cross_selective_scan_triton, backward, ins)
                 row = dict(label=a.label, Dm=Dm, H=H, dtype=dname, pass_="fwd+bwd" if backward else "fwd", ms=ms,
                            official_ms=official[(Dm, dname)][1 if backward else 0])
