@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 STEPS=${STEPS:-10}; WARM=${WARM:-3}
 [ -n "${CHECK:-}" ] && (cd $NEW && PYTHONPATH=/tmp/site:. timeout 150 python3 benchmarks/scan_bench.py --check --quick)
 PYTHONPATH=/tmp/site:$NEW timeout 120 python3 $NEW/benchmarks/memory_accounting.py --C 96 --size 56 --batch 4 --json $OUT/memory_accounting.json
-if [ -n "${SCAN:-}" ]; then for v in prev new prev new; do
+if [ -n "${SCAN:-}" ]; then for v in ${SCAN_ORDER:-prev new prev new}; do
   [ $v = prev ] && T=$PREV || T=$NEW
   PYTHONPATH=/tmp/site:$T timeout 150 python3 $NEW/benchmarks/scan_ab.py --label $v --json $OUT/scan_ab.json
 done; fi
