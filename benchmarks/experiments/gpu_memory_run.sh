@@ -20,7 +20,7 @@ for v in ${VERSIONS:-prev new}; do
 done
 for v in ${SCAN_ORDER:-}; do
   [ $v = prev ] && T=$PREV || T=$NEW
-  PYTHONPATH=/tmp/site:$T timeout 150 python3 $NEW/benchmarks/scan_ab.py --label $v --json $OUT/scan_ab.json
+  PYTHONPATH=/tmp/site:$T timeout ${SCAN_TIMEOUT:-150} python3 $NEW/benchmarks/scan_ab.py --label $v --json $OUT/scan_ab.json
 done
 [ -n "${NEW_EXTRA_RUN:-}" ] && PYTHONPATH=/tmp/site:$NEW timeout ${EXTRA_TIMEOUT:-300} python3 $NEW/benchmarks/train_bench.py \
   $NEW_EXTRA_RUN --steps $STEPS --warmup $WARM --tag " (new)" --json $OUT/train_bench_new_extra.json --out /tmp/tb_extra.md
