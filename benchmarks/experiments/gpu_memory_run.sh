@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl_train/*.whl || exit 1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 STEPS=${STEPS:-10}; WARM=${WARM:-3}
-PYTHONPATH=/tmp/site:$NEW timeout 120 python3 $NEW/benchmarks/memory_accounting.py --C 96 --size 56 --batch 4 --json $OUT/memory_accounting.json
+[ -z "${NO_ACCOUNT:-}" ] && PYTHONPATH=/tmp/site:$NEW timeout 120 python3 $NEW/benchmarks/memory_accounting.py --C 96 --size 56 --batch 4 --json $OUT/memory_accounting.json
 for v in ${VERSIONS:-prev new}; do
   [ $v = prev ] && T=$PREV || T=$NEW
   PYTHONPATH=/tmp/site:$T timeout ${TB_TIMEOUT:-400} python3 $NEW/benchmarks/train_bench.py --sizes ${SIZES} --steps $STEPS \
