@@ -2,7 +2,7 @@
 
     python benchmarks/experiments/collect_ab.py <folder with train_bench_{prev,new}*.json, scan_ab.json>
 
-benchmarks/train_bench.json: {"gpu", "date", "versions", "official": {size/batch: row}, "library": {size/batch:
+benchmarks/train_bench_ab.json (beside train_bench.json, which chapter 04 reads): {"gpu", "date", "versions", "official": {size/batch: row}, "library": {size/batch:
 {"eager"|"compiled"|"grad_ckpt": row}}, "previous": {...}}; the official rows are ../shared/ANCHORS.md's (VMamba-S v0
 with its CUDA scan, synthetic data, bf16 autocast), on the GPU model named in "official_gpu".
 benchmarks/scan_ab.json: the run's rows with labels "previous" and "library" (the kernel the chapter ships).
@@ -37,7 +37,7 @@ def main(folder, repo=Path(__file__).resolve().parents[2]):
     out["official_gpu"] = gpu if gpu in OFFICIAL else "NVIDIA H100 80GB HBM3"
     out["official"] = {sb: dict(train_img_s=t, infer_img_s=i, peak_gib=p) for sb, (t, i, p) in table.items() if sb in tb["library"]}
     out.update(tb)
-    (repo / "benchmarks/train_bench.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    (repo / "benchmarks/train_bench_ab.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
     scan = json.loads((folder / "scan_ab.json").read_text())
     for r in scan["rows"]: r["label"] = {"prev": "previous", "new": "library"}.get(r["label"], r["label"])
     (repo / "benchmarks/scan_ab.json").write_text(json.dumps(scan, indent=1) + "\n")
