@@ -35,12 +35,13 @@ def _timed(fn, n):
     torch.cuda.synchronize(); return (time.perf_counter() - t) / n
 
 
-def model_only(name, steps=20, warmup=5, bs=128, size=224, compiled=False, infer_steps=10):
+def model_only(name, steps=20, warmup=5, bs=128, size=224, compiled=False, infer_steps=10, grad_ckpt=False):
     "Training and inference images/s and training peak GiB on synthetic tensors, one GPU."
     from resvmamba.models import create_model
     import torch._dynamo
     torch.manual_seed(0); torch._dynamo.reset(); torch._dynamo.utils.counters.clear()
     model = create_model(name, num_classes=241).cuda().train()
+    if grad_ckpt: model.set_grad_checkpointing(True)   # each stage's blocks recomputed in the backward (timm's checkpoint_seq)
     run = torch.compile(model) if compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05, fused=True)
     x = torch.randn(bs, 3, size, size, device="cuda"); y = torch.randint(0, 241, (bs,), device="cuda")
@@ -61,7 +62,7 @@ def model_only(name, steps=20, warmup=5, bs=128, size=224, compiled=False, infer
     for _ in range(3): infer()
     it = _timed(infer, infer_steps)
     out = dict(train_img_s=bs / st, infer_img_s=bs / it, peak_gib=peak, compiled=compiled, gpus=1, ms_step=st * 1e3,
-               warmup_s=warm_s, dynamo_graphs=graphs, graph_breaks=breaks, batch_per_gpu=bs)
+               warmup_s=warm_s, dynamo_graphs=graphs, graph_breaks=breaks, batch_per_gpu=bs, size=size, grad_ckpt=grad_ckpt)
     del model, run, opt; torch.cuda.empty_cache()
     return out
 
@@ -175,6 +176,9 @@ if __name__ == "__main__":
     ap.add_argument("--models", default="resvmamba_small"); ap.add_argument("--e2e", action="store_true")
     ap.add_argument("--compiled", action="store_true", help="also time torch.compile(model)")
     ap.add_argument("--eager", type=int, default=1, help="0: skip the eager one-GPU run")
+    ap.add_argument("--sizes", default="224/128", help="comma-separated image size/batch pairs, e.g. 224/128,384/64")
+    ap.add_argument("--grad-ckpt", action="store_true", help="also time set_grad_checkpointing(True) (eager)")
+    ap.add_argument("--tag", default="", help="appended to every label (e.g. the library version timed)")
     ap.add_argument("--gpus", default="1", help="comma-separated GPU counts for the training step, e.g. 1,2 (2+: DDP)")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -191,11 +195,16 @@ if __name__ == "__main__":
         res["models"][label] = r; save()
         print(f"{label}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), flush=True)
         return r
+    if a.json and Path(a.json).exists(): res["models"] = json.loads(Path(a.json).read_text())["models"]   # add to a run
+    sizes = [tuple(int(v) for v in sb.split("/")) for sb in a.sizes.split(",")]
     for n in a.models.split(","):
-        for g in (int(x) for x in a.gpus.split(",")):
-            if g == 1 and a.eager: attempt(n, model_only, n, a.steps, a.warmup)
-            if g > 1: attempt(f"{n} ({g} GPUs, DDP)", ddp, n, g, a.steps, a.warmup)
-        if a.compiled: attempt(f"{n} (torch.compile)", model_only, n, a.steps, a.warmup + 3, compiled=True)
+        for size, bs in sizes:
+            lab = n if (size, bs) == (224, 128) and not a.tag else f"{n} {size}²/{bs}{a.tag}"
+            for g in (int(x) for x in a.gpus.split(",")):
+                if g == 1 and a.eager: attempt(lab, model_only, n, a.steps, a.warmup, bs, size)
+                if g > 1: attempt(f"{lab} ({g} GPUs, DDP)", ddp, n, g, a.steps, a.warmup, bs, size)
+            if a.grad_ckpt: attempt(f"{lab} (grad checkpointing)", model_only, n, a.steps, a.warmup, bs, size, grad_ckpt=True)
+            if a.compiled: attempt(f"{lab} (torch.compile)", model_only, n, a.steps, a.warmup + 3, bs, size, compiled=True)
     if a.e2e:
         t = time.time(); data, n_train = make_bench_data(a.data)
         for n in a.models.split(","):

@@ -70,15 +70,82 @@ def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, A
     else: dt = v
     return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
 
+# %% ../nbs/04_triton_scan.ipynb #ae63744e
+@triton.jit
+def _route_ptr(k: tl.constexpr, CONTIG: tl.constexpr, image_ptr, copy_ptr):
+    "The buffer route k reads or writes: the column routes' transposed copy with CONTIG, else the image layout."
+    if CONTIG * (k % 2) == 1: return copy_ptr
+    else: return image_ptr
+
+@triton.jit
+def _chunk_steps(c, k: tl.constexpr, H, W, L, dm, T: tl.constexpr, CONTIG: tl.constexpr):
+    "Chunk c of route k: offsets p (T, 1), step mask tm (T,) and step-and-channel mask m (T, BLOCK_D)."
+    t = c * T + tl.arange(0, T)
+    tm = t < L
+    p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
+    return p, tm, tm[:, None] & dm[None, :]
+
+@triton.jit
+def _load_params(A_ptr, D_ptr, bias_ptr, k: tl.constexpr, d, dm, Dm, N: tl.constexpr, HAS_D: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
+    "Route k's A (BLOCK_D, N), D and Δ bias (BLOCK_D,) for channels d; zeros where absent or masked."
+    n = tl.arange(0, N)
+    A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+    zero = tl.zeros_like(d).to(ACC)
+    if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+    else: Dk = zero
+    if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+    else: bias = zero
+    return A, Dk, bias
+
+@triton.jit
+def _load_chunk(x_ptrs, dt_ptrs, B_ptrs, C_ptrs, m, tm, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                ACC: tl.constexpr, PTX: tl.constexpr):
+    "x (T, BLOCK_D), raw Δ and Δ after bias and softplus (T, BLOCK_D), B and C (T, N) of one chunk, in ACC."
+    u = _to_acc(tl.load(x_ptrs, mask=m, other=0.0), ACC, PTX)
+    v, dt = _load_dt(dt_ptrs, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+    Bt = tl.load(B_ptrs, mask=tm[:, None], other=0.0).to(ACC)
+    Ct = tl.load(C_ptrs, mask=tm[:, None], other=0.0).to(ACC)
+    return u, v, dt, Bt, Ct
+
+# %% ../nbs/04_triton_scan.ipynb #df1e5e9e
+@triton.jit
+def _discretize(dt, u, A2, Bt):
+    "a = 2^(Δ A log2 e) = e^(Δ A) and b = Δ x B, (T, BLOCK_D, N) each, from Δ, x (T, BLOCK_D), A2 = A log2 e, B (T, N)."
+    a = tl.exp2(dt[:, :, None] * A2[None, :, :])
+    bu = (dt * u)[:, :, None] * Bt[:, None, :]
+    return a, bu
+
+# %% ../nbs/04_triton_scan.ipynb #b9e1e2b1
+@triton.jit
+def _scan_chunk(a, bu, h):
+    "Every state h_t = a_t h_{t-1} + b_t of the chunk (T, BLOCK_D, N), from the state h (BLOCK_D, N) entering it."
+    ac, bc = tl.associative_scan((a, bu), 0, _first_order)     # the prefix maps of the chunk
+    return ac * h[None, :, :] + bc
+
+@triton.jit
+def _pick_step(hh, s, T: tl.constexpr):
+    "Step s of a (T, BLOCK_D, N) tile, (BLOCK_D, N): a masked sum over T, inside each thread."
+    return tl.sum(tl.where(tl.arange(0, T)[:, None, None] == s, hh, 0.0), 0)
+
+# %% ../nbs/04_triton_scan.ipynb #e2f00b9d
+@triton.jit
+def _contract(hh, Ct, u, Dk, HAS_D: tl.constexpr):
+    "y_t = C_t · h_t (+ D x_t): the chunk's output (T, BLOCK_D) from its states (T, BLOCK_D, N) and C (T, N)."
+    y = tl.sum(hh * Ct[:, None, :], 2)
+    if HAS_D: y += Dk[None, :] * u
+    return y
+
 # %% ../nbs/04_triton_scan.ipynb #fe0f5afc
 @triton.jit
 def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
     "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
-    n, tt = tl.arange(0, N), tl.arange(0, T)
+    n = tl.arange(0, N)
     for s in tl.static_range(T // T_SAVE):
         if s == 0: hk = h
-        else: hk = tl.sum(tl.where(tt[:, None, None] == s * T_SAVE - 1, hh, 0.0), 0)   # inside a thread: T is in registers
+        else: hk = _pick_step(hh, s * T_SAVE - 1, T)
         k = c * (T // T_SAVE) + s
+        hk = hk.to(hs_ptr.dtype.element_ty)   # bfloat16 checkpoints for half inputs (see the launcher)
         tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
 
 # %% ../nbs/04_triton_scan.ipynb #5b239776
@@ -91,43 +158,31 @@ def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout
                 N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
                 HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
-    b = tl.program_id(1)                                   # this program: image b, channels d
+    b = tl.program_id(1).to(tl.int64)                      # this program: image b, channels d
     d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
-    img = b.to(tl.int64) * Dm * L + d[None, :] * L         # int64: B*Dm*L passes 2**31 at real sizes
+    dm, n = d < Dm, tl.arange(0, N)
+    img = b * Dm * L + d[None, :] * L                      # int64: B*Dm*L passes 2**31 at real sizes
     for k in tl.static_range(4):                           # the four routes, always in this order
-        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, yk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, yT_ptr
-        else: xk, dtk, Bk, Ck, yk = x_ptr, dt_ptr, B_ptr, C_ptr, y_ptr
-        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
-        A2 = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC) * 1.4426950408889634
-        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
-        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
-        else: bias = tl.zeros([BLOCK_D], ACC)
-        dt_row = dtk + (slot * Dm + d[None, :]) * L
-        bc_row = (slot * N + n[None, :]) * L
-        h = tl.zeros([BLOCK_D, N], ACC)                                                  # state (BLOCK_D, N)
+        xk, yk = _route_ptr(k, CONTIG, x_ptr, xT_ptr), _route_ptr(k, CONTIG, y_ptr, yT_ptr)
+        dtk, Bk, Ck = _route_ptr(k, CONTIG, dt_ptr, dtT_ptr), _route_ptr(k, CONTIG, B_ptr, BT_ptr), _route_ptr(k, CONTIG, C_ptr, CT_ptr)
+        slot = _route_slot(k, b, CONTIG)
+        A, Dk, bias = _load_params(A_ptr, D_ptr, bias_ptr, k, d, dm, Dm, N, HAS_D, HAS_BIAS, ACC)
+        A2 = A * 1.4426950408889634                                                     # A log2(e), for exp2
+        dt_row, bc_row = (slot * Dm + d[None, :]) * L, (slot * N + n[None, :]) * L
+        h = tl.zeros([BLOCK_D, N], ACC)                                                 # the carried state
         for c in range(n_chunks):
-            t = c * T + tt
-            tm = t < L
-            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]                             # (T, 1) offsets
-            m = tm[:, None] & dm[None, :]
-            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)              # (T, BLOCK_D)
-            _, dt = _load_dt(dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)          # (T, BLOCK_D)
-            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
-            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)           # (T, N)
-            yp = yk + img + p
-            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
-                y_before = tl.load(yp, mask=m, other=0.0)                                  # loaded early, used last
-            a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                 # (T, BLOCK_D, N)
-            bu = (dt * u)[:, :, None] * Bt[:, None, :]                                   # (T, BLOCK_D, N)
-            ac, bc = tl.associative_scan((a, bu), 0, _first_order)                      # prefix maps of the chunk
-            hh = ac * h[None, :, :] + bc                                                 # every state of the chunk
-            if SAVE: _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
-            y_t = tl.sum(hh * Ct[:, None, :], 2)                                         # (T, BLOCK_D)
-            if HAS_D: y_t += Dk[None, :] * u
-            h = tl.sum(tl.where(tt[:, None, None] == T - 1, hh, 0.0), 0)                # carry the last state on
-            if k > CONTIG * (k % 2): y_t += y_before                                                # add to the routes before
-            tl.store(yp, y_t, mask=m)
+            p, tm, m = _chunk_steps(c, k, H, W, L, dm, T, CONTIG)
+            u, _, dt, Bt, Ct = _load_chunk(xk + img + p, dtk + dt_row + p, Bk + bc_row + p, Ck + bc_row + p, m, tm,
+                                           bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: loaded early, added last
+                y_before = tl.load(yk + img + p, mask=m, other=0.0)
+            a, bu = _discretize(dt, u, A2, Bt)
+            hh = _scan_chunk(a, bu, h)
+            if SAVE: _save_states(hs_ptr, h, hh, b * 4 + k, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            y_t = _contract(hh, Ct, u, Dk, HAS_D)
+            h = _pick_step(hh, T - 1, T)                                                # carried on
+            if k > CONTIG * (k % 2): y_t += y_before
+            tl.store(yk + img + p, y_t, mask=m)
         tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
 
 # %% ../nbs/04_triton_scan.ipynb #4b9d3723
@@ -135,6 +190,31 @@ def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout
 def _adjoint(f1, q1, r1, f2, q2, r2):
     "Join a later stretch (f1, q1, r1) to an earlier one (f2, q2, r2) for g_t = c_t + a_{t+1} g_{t+1}."
     return f2, q2 * f1 * q1, r2 + q2 * f1 * r1
+
+# %% ../nbs/04_triton_scan.ipynb #3c69809b
+@triton.jit
+def _adjoint_scan(a, dy, Ct, carry):
+    "g_t = C_t ȳ_t + a_{t+1} g_{t+1} over the chunk (T, BLOCK_D, N), with carry = a g entering from the later chunk."
+    c_flip = tl.flip(dy[:, :, None] * Ct[:, None, :], 0)
+    _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, a.dtype), c_flip), 0, _adjoint)
+    return tl.flip(r, 0) + tl.flip(q, 0) * carry[None, :, :]
+
+# %% ../nbs/04_triton_scan.ipynb #33aab6c0
+@triton.jit
+def _local_grads(g, hh, bu, u, v, dt, Bt, A, dy, Dk, m, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr):
+    "dx, dΔ (T, BLOCK_D), and the chunk's shares of dA (BLOCK_D, N) and dD (BLOCK_D,), from g and the states h."
+    ga = g * (hh - bu)                                    # g_t a_t h_{t-1}, since a_t h_{t-1} = h_t - b_t
+    gB = g * Bt[:, None, :]
+    du = tl.sum(gB, 2) * dt
+    ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
+    if HAS_D: du += Dk[None, :] * dy
+    if SOFTPLUS: ddt = ddt * tl.sigmoid(v)                # softplus' derivative
+    return du, tl.where(m, ddt, 0.0), tl.sum(ga * dt[:, :, None], 0), tl.sum(dy * u, 0)
+
+@triton.jit
+def _channel_sums(g, hh, dt, u, dy):
+    "This program's share of dB and dC (T, N): sums over its channels of g Δ x and of ȳ h."
+    return tl.sum(g * (dt * u)[:, :, None], 1), tl.sum(hh * dy[:, :, None], 1)
 
 # %% ../nbs/04_triton_scan.ipynb #79c45207
 @triton.jit
@@ -146,69 +226,44 @@ def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward in
                 Bsz, Dm, H, W, L, n_chunks,
                 N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
                 HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
-    db, b = tl.program_id(0), tl.program_id(1)   # channel blocks of one image side by side: they share B, C in L2
+    db, b = tl.program_id(0), tl.program_id(1).to(tl.int64)   # channel blocks of one image side by side: they share B, C in L2
     d = db * BLOCK_D + tl.arange(0, BLOCK_D)
-    dm, n, tt = d < Dm, tl.arange(0, N), tl.arange(0, T)
-    img = b.to(tl.int64) * Dm * L + d[None, :] * L
+    dm, n = d < Dm, tl.arange(0, N)
+    img = b * Dm * L + d[None, :] * L
     for k in tl.static_range(4):
-        # -- this route's buffers and parameters
-        if CONTIG * (k % 2) == 1: xk, dtk, Bk, Ck, dyk, dxk, ddtk = xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr, dxT_ptr, ddtT_ptr
-        else: xk, dtk, Bk, Ck, dyk, dxk, ddtk = x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr, dx_ptr, ddt_ptr
-        slot, bk = _route_slot(k, b.to(tl.int64), CONTIG), b.to(tl.int64) * 4 + k
-        A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
+        xk, dyk, dxk = _route_ptr(k, CONTIG, x_ptr, xT_ptr), _route_ptr(k, CONTIG, dy_ptr, dyT_ptr), _route_ptr(k, CONTIG, dx_ptr, dxT_ptr)
+        dtk, ddtk = _route_ptr(k, CONTIG, dt_ptr, dtT_ptr), _route_ptr(k, CONTIG, ddt_ptr, ddtT_ptr)
+        Bk, Ck = _route_ptr(k, CONTIG, B_ptr, BT_ptr), _route_ptr(k, CONTIG, C_ptr, CT_ptr)
+        slot, bk = _route_slot(k, b, CONTIG), b * 4 + k
+        A, Dk, bias = _load_params(A_ptr, D_ptr, bias_ptr, k, d, dm, Dm, N, HAS_D, HAS_BIAS, ACC)
         A2 = A * 1.4426950408889634
-        if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
-        if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
-        else: bias = tl.zeros([BLOCK_D], ACC)
-        dt_row = (slot * Dm + d[None, :]) * L
-        bc_row = (slot * N + n[None, :]) * L
+        dt_row, bc_row = (slot * Dm + d[None, :]) * L, (slot * N + n[None, :]) * L
         part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
         carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
         dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
         for ci in range(n_chunks):
-            # -- load the chunk (last chunk first)
-            c = n_chunks - 1 - ci
-            t = c * T + tt
-            tm = t < L
-            p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
-            m = tm[:, None] & dm[None, :]
-            u = _to_acc(tl.load(xk + img + p, mask=m, other=0.0), ACC, PTX)             # (T, BLOCK_D)
-            v, dt = _load_dt(dtk + dt_row + p, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
-            Bt = tl.load(Bk + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)          # (T, N)
-            Ct = tl.load(Ck + bc_row + p, mask=tm[:, None], other=0.0).to(ACC)
+            c = n_chunks - 1 - ci                                 # last chunk first
+            p, tm, m = _chunk_steps(c, k, H, W, L, dm, T, CONTIG)
+            u, v, dt, Bt, Ct = _load_chunk(xk + img + p, dtk + dt_row + p, Bk + bc_row + p, Ck + bc_row + p, m, tm,
+                                           bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
             dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
             h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
-            dxp = dxk + img + p
-            if k > CONTIG * (k % 2):   # not the first route to write this buffer: add to the routes before
-                dx_before = tl.load(dxp, mask=m, other=0.0)                                # loaded early, used last
-            # -- the forward scan again, from the checkpoint; then the adjoint, flipped
-            a = tl.exp2(dt[:, :, None] * A2[None, :, :])
-            dtu = dt * u
-            bu = dtu[:, :, None] * Bt[:, None, :]
-            ac, bc = tl.associative_scan((a, bu), 0, _first_order)
-            hh = ac * h0[None, :, :] + bc                         # h_t, (T, BLOCK_D, N)
-            _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, ACC), tl.flip(dy[:, :, None] * Ct[:, None, :], 0)),
-                                          0, _adjoint)
-            q, r = tl.flip(q, 0), tl.flip(r, 0)
-            g = r + q * carry[None, :, :]                         # g_t, (T, BLOCK_D, N)
-            carry = tl.sum(tl.where(tt[:, None, None] == 0, a * g, 0.0), 0)
-            # -- the local gradients
-            ga = g * (hh - bu)                                    # g_t a_t h_{t-1}
-            gB = g * Bt[:, None, :]
-            dA += tl.sum(ga * dt[:, :, None], 0)
-            du = tl.sum(gB, 2) * dt
-            ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
-            if HAS_D:
-                du += Dk[None, :] * dy
-                dD += tl.sum(dy * u, 0)
-            if SOFTPLUS: ddt = ddt * tl.sigmoid(v)
-            ddt = tl.where(m, ddt, 0.0)
+            if k > CONTIG * (k % 2):   # not the first route to write this buffer: loaded early, added last
+                dx_before = tl.load(dxk + img + p, mask=m, other=0.0)
+            a, bu = _discretize(dt, u, A2, Bt)
+            hh = _scan_chunk(a, bu, h0.to(ACC))                   # h_t again, from the checkpoint
+            g = _adjoint_scan(a, dy, Ct, carry)
+            carry = _pick_step(a * g, 0, T)
+            du, ddt, dA_c, dD_c = _local_grads(g, hh, bu, u, v, dt, Bt, A, dy, Dk, m, HAS_D, SOFTPLUS)
+            dB_c, dC_c = _channel_sums(g, hh, dt, u, dy)
+            dA += dA_c
+            dD += dD_c
             dbias += tl.sum(ddt, 0)
             tl.store(ddtk + dt_row + p, ddt, mask=m)
-            tl.store(dB_ptr + part_row + p, tl.sum(g * dtu[:, :, None], 1), mask=tm[:, None])
-            tl.store(dC_ptr + part_row + p, tl.sum(hh * dy[:, :, None], 1), mask=tm[:, None])
-            if k > CONTIG * (k % 2): du += dx_before                         # add to the routes before, as y in the forward
-            tl.store(dxp, du, mask=m)
+            tl.store(dB_ptr + part_row + p, dB_c, mask=tm[:, None])
+            tl.store(dC_ptr + part_row + p, dC_c, mask=tm[:, None])
+            if k > CONTIG * (k % 2): du += dx_before
+            tl.store(dxk + img + p, du, mask=m)
         tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
         tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
         tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
@@ -249,6 +304,10 @@ def _acc(x):
     "Accumulation dtype: float32 for half, bfloat16 and float32 inputs; float64 stays float64 (for gradcheck)."
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
+def _state_dtype(x):
+    "Checkpoint dtype: bfloat16 for half inputs (float32's range, the inputs' precision), else the accumulation dtype."
+    return torch.bfloat16 if x.dtype in (torch.bfloat16, torch.float16) else _acc(x)
+
 def _empty(shape, like, dtype):
     "Allocate a kernel output (NaN-filled when `POISON` is set)."
     t = torch.empty(shape, device=like.device, dtype=dtype)
@@ -276,7 +335,7 @@ def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, til
     if T % t_save: T = t_save                                                      # checkpoints must fall on chunk pieces
     acc, n_chunks, n_save = _acc(x), _cdiv(L, T), _cdiv(L, t_save)
     y = _empty((Bsz, Dm, H, W), x, acc)
-    hs = _empty((Bsz, 4, n_save, Dm, N), x, acc) if save_states else y
+    hs = _empty((Bsz, 4, n_save, Dm, N), x, _state_dtype(x)) if save_states else y
     cols = _column_copies(x, delta, B, C) if contig else (x, delta, B, C)
     yT = _empty((Bsz, Dm, W, H), x, acc) if contig else y
     kernels._fwd_kernel[(_cdiv(Dm, BD), Bsz)](
@@ -336,7 +395,8 @@ def _fwd_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Option
 def _(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states):
     Bsz, Dm, H, W = x.shape
     N, acc = A.shape[-1], _acc(x)
-    return x.new_empty(x.shape, dtype=acc), x.new_empty((Bsz, 4, _n_save(N, H * W), Dm, N) if save_states else (0,), dtype=acc)
+    hs_shape = (Bsz, 4, _n_save(N, H * W), Dm, N) if save_states else (0,)
+    return x.new_empty(x.shape, dtype=acc), x.new_empty(hs_shape, dtype=_state_dtype(x) if save_states else acc)
 
 @torch.library.custom_op("resvmamba::cross_scan_bwd", mutates_args=())
 def _bwd_op(dy: Tensor, hs: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
@@ -379,6 +439,13 @@ def _check_inputs(x, delta, A, B, C, D, delta_bias):
             raise ValueError(f"cross_selective_scan_triton: {name} must be {shape}, got {tuple(t.shape)}")
         if t is not None and t.device != x.device:
             raise ValueError(f"cross_selective_scan_triton: all inputs must be on {x.device}, {name} is on {t.device}")
+    if not torch.compiler.is_compiling():   # one tiny reduction in eager mode; a compiled graph skips it (no graph break)
+        _check_negative(A)
+
+def _check_negative(A):
+    "A >= 0 makes exp(Δ·A) >= 1: the state grows instead of decaying, and the output overflows silently."
+    v = A.max().item()
+    if not v < 0: raise ValueError(f"A must be negative (A = -exp(A_log)); got max(A) = {v}")
 
 # %% ../nbs/04_triton_scan.ipynb #bffa9e67
 def cross_selective_scan_triton(x,                    # input feature map, (B, Dm, H, W)

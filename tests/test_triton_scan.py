@@ -108,6 +108,28 @@ def test_bad_shapes_name_the_expected_shape():
     with pytest.raises(TypeError, match="must be a floating-point torch.Tensor"): ts.cross_selective_scan_triton(x.int(), delta, A, B, C)
 
 
+def test_positive_A_is_refused():
+    "A >= 0 would make the state grow; the launcher says so (and a compiled graph skips the check)."
+    x, delta, A, B, C, D, bias = make(1, 2, 2, 3, 4)
+    with pytest.raises(ValueError, match=r"A must be negative \(A = -exp\(A_log\)\); got max\(A\) = 0.0"):
+        ts.cross_selective_scan_triton(x, delta, A - A.max(), B, C, D, bias)
+    A[1, 0, 2] = 0.5
+    with pytest.raises(ValueError, match=r"got max\(A\) = 0.5"):
+        ts.cross_selective_scan_triton(x, delta, A, B, C, D, bias)
+
+
+def test_half_inputs_keep_bfloat16_checkpoints():
+    "Half inputs: the checkpoints the backward reads are bfloat16 (half the memory), float32 inputs keep float32 ones."
+    ins = make(1, 2, 3, 5, 4)
+    for dtype, want in ((torch.bfloat16, torch.bfloat16), (torch.float16, torch.bfloat16), (torch.float32, torch.float32)):
+        x, delta, A, B, C, D, bias = [t.to(dtype) if i in (0, 1, 3, 4) else t for i, t in enumerate(ins)]
+        _, hs = ts._scan_fwd(x, delta, A, B, C, D, bias, True, True)
+        assert hs.dtype == want and torch.isfinite(hs).all()
+        _, hs32 = ts._scan_fwd(x, delta, A, B, C, D, bias, True, True) if dtype == torch.float32 else \
+            ts._scan_fwd(x.float(), delta.float(), A, B.float(), C.float(), D, bias, True, True)
+        assert rel(hs, hs32) < (4e-3 if dtype != torch.float32 else 1e-7)   # bfloat16 rounding of the same states
+
+
 def test_dispatcher():
     ins = make(1, 3, 2, 3, 2, seed=5)
     with pytest.raises(ValueError, match="valid backends are"): ts.cross_selective_scan(*ins, backend="cuda")
