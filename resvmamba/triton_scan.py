@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Optional
 import torch
 from torch import Tensor
-from .scan import selective_scan_ref, selective_scan_parallel, require_float
+from .scan import selective_scan_ref, selective_scan_parallel, require_float, require_negative_A
 from .cross_scan import cross_selective_scan_ref
 
 # %% ../nbs/04_triton_scan.ipynb #d760965d
@@ -439,13 +439,7 @@ def _check_inputs(x, delta, A, B, C, D, delta_bias):
             raise ValueError(f"cross_selective_scan_triton: {name} must be {shape}, got {tuple(t.shape)}")
         if t is not None and t.device != x.device:
             raise ValueError(f"cross_selective_scan_triton: all inputs must be on {x.device}, {name} is on {t.device}")
-    if not torch.compiler.is_compiling():   # one tiny reduction in eager mode; a compiled graph skips it (no graph break)
-        _check_negative(A)
-
-def _check_negative(A):
-    "A >= 0 makes exp(Δ·A) >= 1: the state grows instead of decaying, and the output overflows silently."
-    v = A.max().item()
-    if not v < 0: raise ValueError(f"A must be negative (A = -exp(A_log)); got max(A) = {v}")
+    require_negative_A("cross_selective_scan_triton", A)  # chapter 02's rule: A > 0 grows the state to inf
 
 # %% ../nbs/04_triton_scan.ipynb #bffa9e67
 def cross_selective_scan_triton(x,                    # input feature map, (B, Dm, H, W)
