@@ -208,7 +208,7 @@ def is_compiled(model:torch.nn.Module) -> bool:
 # %% ../nbs/09_learner.ipynb #thr0ug01
 class Throughput(Callback):
     "Images/s of each training epoch as the recorder column 'img/s'; totals and peak GPU memory in `learn.throughput`."
-    order, _only_train_loop = 56, True  # after Recorder (50) and EMA (55) add their columns; before the loggers (60)
+    order, _only_train_loop = 54, True  # after Recorder (50); before EMA's columns and the printers that read the names (55)
     name_col = "img/s"
     def before_fit(self):
         if hasattr(self.learn, "lr_finder"): self.run = False; return

@@ -293,8 +293,8 @@ def test_ema_both_columns_line_up_in_the_csv_log(mini, tmp_path):
     learn = tiny(mini, ema_report="both", cbs=[CSVLogger(tmp_path / "log.csv")])
     learn.fit_paper(1, lr=2e-3, warmup=0)
     rows = list(csv.reader(open(tmp_path / "log.csv")))
-    assert rows[0] == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "raw_top-1", "raw_top-5", "img/s", "time"]
-    assert len(rows[1]) == len(rows[0]) and int(rows[1][7]) > 0
+    assert rows[0] == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "img/s", "raw_top-1", "raw_top-5", "time"]
+    assert len(rows[1]) == len(rows[0]) and int(rows[1][5]) > 0 and 0 <= float(rows[1][6]) <= float(rows[1][7]) <= 1
 
 
 # --- export, freezing, weight decay, other recipes ----------------------------------------------------------------
