@@ -546,8 +546,8 @@ def read_training_checkpoint(fname,
                               f"Checkpoint (keys {', '.join(TRAINING_KEYS)}). Weights alone go to create_model(pretrained=...)")
     bad = [] if allow_nonfinite else nonfinite_tensors(state)
     if bad:
-        raise CheckpointError(f"checkpoint {fname} (epoch {state['epoch']}) holds NaN or infinite weights in {len(bad)} tensors: "
-                              f"{', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}; its run had diverged. Resume from an "
+        raise CheckpointError(f"checkpoint {fname} (epoch {state['epoch']}) holds NaN or infinite weights "
+                              f"({len(bad)} of its tensors: {', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}); its run had diverged. Resume from an "
                               "earlier checkpoint, or pass allow_nonfinite=True to load it anyway")
     return state
 

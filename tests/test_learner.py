@@ -406,7 +406,7 @@ def test_resume_refuses_non_finite_weights_unless_allowed(run, mini, tmp_path):
     name = next(k for k, t in state["model"].items() if t.is_floating_point())
     state["model"][name][...] = float("nan"); state["ema"][name][...] = float("inf")
     torch.save(state, ck / "nan.pth")
-    with pytest.raises(CheckpointError, match=rf"holds NaN or infinite weights in 2 tensors: model\.{name}, ema\.{name}"):
+    with pytest.raises(CheckpointError, match=rf"holds NaN or infinite weights \(2 of its tensors: model\.{name}, ema\.{name}\)"):
         tiny(mini, ckpt_dir=ck).fit_paper(3, lr=2e-3, warmup=1, resume=ck / "nan.pth")
     learn = tiny(mini, ckpt_dir=ck)
     learn.load_checkpoint(ck / "nan.pth", allow_nonfinite=True)
