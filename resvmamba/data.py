@@ -155,12 +155,14 @@ def _check_sets(out:dict, names:dict, root:Path, split):
         if v: continue
         if split == "random" and s != "test":
             n = len(out["train"]) + len(out["val"])
-            raise ValueError(f"split='random' leaves the {_SET_WORDS[s]} set empty ({n} images in {root / 'train600x600'}); "
-                             "expected valid_pct in (0, 1) holding out at least one image per class, and at least one left to train on")
+            raise ValueError(f"split='random' leaves the {_SET_WORDS[s]} set empty ({n} images in "
+                             f"{root / 'train600x600'}); expected valid_pct in (0, 1) holding out at least one image "
+                             "per class, and at least one left to train on")
         if split == "random":
             raise ValueError(f"{root / 'val600x600'} holds no images: the test set (all of val600x600/) would be empty; "
                              "expected <class>/<file>.jpg files there")
-        raise ValueError(f"{names[s]} has no entries: the {_SET_WORDS[s]} set would be empty; expected '<class>/<file>.jpg <label>' lines")
+        raise ValueError(f"{names[s]} has no entries: the {_SET_WORDS[s]} set would be empty; "
+                         "expected '<class>/<file>.jpg <label>' lines")
     trained = {l for _, l in out["train"]}
     for s in ("val", "test"):
         untrained = Counter(l for _, l in out[s] if l not in trained)
@@ -168,8 +170,9 @@ def _check_sets(out:dict, names:dict, root:Path, split):
             c, n = min(untrained.items())
             src = (f"{root / 'train600x600' / f'{c:03d}'}/ is empty or missing" if split == "random"
                    else f"{names['train']} lists none")
-            raise ValueError(f"class {c:03d} has {n} {_SET_WORDS[s]} images but no training images ({src}); expected training "
-                             f"images of every class that is evaluated ({len(untrained)} class(es) lack them)")
+            raise ValueError(f"class {c:03d} has {n} {_SET_WORDS[s]} images but no training images ({src}); "
+                             f"expected training images of every class that is evaluated "
+                             f"({len(untrained)} class(es) lack them)")
 
 def food_split(root, # dataset root (train600x600/, val600x600/)
                split="paper", # 'paper', 'random', or a folder holding train.txt, val.txt, test.txt
@@ -391,7 +394,7 @@ def typical_size(files, n:int=256, seed:int=0) -> tuple[int, int]:
 def choose_recipe(n_train:int, # number of training images
                   image_size, # their typical (width, height), or one side
                  ) -> tuple[str, str]:
-    "(name, reason): 'light' for a small (< `SMALL_SET` images) or low-resolution (short side < `LOW_RES` px) set, else 'paper'."
+    "(name, reason): 'light' for a small (< `SMALL_SET` images) or low-resolution (< `LOW_RES` px) set, else 'paper'."
     w, h = (image_size, image_size) if isinstance(image_size, int) else image_size
     small, low = n_train < SMALL_SET, min(w, h) < LOW_RES
     what = " and ".join([w_ for w_, on in (("small", small), ("low-resolution", low)) if on])
@@ -402,7 +405,8 @@ def choose_recipe(n_train:int, # number of training images
 def get_recipe(recipe) -> Recipe:
     "The `Recipe` named `recipe` ('paper', 'light'), or `recipe` itself if it is one."
     if isinstance(recipe, Recipe): return recipe
-    if recipe not in RECIPES: raise ValueError(f"recipe={recipe!r}: expected 'auto', {', '.join(map(repr, RECIPES))} or a Recipe")
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe={recipe!r}: expected 'auto', {', '.join(map(repr, RECIPES))} or a Recipe")
     return RECIPES[recipe]
 
 # %% ../nbs/08_data.ipynb #0ea6427c
@@ -452,7 +456,8 @@ def _drop_corrupt(sets:dict, skip_corrupt:bool) -> tuple[dict, int]:
         warnings.warn(f"skipped {len(bad)} corrupt image(s), e.g. {first}: {bad[first]}")
     kept = {s: [(p, l) for p, l in v if p not in bad] for s, v in sets.items()}
     for s, v in kept.items():
-        if sets[s] and not v: raise OSError(f"none of the {len(sets[s])} images of the {s} set can be decoded, e.g. {first}: {bad[first]}")
+        if sets[s] and not v:
+            raise OSError(f"none of the {len(sets[s])} images of the {s} set can be decoded, e.g. {first}: {bad[first]}")
     return kept, len(bad)
 
 # %% ../nbs/08_data.ipynb #e020c3c6
@@ -519,8 +524,9 @@ def food_dls(path, # dataset root in CNFOOD-241's layout
                        batch_tfms=[Normalize.from_stats(*imagenet_stats), BatchRandomErasing(aug.re_prob)])
     if num_workers is None: num_workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
     dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, device=device, **kwargs)
-    dls.food = dict(path=Path(path), split=split, seed=seed, sets=sets, n_skipped=n_skipped, skip_corrupt=skip_corrupt, verify=verify,
-                    recipe=name, recipe_reason=reason, recipe_settings=chosen, augmentation=aug, image_size=px)
+    dls.food = dict(path=Path(path), split=split, seed=seed, sets=sets, n_skipped=n_skipped, skip_corrupt=skip_corrupt,
+                    verify=verify, recipe=name, recipe_reason=reason, recipe_settings=chosen, augmentation=aug,
+                    image_size=px)
     return dls
 
 # %% ../nbs/08_data.ipynb #8a78bb41

@@ -229,9 +229,10 @@ class Throughput(Callback):
         self.seconds, self.images = self.seconds + dt, self.images + n
         self._epoch_rate = round(n / dt) if dt > 0 else 0
         self.per_epoch.append(self._epoch_rate)
+        peak = torch.cuda.max_memory_allocated(self.dls.device) / 2**30 if self.on_cuda else None
         self.learn.throughput = dict(train_seconds=round(self.seconds, 2), images=self.images, epochs=len(self.per_epoch),
-                                     img_per_s=round(self.images / self.seconds, 1) if self.seconds else None, per_epoch=list(self.per_epoch),
-                                     peak_mem_gib=round(torch.cuda.max_memory_allocated(self.dls.device) / 2**30, 3) if self.on_cuda else None)
+                                     img_per_s=round(self.images / self.seconds, 1) if self.seconds else None,
+                                     per_epoch=list(self.per_epoch), peak_mem_gib=None if peak is None else round(peak, 3))
     def after_validate(self):
         # only in an epoch that trained: `learn.validate()` alone returns the recorder's values without this column
         if self._epoch_rate is not None and hasattr(self.learn, "recorder"): self.recorder.log.append(self._epoch_rate)
@@ -269,7 +270,8 @@ def _make_model(arch, n_classes, pretrained, overrides, size=None):
 
 def _recipe_cbs(options, settings:Recipe, ema):
     "The callbacks of the recipe's settings and the learner's options."
-    if options["wd_exempt"] not in ("model", "official"): raise ValueError(f"wd_exempt={options['wd_exempt']!r}: expected 'model' or 'official'")
+    if options["wd_exempt"] not in ("model", "official"):
+        raise ValueError(f"wd_exempt={options['wd_exempt']!r}: expected 'model' or 'official'")
     cbs = [PlainTensors(), StopOnNonFinite(), DecayExempt(official=options["wd_exempt"] == "official")]
     if settings.mixup or settings.cutmix: cbs.append(TimmMixUp(settings.mixup, settings.cutmix, settings.label_smoothing))
     if options["grad_clip"]: cbs.append(GradientClip(options["grad_clip"]))
@@ -318,7 +320,8 @@ def food_learner(path=None, # dataset root (CNFOOD-241 layout); None: the genera
     settings = dataclasses.replace(dls.food["recipe_settings"], **given)
     model = _make_model(arch, dls.c, pretrained, model_kw, size)
     _grad_checkpointing(model, grad_checkpointing)
-    if should_compile(options["compile"], dls.device): model.compile()  # in place: state_dict keys stay those of the eager model
+    if should_compile(options["compile"], dls.device):
+        model.compile()  # in place: state_dict keys stay those of the eager model
     cbs = _recipe_cbs(options, settings, ema) + list(L(kwargs.pop("cbs", None)))
     kwargs = dict(splitter=body_head_splitter, train_bn=False) | kwargs
     learn = Learner(dls, model, loss_func=FoodLoss(settings.label_smoothing), opt_func=opt_func, wd=settings.wd,
@@ -326,7 +329,8 @@ def food_learner(path=None, # dataset root (CNFOOD-241 layout); None: the genera
     learn.food_arch = arch if isinstance(arch, str) else getattr(arch, "__name__", str(arch))
     changed = {k: v for k, v in given.items() if getattr(dls.food["recipe_settings"], k) != v}
     learn.recipe, learn.recipe_settings = dls.food["recipe"], settings
-    learn.recipe_reason = dls.food["recipe_reason"] + ("; given " + ", ".join(f"{k}={v!r}" for k, v in changed.items()) if changed else "")
+    given_words = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+    learn.recipe_reason = dls.food["recipe_reason"] + (f"; given {given_words}" if changed else "")
     mp = options["mixed_precision"]
     if mp == "auto" and torch.cuda.is_available() and getattr(dls.device, "type", None) == "cuda":
         learn.add_cb(MixedPrecision(AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16))
@@ -421,7 +425,8 @@ def save_checkpoint(state:dict, fname, prev:str|None="prev.pth"):
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
         kept = f"; {fname} from the epoch before is kept" if fname.exists() else ""
-        raise OSError(getattr(e, "errno", None), f"could not write checkpoint {fname}: {_write_problem(e, fname, written)}{kept}") from e
+        why = _write_problem(e, fname, written)
+        raise OSError(getattr(e, "errno", None), f"could not write checkpoint {fname}: {why}{kept}") from e
     _fsync_dir(fname.parent)
 
 # %% ../nbs/09_learner.ipynb #e3370888
@@ -434,8 +439,9 @@ def read_checkpoint(fname) -> dict:
     with open(f, "rb") as h: head = h.read(64)
     # torch.save writes a zip archive ('PK'); files of torch < 1.6 are a pickle (protocol 2+: 0x80). Anything else is not
     # a PyTorch file, whatever torch.load's unpickler makes of it (a text file reads as a pickle that 'holds Python objects')
-    if not head.startswith((b"PK", b"\x80")): raise CheckpointError(f"checkpoint {f} is not a PyTorch file: {_describe(f, head)}; "
-                                                                    "expected a file written by torch.save")
+    if not head.startswith((b"PK", b"\x80")):
+        raise CheckpointError(f"checkpoint {f} is not a PyTorch file: {_describe(f, head)}; "
+                              "expected a file written by torch.save")
     try: return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e: raise CheckpointError(f"checkpoint {f} {_read_problem(f, e)}") from e
 
@@ -443,7 +449,8 @@ def _describe(f:Path, head:bytes) -> str:
     "What file `f`, starting with bytes `head`, looks like: text (and how it starts) or other data."
     size = f"{f.stat().st_size:,} bytes"
     try: text = head.decode("utf-8")
-    except UnicodeDecodeError as e: text = head[:e.start].decode("utf-8") if e.start >= 16 else None  # cut inside a character
+    except UnicodeDecodeError as e:  # text cut inside a character at the end of `head`, or not text
+        text = head[:e.start].decode("utf-8") if e.start >= 16 else None
     if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
         start = " ".join(text.split())[:40]
         return f"a text file, {size}, starts with {start!r}"
@@ -546,8 +553,9 @@ def read_training_checkpoint(fname,
                               f"Checkpoint (keys {', '.join(TRAINING_KEYS)}). Weights alone go to create_model(pretrained=...)")
     bad = [] if allow_nonfinite else nonfinite_tensors(state)
     if bad:
+        names = ", ".join(bad[:4]) + (", ..." if len(bad) > 4 else "")
         raise CheckpointError(f"checkpoint {fname} (epoch {state['epoch']}) holds NaN or infinite weights "
-                              f"({len(bad)} of its tensors: {', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}); its run had diverged. Resume from an "
+                              f"({len(bad)} of its tensors: {names}); its run had diverged. Resume from an "
                               "earlier checkpoint, or pass allow_nonfinite=True to load it anyway")
     return state
 
@@ -646,7 +654,7 @@ def fit_paper(self:Learner, n_epoch:int=150, # epochs in all (including warm-up)
 
 # %% ../nbs/09_learner.ipynb #lrf1nd01
 def run_lr_find(learn:Learner, fname=None, **kwargs) -> float:
-    "fastai's `lr_find` with its scratch copy of the weights in a temporary folder; the plot saved to `fname`; the suggested lr."
+    "fastai's `lr_find`, its scratch weights in a temporary folder; the plot saved to `fname`; returns the suggested lr."
     import matplotlib.pyplot as plt  # only for the plot
     path = learn.path
     with tempfile.TemporaryDirectory() as d:  # fastai saves the weights under learn.path/models/ and would leave the folder
