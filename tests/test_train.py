@@ -29,8 +29,8 @@ def test_log_written_to_a_file_is_plain(finished):
     out, stdout, stderr = finished
     assert "\r" not in stdout and "█" not in stdout
     lines = stdout.splitlines()
-    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "time"]
-    assert [l.split()[0] for l in lines[1:4]] == ["0", "1", "2"] and all(len(l.split()) == 6 for l in lines[1:4])
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "img/s", "time"]
+    assert [l.split()[0] for l in lines[1:4]] == ["0", "1", "2"] and all(len(l.split()) == 7 for l in lines[1:4])
     assert lines[4].startswith("test top-1 ") and "(chance 0.250" in lines[4] and len(lines) == 5
     assert stderr == ""                                   # no FutureWarning from fastai's import, no other warning
 
@@ -42,7 +42,7 @@ def test_run_folder(finished):
     assert (res["n_test"], res["n_classes"], res["epochs"], res["processes"]) == (16, 4, 3, 1)
     assert 0 <= res["test_top1"] <= res["test_top5"] <= 1 and res["chance_top1"] == 0.25
     log = pd.read_csv(out / "log.csv")
-    assert list(log.columns) == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "time"] and list(log.epoch) == [0, 1, 2]
+    assert list(log.columns) == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "img/s", "time"] and list(log.epoch) == [0, 1, 2]
     ck = torch.load(out / "ckpt/last.pth", weights_only=False)
     assert ck["epoch"] == 2 and {"model", "ema", "opt", "rng", "recorder"} <= set(ck)
     per_class = pd.read_csv(out / "per_class.csv")
