@@ -25,15 +25,16 @@ from fastai.torch_core import set_seed, rank_distrib, num_distrib
 
 import resvmamba
 from .data import food_dls, food_test_dl
-from .learner import food_learner, plot_curves, load_fitting, EMA, Checkpoint, MODEL_KEYS, NonFiniteLossError, is_compiled
+from .learner import food_learner, plot_curves, load_fitting, EMA, Checkpoint, MODEL_KEYS, NonFiniteLossError, is_compiled, read_checkpoint
 from .models import MODELS, create_model, image_size_override
 
 # %% auto #0
-__all__ = ['PAPER', 'DEMO', 'DEMO_MINI', 'DEMO_MODEL', 'DEMO_DATA', 'ARG_RULES', 'COMPILE', 'RUN_FILES', 'Run', 'USER_ERRORS',
-           'ArgumentError', 'check_args', 'check_paths', 'run_files', 'run_folder', 'prepare_folder', 'clear_run',
-           'PlainLog', 'set_log', 'ResumableCSVLogger', 'start_distributed', 'end_distributed', 'match_grad_layout',
-           'train', 'check_batches', 'save_config', 'predict_test_set', 'confusion', 'plot_confusion', 'evaluate',
-           'load_run', 'cli_parser', 'resvmamba_train']
+__all__ = ['PAPER', 'DEMO', 'DEMO_MINI', 'DEMO_MODEL', 'DEMO_DATA', 'ARG_RULES', 'COMPILE', 'RUN_FILES', 'Run', 'CONFIG_KEYS',
+           'USER_ERRORS', 'ArgumentError', 'check_args', 'check_paths', 'run_files', 'run_folder', 'check_folder',
+           'prepare_folder', 'clear_run', 'PlainLog', 'set_log', 'ResumableCSVLogger', 'start_distributed',
+           'end_distributed', 'match_grad_layout', 'train', 'check_batches', 'save_config', 'predict_test_set',
+           'confusion', 'plot_confusion', 'evaluate', 'read_config', 'run_model', 'LowRes', 'load_run', 'cli_parser',
+           'resvmamba_train']
 
 # %% ../nbs/10_train.ipynb #ff56eaee
 PAPER = dict(arch="resvmamba_small", epochs=150, warmup=20, lr=1e-3, bs=128, size=224, mixup=0.8, cutmix=1.0)
@@ -64,6 +65,8 @@ ARG_RULES = dict(  # argument: (valid?, what is expected) -- checked before anyt
     mixup=_real(lambda v: v >= 0, "expected a number >= 0 (0 turns mixup off)"),
     cutmix=_real(lambda v: v >= 0, "expected a number >= 0 (0 turns cutmix off)"),
     compile=(lambda v: v in ("auto", "yes", "no"), "expected auto (compile on a GPU), yes or no"),
+    factor=(lambda v: _int(2)[0](v) and not v & (v - 1),  # SRFront upsamples by pixel shuffles of 2: 2, 4, 8, ...
+            "expected a power of 2 >= 2 (2, 4, 8, ...): the student's super-resolution front upsamples in steps of 2"),
 )
 COMPILE = dict(auto="auto", yes=True, no=False)  # --compile's words as food_learner's `compile`
 
@@ -93,9 +96,11 @@ def check_paths(data, split, pretrained):
 # %% ../nbs/10_train.ipynb #568e3e2b
 RUN_FILES = ("config.json", "log.csv", "ckpt", "model_ema.pth", "test.json", "curves.png", "confusion.png", "per_class.csv")
 
+def _holds(p:Path) -> bool: return p.is_file() or (p.is_dir() and any(q.is_file() for q in p.iterdir()))
+
 def run_files(folder) -> list[str]:
-    "The files of a run that `folder` holds (empty for a new or unrelated folder)."
-    return [f for f in RUN_FILES if (Path(folder) / f).exists()]
+    "The files of a run that `folder` holds (empty for a new or unrelated folder; an empty `ckpt/` is no run)."
+    return [f for f in RUN_FILES if _holds(Path(folder) / f)]
 
 def _numbered(arch:str, i:int) -> Path: return Path("runs") / (arch if i == 1 else f"{arch}-{i}")
 
@@ -116,6 +121,15 @@ def run_folder(out, # the folder asked for, or None for runs/<arch>, runs/<arch>
     return out
 
 # %% ../nbs/10_train.ipynb #8210f108
+def check_folder(out:Path) -> Path:
+    "`out`, or an `ArgumentError` if the run folder and its `ckpt/` could not be made or written there; creates nothing."
+    target = out / "ckpt"
+    base = next(p for p in (target, *target.parents) if p.exists())  # the deepest part of the path that exists already
+    if not base.is_dir(): raise ArgumentError("out", out, f"cannot be created: {base} is a file; expected a path to a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ArgumentError("out", out, f"cannot be written: {base} is read-only; expected a folder you can write to")
+    return out
+
 def prepare_folder(out:Path):
     "Create the run folder and `ckpt/`, and fail now, naming the folder, if they cannot be written."
     try:
@@ -246,11 +260,12 @@ def train(data=None, # dataset root (CNFOOD-241 layout); None: the demo on gener
     t0, demo = time.time(), data is None
     if teacher is not None:
         if not Path(teacher).exists(): raise ArgumentError("teacher", teacher, "expected a run folder or a checkpoint file of resvmamba_train")
-        if factor < 1: raise ArgumentError("factor", factor, "expected an integer >= 1")
         mixup, cutmix = mixup or 0., cutmix or 0.  # distillation takes unmixed images
     given = dict(arch=arch, epochs=epochs, warmup=warmup, lr=lr, bs=bs, size=size, mixup=mixup, cutmix=cutmix)
-    cfg = check_args((DEMO if demo else PAPER) | {k: v for k, v in given.items() if v is not None} | dict(workers=workers, seed=seed, compile="auto" if compile is None else compile),
-                     warmup_given=warmup is not None)
+    fixed = dict(workers=workers, seed=seed, compile="auto" if compile is None else compile) | (dict(factor=factor) if teacher is not None else {})
+    cfg = check_args((DEMO if demo else PAPER) | {k: v for k, v in given.items() if v is not None} | fixed, warmup_given=warmup is not None)
+    if teacher is not None and cfg["size"] % factor:
+        raise ArgumentError("size", cfg["size"], f"expected a multiple of --factor {factor}: the student sees images --factor times smaller")
     check_paths(data, split, pretrained)
     dev = start_distributed(cpu)
     try:
@@ -263,11 +278,7 @@ def train(data=None, # dataset root (CNFOOD-241 layout); None: the demo on gener
 def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, cpu, skip_corrupt, model_kw, quiet, dev, teacher=None, factor=4):
     "The body of `train`, in every process: the folder, the learner, the fit; then rank 0 evaluates."
     rank, distributed = rank_distrib(), dev is not None
-    def _folder():
-        o = run_folder(out, cfg["arch"], resume, overwrite)
-        prepare_folder(o)
-        return o
-    out = _from_rank0(_folder)
+    out = _from_rank0(lambda: check_folder(run_folder(out, cfg["arch"], resume, overwrite)))  # decided and checked; nothing made yet
     if resume and not _checkpoint_in(out):
         print(f"--resume: nothing to resume in {out} (no checkpoint in {out / 'ckpt'}); starting a new run", flush=True)
         resume = False
@@ -280,9 +291,12 @@ def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, 
     if teacher is None: learn = food_learner(data, arch=cfg["arch"], mixup=cfg["mixup"], cutmix=cfg["cutmix"], **common, **kw)
     else: learn = _distill_learner(data, teacher, cfg["arch"], factor, common, kw)
     check_batches(learn, cfg["bs"])
-    if overwrite and rank == 0: clear_run(out)  # only now: a run that cannot start leaves the old one as it was
-    if rank == 0: save_config(out, learn, cfg, kw, data=data, pretrained=pretrained, split=split, ema=ema, cpu=cpu, skip_corrupt=skip_corrupt,
-                              teacher=teacher, factor=factor if teacher is not None else None)
+    def _start():  # only now, with data, split, teacher and batch size checked: a run that cannot start creates nothing
+        prepare_folder(out)
+        if overwrite: clear_run(out)  # and leaves the old run as it was
+        save_config(out, learn, cfg, kw, data=data, pretrained=pretrained, split=split, ema=ema, cpu=cpu, skip_corrupt=skip_corrupt,
+                    teacher=teacher, factor=factor if teacher is not None else None)
+    _from_rank0(_start)
     set_log(learn, quiet)
     if distributed: match_grad_layout(learn.model)  # DDP's buckets take the parameters' layout; make it the gradients'
     ctx = learn.distrib_ctx(sync_bn=False, cpu=dev.type == "cpu") if distributed else nullcontext()
@@ -297,7 +311,7 @@ def _distill_learner(data, teacher, arch, factor, common, kw):
     "Chapter 12's `distill_learner` for `--teacher`; a teacher run folder's config.json gives the teacher's model overrides."
     from .distill import distill_learner  # imported only when distilling: chapter 10 does not depend on chapter 12
     conf = Path(teacher) / "config.json"
-    teacher_kwargs = json.loads(conf.read_text())["model_overrides"] if conf.is_file() else None
+    teacher_kwargs = read_config(conf)["model_overrides"] if conf.is_file() else None
     if common["compile"] == "auto": common = common | dict(compile=False)  # a compiled student (feature hooks) has not been run on a GPU yet
     return distill_learner(data, teacher=teacher, student=arch, factor=factor, teacher_kwargs=teacher_kwargs, **common, **kw)
 
@@ -329,7 +343,14 @@ def save_config(out:Path, learn, cfg:dict, kw:dict, **args):
                 class_names=[str(c) for c in learn.dls.vocab], eval_transform=tfm, settings=cfg | args, data_options={k: v for k, v in kw.items() if k not in MODEL_KEYS},
                 processes=max(num_distrib(), 1), torch_version=torch.__version__,
                 compiled=is_compiled(learn.model))  # what --compile auto decided
+    model = getattr(learn.model, "module", learn.model)
+    if hasattr(model, "front_name"): conf["student"] = _student(model)  # distilled: the LR student's front (chapter 12)
     _write_json(out / "config.json", conf)
+
+def _student(model) -> dict:
+    "What rebuilds a distilled run's `LRStudent` around its classifier: the front, the factor and the SR net's size."
+    sr = dict(channels=model.front.head[0].out_channels, n_blocks=len(model.front.blocks)) if model.front_name == "sr" else {}
+    return dict(front=model.front_name, factor=model.factor, sr_kwargs=sr)
 
 def _write_json(f:Path, obj):
     "JSON that any reader accepts: NaN and infinities become null, paths strings; written whole, then renamed."
@@ -389,25 +410,84 @@ def evaluate(learn, out:Path, cfg:dict, t0:float, t_fit:float, processes:int=1, 
 
 # %% ../nbs/10_train.ipynb #e48c785d
 Run = namedtuple("Run", "model transform classes config")
+CONFIG_KEYS = ("arch", "num_classes", "model_overrides", "class_names", "eval_transform")
+
+def read_config(f) -> dict:
+    "A run's `config.json`, or a `ValueError` naming the file and what is wrong with it."
+    f = Path(f)
+    if not f.is_file(): raise FileNotFoundError(f"{f} not found: expected the config.json of a run folder of resvmamba_train")
+    try: cfg = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" ({e.msg} at line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise ValueError(f"{f} is not valid JSON{where}: truncated or damaged; expected the config.json that resvmamba_train writes") from None
+    missing = [k for k in CONFIG_KEYS if k not in cfg] if isinstance(cfg, dict) else list(CONFIG_KEYS)
+    if missing: raise ValueError(f"{f} lacks {', '.join(missing)}: expected the config.json that resvmamba_train writes")
+    return cfg
+
+def _student_of(cfg:dict) -> dict|None:
+    "A distilled run's student front; runs written before config.json recorded it used the `sr` front of `--teacher`."
+    if cfg.get("student"): return cfg["student"]
+    settings = cfg.get("settings") or {}
+    return dict(front="sr", factor=settings["factor"], sr_kwargs={}) if settings.get("teacher") else None
+
+def run_model(cfg:dict) -> torch.nn.Module:
+    "The (untrained) network a run's config describes; for a distilled run, the student with its front (chapter 12)."
+    arch, size, student = cfg["arch"], cfg["eval_transform"]["size"], _student_of(cfg)
+    if student is not None and student["front"] == "native": size //= student["factor"]  # the classifier itself sees LR images
+    model = create_model(arch, num_classes=cfg["num_classes"], **(image_size_override(arch, size) | cfg["model_overrides"]))
+    if student is None: return model
+    from .distill import LRStudent  # only for distilled runs: chapter 10 does not depend on chapter 12
+    return LRStudent(model, student["front"], student["factor"], **student.get("sr_kwargs", {}))
+
+class LowRes:
+    "An image tensor `(3, H, W)` made `factor` times smaller the way a distilled student saw its batches (chapter 12's `low_res_pair`)."
+    def __init__(self, factor:int): self.factor = factor
+    def __call__(self, x:torch.Tensor) -> torch.Tensor:
+        from .distill import low_res_pair
+        return low_res_pair(x[None], self.factor)[1][0]
+
+def _weights(f:Path) -> dict:
+    "The state dict in `f`: a weights file (`model_ema.pth`), or a training checkpoint's EMA (else model) weights."
+    sd = read_checkpoint(f)
+    if isinstance(sd, dict) and {"model", "opt"} <= set(sd): sd = sd.get("ema") or sd["model"]  # e.g. ckpt/last.pth
+    return sd
 
 def load_run(out, # a run folder of `resvmamba_train`
-             device="cpu", weights:str="model_ema.pth") -> Run:
+             device="cpu", weights:str="model_ema.pth", # a weights file of the run, or its training checkpoint ckpt/last.pth
+            ) -> Run:
     "The trained model of a run (EMA weights, eval mode), its evaluation transform (PIL image -> tensor), class names and config."
     from timm.data.transforms_factory import transforms_imagenet_eval
     out = Path(out)
     for f in (out / "config.json", out / weights):
         if not f.is_file(): raise FileNotFoundError(f"{f} not found: load_run needs a finished run folder of resvmamba_train (config.json and {weights})")
-    cfg = json.loads((out / "config.json").read_text())
-    model = create_model(cfg["arch"], num_classes=cfg["num_classes"], **(image_size_override(cfg["arch"], cfg["eval_transform"]["size"]) | cfg["model_overrides"]))
-    load_fitting(model, torch.load(out / weights, map_location="cpu", weights_only=True), str(out / weights))
+    cfg = read_config(out / "config.json")
+    model, sd = run_model(cfg), _weights(out / weights)
+    if _student_of(cfg) is not None and isinstance(sd, dict):
+        sd = {k: v for k, v in sd.items() if not k.startswith("projectors.")}  # 1x1 convs to the teacher's widths: training only
+    load_fitting(model, sd, str(out / weights))
     t = cfg["eval_transform"]
     tfm = transforms_imagenet_eval(t["size"], crop_pct=t["crop_pct"], interpolation=t["interpolation"], mean=t["mean"], std=t["std"])
+    if _student_of(cfg) is not None: tfm.transforms.append(LowRes(_student_of(cfg)["factor"]))  # what the student saw
     return Run(model.to(device).eval(), tfm, cfg["class_names"], cfg)
 
 # %% ../nbs/10_train.ipynb #6eb63154
 class _Parser(argparse.ArgumentParser):
-    "argparse, with its errors on one line (no usage block)."
+    "argparse, with its errors on one line (no usage block), and negative numbers as values of numeric options."
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(self._join_numbers(sys.argv[1:] if args is None else [str(a) for a in args]), namespace)
+    def _join_numbers(self, args:list[str]) -> list[str]:
+        "`--lr -1e-3` as `--lr=-1e-3`: argparse takes a token starting with '-' for an option unless it looks like -4 or -.5"
+        numeric = {s for a in self._actions if a.type in (int, float) for s in a.option_strings}
+        joined = []
+        for t in args:
+            if joined and joined[-1] in numeric and t.startswith("-") and _is_number(t): joined[-1] += f"={t}"
+            else: joined.append(t)
+        return joined
+
+def _is_number(t:str) -> bool:
+    try: float(t); return True
+    except ValueError: return False
 
 def cli_parser() -> argparse.ArgumentParser:
     "The options of `resvmamba_train`, each with its default and range in the help."
@@ -438,7 +518,7 @@ def cli_parser() -> argparse.ArgumentParser:
     a("--skip_corrupt", action="store_true", help="leave out images that cannot be decoded (and say how many)")
     a("--quiet", action="store_true", help="print only the final result (no progress bars or per-epoch lines)")
     a("--teacher", help="distil: a run folder (or its ckpt/last.pth) of a teacher trained at --size; the --arch student sees images --factor times smaller")
-    a("--factor", type=int, default=4, help="with --teacher: how many times smaller the student's images are, >= 1 (default 4)")
+    a("--factor", type=int, default=4, help="with --teacher: how many times smaller the student's images are, a power of 2 >= 2 (default 4)")
     return p
 
 # %% ../nbs/10_train.ipynb #83ded1c1

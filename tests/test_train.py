@@ -72,6 +72,27 @@ def test_resume_with_nothing_to_resume_then_load_run(data, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="model_ema.pth"): load_run(tmp_path)
 
 
+def test_load_run_names_a_damaged_file(finished, tmp_path):
+    "A truncated config.json or model_ema.pth: a one-line error naming the file and the problem (no bare JSONDecodeError)."
+    from resvmamba.learner import CheckpointError
+    run = tmp_path / "run"; run.mkdir()
+    for f in ("config.json", "model_ema.pth"): shutil.copy(finished[0] / f, run / f)
+    good = (run / "config.json").read_text()
+    (run / "config.json").write_text(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=rf"{run / 'config.json'} is not valid JSON \(.* at line \d+, column \d+\): truncated or damaged"): load_run(run)
+    (run / "config.json").write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "class_names"}))
+    with pytest.raises(ValueError, match="config.json lacks class_names"): load_run(run)
+    (run / "config.json").write_text(good)
+    w = (run / "model_ema.pth").read_bytes(); (run / "model_ema.pth").write_bytes(w[: len(w) // 2])
+    with pytest.raises(CheckpointError, match=rf"checkpoint {run / 'model_ema.pth'} is truncated or damaged"): load_run(run)
+
+
+def test_load_run_from_the_training_checkpoint(finished):
+    "weights='ckpt/last.pth' takes the checkpoint's EMA weights: the same model as model_ema.pth at the end of the run."
+    a, b = load_run(finished[0]), load_run(finished[0], weights="ckpt/last.pth")
+    for k, v in a.model.state_dict().items(): torch.testing.assert_close(b.model.state_dict()[k], v, rtol=0, atol=0)
+
+
 def test_existing_run_is_never_overwritten(finished, data):
     out = finished[0]
     before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
