@@ -261,6 +261,7 @@ def distill_learner(path=None,            # dataset root (CNFOOD-241 layout); No
                     **kwargs):            # as `food_learner`: split, student overrides, data and recipe options, `Learner` arguments
     "`food_learner` for an LR student taught by an HR teacher with ViMD's loss (no mixup); train it with `fit_paper`."
     if teacher is None: raise ValueError("distill_learner needs a teacher: a model, a training checkpoint or a run folder")
+    if size % factor: raise ValueError(f"distill_learner: size={size} is not a multiple of factor={factor}; the student sees size/factor pixels")
     if kwargs.pop("mixup", 0) or kwargs.pop("cutmix", 0):
         raise ValueError("distill_learner: mixup/cutmix are not supported (the teacher would have to see the same mix); pass 0")
     built = {}

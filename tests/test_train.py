@@ -149,3 +149,17 @@ def test_two_gloo_processes_resume_and_report_once(data, tmp_path):
     res = json.loads((out / "test.json").read_text())
     assert res["processes"] == 2 and res["n_test"] == 16
     assert list(pd.read_csv(out / "log.csv").epoch) == [0, 1]
+
+
+def test_distill_learner_refuses_as_the_command_does(finished, data, tmp_path):
+    "The Python API names the same problems as resvmamba_train --teacher: a truncated teacher, a factor that is no power of 2, a size it does not divide."
+    from resvmamba.distill import distill_learner
+    from resvmamba.learner import CheckpointError
+    bad = tmp_path / "last.pth"; bad.write_bytes((finished[0] / "ckpt/last.pth").read_bytes()[:5000])
+    kw = dict(student="resvmamba_test", size=32, bs=8, device="cpu", split="paper")
+    with pytest.raises(CheckpointError, match=rf"checkpoint {bad} is truncated or damaged"): distill_learner(data, teacher=bad, factor=2, **kw)
+    with pytest.raises(ValueError, match=r"factor must be a power of 2 >= 2 \(2, 4, 8, ...\), got 1"):
+        distill_learner(data, teacher=finished[0], factor=1, **kw)
+    with pytest.raises(ValueError, match="size=32 is not a multiple of factor=3"): distill_learner(data, teacher=finished[0], factor=3, **kw)
+    learn = distill_learner(data, teacher=finished[0], factor=2, **kw)    # a good teacher: the run folder's ckpt/last.pth
+    assert (learn.model.factor, learn.model.front_name, learn.distill.factor) == (2, "sr", 2)
