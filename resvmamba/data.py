@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_data.ipynb #b101d033
 from __future__ import annotations
-import colorsys, gzip, math, os, random, re, warnings
+import colorsys, dataclasses, gzip, math, os, random, re, unicodedata, warnings
 from collections import Counter
 from operator import itemgetter
 from importlib import resources
@@ -21,10 +21,11 @@ import fastai.vision.data  # registers fastai's `show_batch` for images: one gri
 from fasttransform import Transform, retain_type
 
 # %% auto #0
-__all__ = ['SPLIT_FOLDERS', 'MINI_FOOD_VERSION', 'numbered_split', 'read_split', 'normalized_entropy', 'check_layout',
-           'food_split', 'mini_food_class', 'base_pattern', 'draw_topping', 'draw_dish', 'make_mini_food',
-           'TimmTrainAug', 'TimmEvalResize', 'BatchRandomErasing', 'to_rgb', 'open_food_image', 'find_corrupt',
-           'class_names', 'food_dls', 'food_test_dl', 'image_sizes']
+__all__ = ['SPLIT_FOLDERS', 'MINI_FOOD_VERSION', 'RECIPES', 'SMALL_SET', 'LOW_RES', 'FROM_RECIPE', 'numbered_split', 'read_split',
+           'normalized_entropy', 'check_layout', 'food_split', 'mini_food_class', 'base_pattern', 'draw_topping',
+           'draw_dish', 'make_mini_food', 'TimmTrainAug', 'TimmEvalResize', 'BatchRandomErasing', 'Recipe',
+           'typical_size', 'choose_recipe', 'get_recipe', 'to_rgb', 'open_food_image', 'find_corrupt', 'class_names',
+           'food_dls', 'food_test_dl', 'image_sizes']
 
 # %% ../nbs/08_data.ipynb #cc5ec9f5
 SPLIT_FOLDERS = {"train": "train600x600", "val": "train600x600", "test": "val600x600"}  # where each list's files live
@@ -107,17 +108,22 @@ def _images(folder:Path) -> list[str]:
     "Names of the files in `folder`, leaving out hidden and system files."
     return sorted(e.name for e in os.scandir(folder) if e.is_file() and _visible(e.name))
 
-def _listing(folder:Path) -> set[str]:
-    "Every '<class>/<file>' under `folder`'s class folders."
-    return {f"{c}/{f}" for c in _class_folders(folder) for f in _images(folder / c)}
+def _nfc(name:str) -> str:
+    "`name` in Unicode's composed form (NFC): macOS writes 'é' as 'e' + accent (NFD), most editors and lists as one 'é'."
+    return unicodedata.normalize("NFC", name)
+
+def _listing(folder:Path) -> dict[str, str]:
+    "Every '<class>/<file>' under `folder`'s class folders: {its NFC form: the name on disk}."
+    return {_nfc(f"{c}/{f}"): f"{c}/{f}" for c in _class_folders(folder) for f in _images(folder / c)}
 
 def _resolve(entries, folder:Path, name:str) -> list[tuple[Path, int]]:
     "Turn split entries into (full path, label), failing with the first entries that are not on disk."
-    have = _listing(folder)
-    missing = [f for f, _ in entries if f not in have]
+    have = _listing(folder)  # names compared in NFC on both sides: the same name typed on macOS or elsewhere matches
+    missing = [f for f, _ in entries if _nfc(f) not in have]
     if missing:
         raise FileNotFoundError(f"split '{name}': {len(missing)} of {len(entries)} entries are not in {folder}, e.g. {folder / missing[0]}")
-    return [(folder / f, l) for f, l in entries]
+    return [(folder / have[_nfc(f)], l) for f, l in entries]
+
 
 # %% ../nbs/08_data.ipynb #fd35aad4
 def _random_split(root:Path, valid_pct:float, seed:int) -> dict[str, list[tuple[str, int]]]:
@@ -137,9 +143,33 @@ def _disjoint(lists:dict[str, tuple[str, list]]):
     first = {}
     for s, (name, entries) in lists.items():
         for f, _, line in entries:
-            key = (SPLIT_FOLDERS[s], f)
+            key = (SPLIT_FOLDERS[s], _nfc(f))  # one file, however its name is normalised
             if key in first: raise ValueError(f"{f} is in two splits: {first[key]} and {name}, line {line}; a file belongs to one split only")
             first[key] = f"{name}, line {line}"
+
+_SET_WORDS = {"train": "training", "val": "validation", "test": "test"}
+
+def _check_sets(out:dict, names:dict, root:Path, split):
+    "Refuse an empty training, validation or test set, and classes that are evaluated but never trained on."
+    for s, v in out.items():
+        if v: continue
+        if split == "random" and s != "test":
+            n = len(out["train"]) + len(out["val"])
+            raise ValueError(f"split='random' leaves the {_SET_WORDS[s]} set empty ({n} images in {root / 'train600x600'}); "
+                             "expected valid_pct in (0, 1) holding out at least one image per class, and at least one left to train on")
+        if split == "random":
+            raise ValueError(f"{root / 'val600x600'} holds no images: the test set (all of val600x600/) would be empty; "
+                             "expected <class>/<file>.jpg files there")
+        raise ValueError(f"{names[s]} has no entries: the {_SET_WORDS[s]} set would be empty; expected '<class>/<file>.jpg <label>' lines")
+    trained = {l for _, l in out["train"]}
+    for s in ("val", "test"):
+        untrained = Counter(l for _, l in out[s] if l not in trained)
+        if untrained:
+            c, n = min(untrained.items())
+            src = (f"{root / 'train600x600' / f'{c:03d}'}/ is empty or missing" if split == "random"
+                   else f"{names['train']} lists none")
+            raise ValueError(f"class {c:03d} has {n} {_SET_WORDS[s]} images but no training images ({src}); expected training "
+                             f"images of every class that is evaluated ({len(untrained)} class(es) lack them)")
 
 def food_split(root, # dataset root (train600x600/, val600x600/)
                split="paper", # 'paper', 'random', or a folder holding train.txt, val.txt, test.txt
@@ -148,7 +178,7 @@ def food_split(root, # dataset root (train600x600/, val600x600/)
               ) -> dict[str, list[tuple[Path, int]]]:
     "The train/val/test sets of `root` as {name: [(image path, label)]}, every file checked to exist."
     root = check_layout(root)
-    if split == "random": out = _random_split(root, valid_pct, seed)
+    if split == "random": out, names = _random_split(root, valid_pct, seed), None
     else:
         if split == "paper": folder = root / "splits" if (root / "splits").is_dir() else None
         else:
@@ -158,6 +188,8 @@ def food_split(root, # dataset root (train600x600/, val600x600/)
         lists = {s: (_split_name(src), numbered_split(src)) for s, src in sources.items()}
         _disjoint(lists)
         out = {s: [(f, l) for f, l, _ in entries] for s, (_, entries) in lists.items()}
+        names = {s: name for s, (name, _) in lists.items()}
+    _check_sets(out, names, root, split)
     return {s: _resolve(v, root / SPLIT_FOLDERS[s], s) for s, v in out.items()}
 
 # %% ../nbs/08_data.ipynb #6782c26a
@@ -313,6 +345,66 @@ class BatchRandomErasing(Transform):
         self.re.device = x.device
         return self.re(x)
 
+# %% ../nbs/08_data.ipynb #rec1pe01
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    "The settings of a training recipe that depend on the data: augmentation, mixing, batch, learning rate, warm-up."
+    rand_augment:str|None # timm RandAugment policy; None: none (colour jitter instead)
+    color_jitter:float # colour jitter strength; timm applies it only when RandAugment is off
+    re_prob:float # random erasing probability (on the normalised batch)
+    crop_scale:tuple # area range of the training random resized crop
+    mixup:float # mixup's Beta(α, α) parameter; 0 turns mixup off
+    cutmix:float # cutmix's Beta(α, α) parameter; 0 turns cutmix off
+    label_smoothing:float # label smoothing of the loss and of mixed targets
+    lr:float # peak learning rate (AdamW)
+    bs:int # batch size per process
+    warmup:tuple # warm-up epochs as (k, n): k of every n epochs of a run, rounded down
+    max_warmup:int # at most this many warm-up epochs
+    wd:float=0.05 # AdamW's decoupled weight decay
+
+    def warmup_epochs(self, n_epoch:int) -> int:
+        "Warm-up epochs for a run of `n_epoch` epochs."
+        k, n = self.warmup
+        return min(self.max_warmup, n_epoch * k // n)
+
+RECIPES = dict(
+    # §4.3 of the paper and the official VMamba configs: ImageNet's augmentation, 20 of 150 epochs warm-up
+    paper=Recipe(rand_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, re_prob=0.25, crop_scale=(0.08, 1.0), mixup=0.8,
+                 cutmix=1.0, label_smoothing=0.1, lr=1e-3, bs=128, warmup=(20, 150), max_warmup=20),
+    # small or low-resolution sets: crops that keep most of the image, flips and colour jitter only, no mixing;
+    # more, smaller steps at a higher rate (chapter 09 measures it against the paper's recipe)
+    light=Recipe(rand_augment=None, color_jitter=0.4, re_prob=0.0, crop_scale=(0.8, 1.0), mixup=0.0, cutmix=0.0,
+                 label_smoothing=0.1, lr=3e-3, bs=32, warmup=(1, 14), max_warmup=20),
+)
+SMALL_SET = 10_000 # training images: fewer is a small set
+LOW_RES = 96 # pixels: a typical short side below this is a low-resolution set
+
+# %% ../nbs/08_data.ipynb #rec1pe02
+def typical_size(files, n:int=256, seed:int=0) -> tuple[int, int]:
+    "The most common (width, height) among up to `n` of `files` (a seeded sample), read from the image headers only."
+    files = list(files)
+    sample = random.Random(seed).sample(files, min(n, len(files)))
+    def _size(f):
+        with Image.open(f) as im: return im.size
+    return Counter(map(_size, sample)).most_common(1)[0][0]
+
+def choose_recipe(n_train:int, # number of training images
+                  image_size, # their typical (width, height), or one side
+                 ) -> tuple[str, str]:
+    "(name, reason): 'light' for a small (< `SMALL_SET` images) or low-resolution (short side < `LOW_RES` px) set, else 'paper'."
+    w, h = (image_size, image_size) if isinstance(image_size, int) else image_size
+    small, low = n_train < SMALL_SET, min(w, h) < LOW_RES
+    what = " and ".join([w_ for w_, on in (("small", small), ("low-resolution", low)) if on])
+    name = "light" if small or low else "paper"
+    why = f"{what} set" if what else f"at least {SMALL_SET:,} images of at least {LOW_RES} px, like CNFOOD-241"
+    return name, f"{n_train:,} training images of {w}x{h} px: {name} ({why})"
+
+def get_recipe(recipe) -> Recipe:
+    "The `Recipe` named `recipe` ('paper', 'light'), or `recipe` itself if it is one."
+    if isinstance(recipe, Recipe): return recipe
+    if recipe not in RECIPES: raise ValueError(f"recipe={recipe!r}: expected 'auto', {', '.join(map(repr, RECIPES))} or a Recipe")
+    return RECIPES[recipe]
+
 # %% ../nbs/08_data.ipynb #0ea6427c
 def _why(e:Exception) -> str:
     "What an exception raised while decoding an image says about the file, in words."
@@ -358,7 +450,10 @@ def _drop_corrupt(sets:dict, skip_corrupt:bool) -> tuple[dict, int]:
             raise OSError(f"{len(bad)} image(s) cannot be decoded, e.g. {first}: {bad[first]}; "
                           "fix or remove them, or pass skip_corrupt=True to leave them out")
         warnings.warn(f"skipped {len(bad)} corrupt image(s), e.g. {first}: {bad[first]}")
-    return {s: [(p, l) for p, l in v if p not in bad] for s, v in sets.items()}, len(bad)
+    kept = {s: [(p, l) for p, l in v if p not in bad] for s, v in sets.items()}
+    for s, v in kept.items():
+        if sets[s] and not v: raise OSError(f"none of the {len(sets[s])} images of the {s} set can be decoded, e.g. {first}: {bad[first]}")
+    return kept, len(bad)
 
 # %% ../nbs/08_data.ipynb #e020c3c6
 def class_names(root, n:int) -> list[str]:
@@ -375,38 +470,57 @@ class _LabelName:
     def __init__(self, vocab): self.vocab = vocab
     def __call__(self, o): return self.vocab[o[1]]
 
+class _FromRecipe:
+    "The default of an augmentation argument of `food_dls`: the recipe's value."
+    def __repr__(self): return "<the recipe's>"
+FROM_RECIPE = _FromRecipe()
+
 def food_dls(path, # dataset root in CNFOOD-241's layout
              size:int=224, # training/eval image side
-             bs:int=128, # batch size
+             bs:int|None=None, # batch size; None: the recipe's
              split="paper", # 'paper', 'random', or a folder of split lists (see `food_split`)
-             rand_augment:str|None="rand-m9-mstd0.5-inc1", # timm RandAugment policy, None for none
-             color_jitter:float=0.4, # colour jitter (timm uses it only without RandAugment)
-             re_prob:float=0.25, # random erasing probability
+             recipe="auto", # 'auto' (`choose_recipe` on the training set), 'paper', 'light' or a `Recipe`: the augmentation
+             rand_augment:str|None=FROM_RECIPE, # timm RandAugment policy, None for none
+             color_jitter:float=FROM_RECIPE, # colour jitter (timm uses it only without RandAugment)
+             re_prob:float=FROM_RECIPE, # random erasing probability
              crop_pct:float=0.875, # evaluation centre crop
-             crop_scale=(0.08, 1.0), # area range of the training random resized crop
+             crop_scale=FROM_RECIPE, # area range of the training random resized crop
              interpolation:str="bicubic", # resize interpolation
              verify:bool=True, # decode every image once before training
              skip_corrupt:bool=False, # leave out images that cannot be decoded (and say how many)
              num_workers:int=None, # loader processes; default: min(8, cpus) with a GPU, 0 without
              device=None, # where batches go (default: the GPU when there is one)
              seed:int=0, # seed of split='random'
+             valid_pct:float=0.3, # share of each class held out for validation when split='random'
              **kwargs, # passed on to `DataBlock.dataloaders`
             ):
-    "fastai `DataLoaders` (train, valid) of CNFOOD-241 (or a dataset in its layout) with the official augmentation."
-    sets = food_split(path, split, seed=seed)
+    "fastai `DataLoaders` (train, valid) of CNFOOD-241 (or a dataset in its layout) with the augmentation of `recipe`."
+    if recipe != "auto": get_recipe(recipe)  # a wrong name fails before the folders are read
+    sets = food_split(path, split, valid_pct=valid_pct, seed=seed)
     n_skipped = 0
     if verify: sets, n_skipped = _drop_corrupt(sets, skip_corrupt)
+    px = typical_size([p for p, _ in sets["train"]])
+    name, reason = choose_recipe(len(sets["train"]), px)
+    if recipe != "auto":
+        name = recipe if isinstance(recipe, str) else "custom"
+        reason = f"{reason.split(': ')[0]}: {name} (as asked)"
+    chosen = get_recipe(recipe if recipe != "auto" else name)
+    given = dict(rand_augment=rand_augment, color_jitter=color_jitter, re_prob=re_prob, crop_scale=crop_scale)
+    aug = dataclasses.replace(chosen, **{k: v for k, v in given.items() if v is not FROM_RECIPE})
+    bs = bs or chosen.bs
     n = max(l for v in sets.values() for _, l in v) + 1
     vocab = class_names(path, n)
     items = [[p, l] for p, l in sets["train"] + sets["val"]]  # lists, not tuples: fastai maps a transform over a tuple's parts
     dblock = DataBlock(blocks=(TransformBlock(type_tfms=open_food_image, batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab, sort=False)),
                        get_x=itemgetter(0), get_y=_LabelName(vocab),
                        splitter=IndexSplitter(range(len(sets["train"]), len(items))),
-                       item_tfms=[TimmTrainAug(size, rand_augment, color_jitter, interpolation, crop_scale), TimmEvalResize(size, crop_pct, interpolation)],
-                       batch_tfms=[Normalize.from_stats(*imagenet_stats), BatchRandomErasing(re_prob)])
+                       item_tfms=[TimmTrainAug(size, aug.rand_augment, aug.color_jitter, interpolation, aug.crop_scale),
+                                  TimmEvalResize(size, crop_pct, interpolation)],
+                       batch_tfms=[Normalize.from_stats(*imagenet_stats), BatchRandomErasing(aug.re_prob)])
     if num_workers is None: num_workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
     dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, device=device, **kwargs)
-    dls.food = dict(path=Path(path), split=split, seed=seed, sets=sets, n_skipped=n_skipped, skip_corrupt=skip_corrupt, verify=verify)
+    dls.food = dict(path=Path(path), split=split, seed=seed, sets=sets, n_skipped=n_skipped, skip_corrupt=skip_corrupt, verify=verify,
+                    recipe=name, recipe_reason=reason, recipe_settings=chosen, augmentation=aug, image_size=px)
     return dls
 
 # %% ../nbs/08_data.ipynb #8a78bb41

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_learner.ipynb #e8795019
 from __future__ import annotations
-import copyreg, importlib.util, os, pickle, random, shutil, tempfile, warnings
+import copyreg, dataclasses, errno, importlib.util, os, pickle, random, shutil, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +20,20 @@ from fastai.callback.fp16 import MixedPrecision, AMPMode
 import fastai.callback.hook, fastai.callback.channelslast  # Learner.summary, Learner.to_channelslast
 from fastai.losses import LabelSmoothingCrossEntropy
 from fastai.optimizer import Adam
-from fastai.torch_core import rank_distrib
+from fastai.torch_core import rank_distrib, num_distrib
 from plum import Function as PlumFunction
 
-from .data import food_dls, make_mini_food, MINI_FOOD_VERSION
+from .data import food_dls, make_mini_food, MINI_FOOD_VERSION, Recipe, RECIPES, choose_recipe, get_recipe
 from .models import create_model, image_size_override
+from .vmamba import CheckpointError  # one exception for every checkpoint the package reads
 
 # %% auto #0
-__all__ = ['MODEL_KEYS', 'DATA_KEYS', 'RECIPE', 'CKPT_FORMAT', 'TRAINING_KEYS', 'TopK', 'FoodLoss', 'TimmMixUp', 'PlainTensors',
-           'adamw', 'is_no_decay', 'no_decay_names', 'DecayExempt', 'head_of', 'body_head_splitter', 'EMA',
-           'NonFiniteLossError', 'StopOnNonFinite', 'check_compile', 'should_compile', 'is_compiled', 'mini_food_path',
-           'food_learner', 'paper_schedule', 'CheckpointError', 'check_writable', 'save_checkpoint', 'read_checkpoint',
-           'Checkpoint', 'load_fitting', 'read_training_checkpoint', 'latest_checkpoint', 'plot_curves']
+__all__ = ['MODEL_KEYS', 'DATA_KEYS', 'RECIPE_KEYS', 'OPTIONS', 'CKPT_FORMAT', 'TRAINING_KEYS', 'TopK', 'FoodLoss', 'TimmMixUp',
+           'PlainTensors', 'adamw', 'is_no_decay', 'no_decay_names', 'DecayExempt', 'head_of', 'body_head_splitter',
+           'EMA', 'NonFiniteLossError', 'StopOnNonFinite', 'check_compile', 'should_compile', 'is_compiled',
+           'Throughput', 'mini_food_path', 'food_learner', 'paper_schedule', 'check_writable', 'save_checkpoint',
+           'read_checkpoint', 'Checkpoint', 'load_fitting', 'nonfinite_tensors', 'read_training_checkpoint',
+           'latest_checkpoint', 'run_lr_find', 'plot_curves', 'CheckpointError', 'Recipe', 'RECIPES', 'choose_recipe']
 
 # %% ../nbs/09_learner.ipynb #63dd47d4
 class TopK(AvgMetric):
@@ -203,12 +205,45 @@ def is_compiled(model:torch.nn.Module) -> bool:
     "Whether `model.compile()` was called on `model` (in place: nn.Module keeps the compiled forward beside the eager one)."
     return getattr(model, "_compiled_call_impl", None) is not None
 
+# %% ../nbs/09_learner.ipynb #thr0ug01
+class Throughput(Callback):
+    "Images/s of each training epoch as the recorder column 'img/s'; totals and peak GPU memory in `learn.throughput`."
+    order, _only_train_loop = 56, True  # after Recorder (50) and EMA (55) add their columns; before the loggers (60)
+    name_col = "img/s"
+    def before_fit(self):
+        if hasattr(self.learn, "lr_finder"): self.run = False; return
+        if hasattr(self.learn, "recorder") and self.name_col not in self.recorder.metric_names:
+            names = self.recorder.metric_names
+            self.recorder.metric_names = names[:-1] + [self.name_col] + names[-1:]  # before 'time'
+        self.on_cuda = torch.cuda.is_available() and getattr(self.dls.device, "type", None) == "cuda"
+        if self.on_cuda: torch.cuda.reset_peak_memory_stats(self.dls.device)
+        self.seconds, self.images, self.per_epoch, self._epoch_rate = 0., 0, [], None
+    def _sync(self):
+        if self.on_cuda: torch.cuda.synchronize(self.dls.device)
+    def before_train(self): self._sync(); self._t0, self._n = time.perf_counter(), 0
+    def after_batch(self):
+        if self.training: self._n += len(self.yb[0])
+    def after_train(self):
+        self._sync()
+        dt, n = time.perf_counter() - self._t0, self._n * max(num_distrib(), 1)  # every process trains on as many images
+        self.seconds, self.images = self.seconds + dt, self.images + n
+        self._epoch_rate = round(n / dt) if dt > 0 else 0
+        self.per_epoch.append(self._epoch_rate)
+        self.learn.throughput = dict(train_seconds=round(self.seconds, 2), images=self.images, epochs=len(self.per_epoch),
+                                     img_per_s=round(self.images / self.seconds, 1) if self.seconds else None, per_epoch=list(self.per_epoch),
+                                     peak_mem_gib=round(torch.cuda.max_memory_allocated(self.dls.device) / 2**30, 3) if self.on_cuda else None)
+    def after_validate(self):
+        # only in an epoch that trained: `learn.validate()` alone returns the recorder's values without this column
+        if self._epoch_rate is not None and hasattr(self.learn, "recorder"): self.recorder.log.append(self._epoch_rate)
+    def after_epoch(self): self._epoch_rate = None
+
 # %% ../nbs/09_learner.ipynb #034d1977
 MODEL_KEYS = ("dims", "depths", "d_state", "ssm_ratio", "mlp_ratio", "drop_path_rate", "scan_backend", "dt_rank", "patch_size",
               "drop_rate", "global_pool", "residual", "odd_sizes", "ssm_half", "conv_half", "ssm_drop_rate")
-DATA_KEYS = ("rand_augment", "color_jitter", "re_prob", "crop_pct", "crop_scale", "interpolation", "verify", "skip_corrupt", "num_workers", "device", "seed", "valid_pct")
-RECIPE = dict(mixup=0.8, cutmix=1.0, grad_clip=5.0, ema_decay=0.9999, ema_warmup=True, ema_report="ema", wd=0.05,
-              wd_exempt="model", ckpt_dir=None, mixed_precision="auto", compile="auto", mini=None)
+DATA_KEYS = ("crop_pct", "interpolation", "verify", "skip_corrupt", "num_workers", "device", "seed", "valid_pct")
+RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))  # each overrides the chosen recipe's value
+OPTIONS = dict(grad_clip=5.0, ema_decay=0.9999, ema_warmup=True, ema_report="ema", wd_exempt="model", ckpt_dir=None,
+               mixed_precision="auto", compile="auto", mini=None, throughput=True)
 
 def mini_food_path(**mini) -> Path:
     "The generated mini dataset with `make_mini_food` arguments `mini`, made once in the cache folder."
@@ -232,15 +267,24 @@ def _make_model(arch, n_classes, pretrained, overrides, size=None):
     if pretrained: raise ValueError("pretrained= needs arch given by name")
     return arch(num_classes=n_classes, **overrides)
 
-def _recipe_cbs(recipe, ema, label_smoothing):
-    "The callbacks of the recipe options."
-    if recipe["wd_exempt"] not in ("model", "official"): raise ValueError(f"wd_exempt={recipe['wd_exempt']!r}: expected 'model' or 'official'")
-    cbs = [PlainTensors(), StopOnNonFinite(), DecayExempt(official=recipe["wd_exempt"] == "official")]
-    if recipe["mixup"] or recipe["cutmix"]: cbs.append(TimmMixUp(recipe["mixup"], recipe["cutmix"], label_smoothing))
-    if recipe["grad_clip"]: cbs.append(GradientClip(recipe["grad_clip"]))
-    if ema: cbs.append(EMA(recipe["ema_decay"], recipe["ema_warmup"], recipe["ema_report"]))
-    if recipe["ckpt_dir"]: cbs.append(Checkpoint(recipe["ckpt_dir"]))
+def _recipe_cbs(options, settings:Recipe, ema):
+    "The callbacks of the recipe's settings and the learner's options."
+    if options["wd_exempt"] not in ("model", "official"): raise ValueError(f"wd_exempt={options['wd_exempt']!r}: expected 'model' or 'official'")
+    cbs = [PlainTensors(), StopOnNonFinite(), DecayExempt(official=options["wd_exempt"] == "official")]
+    if settings.mixup or settings.cutmix: cbs.append(TimmMixUp(settings.mixup, settings.cutmix, settings.label_smoothing))
+    if options["grad_clip"]: cbs.append(GradientClip(options["grad_clip"]))
+    if ema: cbs.append(EMA(options["ema_decay"], options["ema_warmup"], options["ema_report"]))
+    if options["throughput"]: cbs.append(Throughput())
+    if options["ckpt_dir"]: cbs.append(Checkpoint(options["ckpt_dir"]))
     return cbs
+
+def _grad_checkpointing(model:nn.Module, on:bool):
+    "timm's convention: `model.set_grad_checkpointing(True)` recomputes each block's activations in the backward pass."
+    if not on: return
+    if not hasattr(model, "set_grad_checkpointing"):
+        raise ValueError(f"grad_checkpointing=True: {type(model).__name__} has no set_grad_checkpointing(); "
+                         "expected a model that follows timm's convention")
+    model.set_grad_checkpointing(True)
 
 def _add_args_doc(f):
     "Append the per-argument comments (docments) to `f.__doc__`, so that `help(f)` shows them too."
@@ -254,27 +298,36 @@ def food_learner(path=None, # dataset root (CNFOOD-241 layout); None: the genera
                  arch="resvmamba_small", # a `create_model` name, or a callable taking num_classes
                  pretrained=None, # a checkpoint file to start from (official VMamba, or this package's)
                  size:int=224, # image side
-                 bs:int=128, # batch size (per process)
+                 bs:int|None=None, # batch size (per process); None: the recipe's
                  split="paper", # 'paper', 'random' or a folder of split lists
+                 recipe="auto", # 'auto' (`choose_recipe` on the training set), 'paper', 'light' (`RECIPES`) or a `Recipe`
                  ema:bool=True, # keep a model EMA and report it
-                 label_smoothing:float=0.1, # label smoothing of the loss and of mixup's targets
+                 label_smoothing:float|None=None, # label smoothing of the loss and of mixup's targets; None: the recipe's
                  opt_func=adamw, # the optimizer (a fastai optimizer function)
-                 **kwargs, # model overrides, data options, recipe options (`RECIPE`), or `Learner` arguments
+                 grad_checkpointing:bool=False, # recompute activations in the backward pass (less memory, more time)
+                 **kwargs, # recipe fields (`RECIPE_KEYS`), model overrides, data options, `OPTIONS`, or `Learner` arguments
                 ) -> Learner:
-    "A fastai `Learner` for CNFOOD-241 with the official VMamba/Res-VMamba training recipe."
+    "A fastai `Learner` for CNFOOD-241 (or a dataset in its layout) with the training recipe that suits the data."
     pick = lambda keys: {k: kwargs.pop(k) for k in list(kwargs) if k in keys}
-    model_kw, data_kw, recipe = pick(MODEL_KEYS), pick(DATA_KEYS), RECIPE | pick(RECIPE)
-    check_compile(recipe["compile"])  # before the data is read
-    if path is None: path = mini_food_path(**(recipe["mini"] or {}))
-    dls = food_dls(path, size=size, bs=bs, split=split, **data_kw)
+    given = pick(RECIPE_KEYS) | {k: v for k, v in dict(bs=bs, label_smoothing=label_smoothing).items() if v is not None}
+    model_kw, data_kw, options = pick(MODEL_KEYS), pick(DATA_KEYS), OPTIONS | pick(OPTIONS)
+    check_compile(options["compile"])  # before the data is read
+    if path is None: path = mini_food_path(**(options["mini"] or {}))
+    aug = {k: given[k] for k in ("rand_augment", "color_jitter", "re_prob", "crop_scale") if k in given}
+    dls = food_dls(path, size=size, bs=given.get("bs"), split=split, recipe=recipe, **aug, **data_kw)
+    settings = dataclasses.replace(dls.food["recipe_settings"], **given)
     model = _make_model(arch, dls.c, pretrained, model_kw, size)
-    if should_compile(recipe["compile"], dls.device): model.compile()  # in place: state_dict keys stay those of the eager model
-    cbs = _recipe_cbs(recipe, ema, label_smoothing) + list(L(kwargs.pop("cbs", None)))
+    _grad_checkpointing(model, grad_checkpointing)
+    if should_compile(options["compile"], dls.device): model.compile()  # in place: state_dict keys stay those of the eager model
+    cbs = _recipe_cbs(options, settings, ema) + list(L(kwargs.pop("cbs", None)))
     kwargs = dict(splitter=body_head_splitter, train_bn=False) | kwargs
-    learn = Learner(dls, model, loss_func=FoodLoss(label_smoothing), opt_func=opt_func, wd=recipe["wd"],
+    learn = Learner(dls, model, loss_func=FoodLoss(settings.label_smoothing), opt_func=opt_func, wd=settings.wd,
                     metrics=[TopK(1), TopK(5)], cbs=cbs, **kwargs)
     learn.food_arch = arch if isinstance(arch, str) else getattr(arch, "__name__", str(arch))
-    mp = recipe["mixed_precision"]
+    changed = {k: v for k, v in given.items() if getattr(dls.food["recipe_settings"], k) != v}
+    learn.recipe, learn.recipe_settings = dls.food["recipe"], settings
+    learn.recipe_reason = dls.food["recipe_reason"] + ("; given " + ", ".join(f"{k}={v!r}" for k, v in changed.items()) if changed else "")
+    mp = options["mixed_precision"]
     if mp == "auto" and torch.cuda.is_available() and getattr(dls.device, "type", None) == "cuda":
         learn.add_cb(MixedPrecision(AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16))
     elif mp in ("bf16", "fp16"): learn.add_cb(MixedPrecision(AMPMode.BF16 if mp == "bf16" else AMPMode.FP16))
@@ -322,9 +375,8 @@ def _plain(o):
     return o
 
 # %% ../nbs/09_learner.ipynb #a755db32
-class CheckpointError(ValueError):
-    "A checkpoint file that cannot be read, or does not hold what was expected."
-
+# `CheckpointError` is chapter 06's: one exception for every checkpoint file the package reads; the recipes are chapter 08's
+_all_ = ["CheckpointError", "Recipe", "RECIPES", "choose_recipe"]
 def _cause(e:BaseException) -> str: return e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
 
 def check_writable(folder) -> Path:
@@ -347,6 +399,16 @@ def _fsync_dir(folder):
     finally: os.close(fd)
 
 # %% ../nbs/09_learner.ipynb #a5dcf6d3
+def _write_problem(e:BaseException, fname:Path, written:int) -> str:
+    "What an exception of `torch.save` says, in words: PyTorch's zip writer reports a full disk as 'unexpected pos'."
+    full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "unexpected pos" in str(e)
+    if not full: return _cause(e)
+    try: free = f"{shutil.disk_usage(fname.parent).free / 2**30:.1f} GiB free there"
+    except OSError: free = "free space unknown"
+    said = f" ({e.strerror})" if isinstance(e, OSError) and e.strerror else ""
+    return (f"the disk is full or the file is larger than allowed (a quota or file-size limit){said}: writing stopped after "
+            f"{written:,} bytes, {free}. Free some space or choose another folder")
+
 def save_checkpoint(state:dict, fname, prev:str|None="prev.pth"):
     "Write `state` to `fname` through a synced temporary file; the file replaced is kept as `prev` (None: not kept)."
     fname = Path(fname); tmp = fname.with_name(fname.name + ".tmp")
@@ -356,9 +418,10 @@ def save_checkpoint(state:dict, fname, prev:str|None="prev.pth"):
         if prev and fname.exists(): os.replace(fname, fname.with_name(prev))
         os.replace(tmp, fname)
     except (OSError, RuntimeError) as e:
+        written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
         kept = f"; {fname} from the epoch before is kept" if fname.exists() else ""
-        raise OSError(getattr(e, "errno", None), f"could not write checkpoint {fname}: {_cause(e)}{kept}") from e
+        raise OSError(getattr(e, "errno", None), f"could not write checkpoint {fname}: {_write_problem(e, fname, written)}{kept}") from e
     _fsync_dir(fname.parent)
 
 # %% ../nbs/09_learner.ipynb #e3370888
@@ -368,19 +431,32 @@ def read_checkpoint(fname) -> dict:
     if not f.exists(): raise FileNotFoundError(f"checkpoint {f} does not exist")
     if f.is_dir(): raise CheckpointError(f"checkpoint {f} is a folder; expected a file written by torch.save (e.g. {f / 'last.pth'})")
     if f.stat().st_size == 0: raise CheckpointError(f"checkpoint {f} is empty (0 bytes); expected a file written by torch.save")
+    with open(f, "rb") as h: head = h.read(64)
+    # torch.save writes a zip archive ('PK'); files of torch < 1.6 are a pickle (protocol 2+: 0x80). Anything else is not
+    # a PyTorch file, whatever torch.load's unpickler makes of it (a text file reads as a pickle that 'holds Python objects')
+    if not head.startswith((b"PK", b"\x80")): raise CheckpointError(f"checkpoint {f} is not a PyTorch file: {_describe(f, head)}; "
+                                                                    "expected a file written by torch.save")
     try: return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e: raise CheckpointError(f"checkpoint {f} {_read_problem(f, e)}") from e
 
+def _describe(f:Path, head:bytes) -> str:
+    "What file `f`, starting with bytes `head`, looks like: text (and how it starts) or other data."
+    size = f"{f.stat().st_size:,} bytes"
+    try: text = head.decode("utf-8")
+    except UnicodeDecodeError as e: text = head[:e.start].decode("utf-8") if e.start >= 16 else None  # cut inside a character
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
+        start = " ".join(text.split())[:40]
+        return f"a text file, {size}, starts with {start!r}"
+    return f"{size} of other data, starting with {head[:8]!r}"
+
 def _read_problem(f, e) -> str:
-    "What `torch.load`'s exception `e` says about file `f`, in words."
+    "What `torch.load`'s exception `e` says about file `f` (a zip archive or a pickle), in words."
     with open(f, "rb") as h: head = h.read(12)
     if "Weights only load failed" in str(e):
         return ("holds Python objects besides tensors, numbers and plain containers, which a safe load refuses "
                 "(not a file of this package's Checkpoint); expected a state dict or a Checkpoint file")
     if head.startswith(b"PK") or isinstance(e, EOFError):  # a torch.save file is a zip archive, read from its end
         return f"is truncated or damaged ({f.stat().st_size} bytes; {_cause(e)}); expected a complete file written by torch.save"
-    if not head.startswith(b"\x80"):  # neither a zip archive nor a (legacy) pickle
-        return f"is not a PyTorch file (it starts with {head!r}); expected a file written by torch.save"
     return f"could not be read ({type(e).__name__}: {_cause(e)}); expected a file written by torch.save"
 
 # %% ../nbs/09_learner.ipynb #2cdc889d
@@ -453,18 +529,30 @@ def load_fitting(model:nn.Module, sd:dict, what:str):
 
 TRAINING_KEYS = ("model", "ema", "opt", "epoch", "rng", "recorder")
 
-def read_training_checkpoint(fname) -> dict:
-    "`read_checkpoint`, and check that the file is a `Checkpoint` file (not only weights)."
+def nonfinite_tensors(state:dict) -> list[str]:
+    "Names ('model.x', 'ema.x') of the floating-point weights of a training checkpoint that hold a NaN or an infinity."
+    return [f"{w}.{k}" for w in ("model", "ema") for k, t in (state.get(w) or {}).items()
+            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
+
+def read_training_checkpoint(fname,
+                             allow_nonfinite:bool=False, # accept weights that are NaN or infinite
+                            ) -> dict:
+    "`read_checkpoint`, and check that the file is a `Checkpoint` file (not only weights) with finite weights."
     state = read_checkpoint(fname)
     missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         what = f"a dict without {missing}" if isinstance(state, dict) else f"a {type(state).__name__}"
         raise CheckpointError(f"checkpoint {fname} is not a training checkpoint: it holds {what}; expected a file written by "
                               f"Checkpoint (keys {', '.join(TRAINING_KEYS)}). Weights alone go to create_model(pretrained=...)")
+    bad = [] if allow_nonfinite else nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"checkpoint {fname} (epoch {state['epoch']}) holds NaN or infinite weights in {len(bad)} tensors: "
+                              f"{', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}; its run had diverged. Resume from an "
+                              "earlier checkpoint, or pass allow_nonfinite=True to load it anyway")
     return state
 
 # %% ../nbs/09_learner.ipynb #4432c85a
-def latest_checkpoint(folder, fname:str="last.pth", prev:str="prev.pth"):
+def latest_checkpoint(folder, fname:str="last.pth", prev:str="prev.pth", allow_nonfinite:bool=False):
     "`(path, state)` of the newest readable training checkpoint in `folder`: `fname`, else `prev` with a warning; `(None, None)` if neither exists."
     folder, problems = Path(folder), []
     for name in (fname, prev):
@@ -472,7 +560,7 @@ def latest_checkpoint(folder, fname:str="last.pth", prev:str="prev.pth"):
         if not f.exists():
             if name == fname and (folder / prev).exists(): problems.append(f"checkpoint {f} does not exist")
             continue
-        try: state = read_training_checkpoint(f)
+        try: state = read_training_checkpoint(f, allow_nonfinite)
         except CheckpointError as e: problems.append(str(e)); continue
         if problems: warnings.warn(f"{problems[0]}. Resuming from {f} (epoch {state['epoch']}) instead.")
         return f, state
@@ -486,9 +574,9 @@ def _opt_state_to_params(opt):
             if torch.is_tensor(v): st[k] = v.to(p.device)
 
 @patch
-def load_checkpoint(self:Learner, fname, state:dict|None=None):
+def load_checkpoint(self:Learner, fname, state:dict|None=None, allow_nonfinite:bool=False):
     "Load a `Checkpoint` file (or its already read `state`) into this learner: model, EMA, optimizer; return the state."
-    state = read_training_checkpoint(fname) if state is None else state
+    state = read_training_checkpoint(fname, allow_nonfinite) if state is None else state
     load_fitting(getattr(self.model, "module", self.model), state["model"], f"checkpoint {fname} (arch {state.get('arch')})")
     ema = next((c for c in self.cbs if isinstance(c, EMA)), None)
     if ema is not None and state.get("ema") is not None:
@@ -512,12 +600,12 @@ def _schedule(schedule, n_epoch, lr, warmup, warmup_div, final_div):
     if callable(schedule): return schedule, 0
     raise ValueError(f"schedule={schedule!r}: expected 'paper', 'constant' or a function of the training position p in [0, 1]")
 
-def _resume_state(learn, resume, ck):
+def _resume_state(learn, resume, ck, allow_nonfinite=False):
     "The checkpoint `(path, state)` to resume from: an explicit path must exist; `True` looks in the Checkpoint folder."
     if not resume: return None, None
-    if not isinstance(resume, bool): return Path(resume), read_training_checkpoint(resume)
+    if not isinstance(resume, bool): return Path(resume), read_training_checkpoint(resume, allow_nonfinite)
     if ck is None: raise ValueError("resume=True needs a Checkpoint callback (food_learner(..., ckpt_dir=...)) or a checkpoint path")
-    fname, state = latest_checkpoint(ck.path, ck.fname, ck.prev)
+    fname, state = latest_checkpoint(ck.path, ck.fname, ck.prev, allow_nonfinite)
     if fname is None: warnings.warn(f"resume=True, but {ck.path} holds no checkpoint ({ck.fname} or {ck.prev}): training starts at epoch 0")
     return fname, state
 
@@ -525,14 +613,18 @@ def _resume_state(learn, resume, ck):
 @patch
 @_add_args_doc
 def fit_paper(self:Learner, n_epoch:int=150, # epochs in all (including warm-up)
-              lr:float=1e-3, # peak learning rate
-              warmup:int|None=None, # warm-up epochs; None: 20 (the paper's), fewer for runs under 150 epochs
+              lr:float|None=None, # peak learning rate; None: the recipe's (`learn.recipe_settings.lr`)
+              warmup:int|None=None, # warm-up epochs; None: the recipe's share (paper: 20 of 150, at most 20)
               resume=False, # True: continue from the Checkpoint folder if it holds a checkpoint; or a checkpoint path
               warmup_div:float=1000., final_div:float=100., # start and end of the schedule: lr/warmup_div, lr/final_div
               cbs=None, # extra callbacks for this fit
               schedule="paper", # 'paper' (warm-up + cosine), 'constant', or a function of the position p in [0, 1]
+              allow_nonfinite:bool=False, # resume even from weights that are NaN or infinite
              ):
     "Train with the paper's schedule (linear warm-up, cosine to lr/100, per step), resuming from a checkpoint if asked; sets `self.resumed_from`."
+    recipe = getattr(self, "recipe_settings", None) or RECIPES["paper"]
+    if lr is None: lr = recipe.lr
+    if warmup is None and schedule == "paper": warmup = recipe.warmup_epochs(n_epoch)
     sched, warmup = _schedule(schedule, n_epoch, lr, warmup, warmup_div, final_div)
     if len(self.dls.train) == 0:
         raise ValueError(f"no training batches: {len(self.dls.train_ds)} training images and bs={self.dls.train.bs} (an incomplete "
@@ -540,7 +632,7 @@ def fit_paper(self:Learner, n_epoch:int=150, # epochs in all (including warm-up)
     ck = next((c for c in self.cbs if isinstance(c, Checkpoint)), None)
     self.fit_args = dict(n_epoch=n_epoch, lr=lr, warmup=warmup, warmup_div=warmup_div, final_div=final_div,
                          schedule=schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"))
-    self.resumed_from, state = _resume_state(self, resume, ck)
+    self.resumed_from, state = _resume_state(self, resume, ck, allow_nonfinite)
     if state is not None:
         saved = state.get("fit_args") or {}
         if any(saved[k] != v for k, v in self.fit_args.items() if k in saved):
@@ -551,6 +643,21 @@ def fit_paper(self:Learner, n_epoch:int=150, # epochs in all (including warm-up)
         print(f"resuming from {self.resumed_from}: epoch {state['epoch'] + 1} of {n_epoch}")
     if ck is not None: ck.resume_state = state
     self.fit(n_epoch, lr=lr, cbs=[ParamScheduler({"lr": sched})] + list(L(cbs)), reset_opt=state is None)
+
+# %% ../nbs/09_learner.ipynb #lrf1nd01
+def run_lr_find(learn:Learner, fname=None, **kwargs) -> float:
+    "fastai's `lr_find` with its scratch copy of the weights in a temporary folder; the plot saved to `fname`; the suggested lr."
+    import matplotlib.pyplot as plt  # only for the plot
+    path = learn.path
+    with tempfile.TemporaryDirectory() as d:  # fastai saves the weights under learn.path/models/ and would leave the folder
+        learn.path = Path(d)
+        try: found = learn.lr_find(show_plot=fname is not None, **kwargs)
+        finally: learn.path = path
+    if fname is not None:
+        fig = plt.gcf()
+        fig.savefig(fname)
+        plt.close(fig)
+    return float(found.valley)
 
 # %% ../nbs/09_learner.ipynb #c011b816
 def plot_curves(learn:Learner, fname=None):

@@ -2,7 +2,7 @@
 fails with a message naming the file (and the line of a split list) and what is wrong.
 
 All on a generated dataset of 4 classes of 32-pixel dishes, copied per case."""
-import shutil, warnings
+import shutil, unicodedata, warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resvmamba.data import food_dls, food_split, make_mini_food, open_food_image
+from resvmamba.data import RECIPES, choose_recipe, food_dls, food_split, make_mini_food, open_food_image
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,18 @@ def _corrupt(d):
 
 def _not_an_image(d): (d / "val600x600/003/00300001.jpg").write_text("hello")
 
+def _empty_val(d): (d / "splits/val.txt").write_text("\n")  # an empty line only: no entries
+
+def _empty_train(d): (d / "splits/train.txt").write_text("")
+
+def _class_without_training_images(d):  # class 002's training images dropped from the list
+    _write(d / "splits/train.txt", [l for l in _lines(d / "splits/train.txt") if not l.startswith("002/")])
+
+def _class_folder_gone(d): shutil.rmtree(d / "train600x600/002")
+
+def _class_folder_empty(d):
+    for f in (d / "train600x600/002").iterdir(): f.unlink()
+
 REFUSED = {
     # case: (change, call on the changed root, exception type, words the message must hold)
     "root is a file":          (None, lambda d: food_split(d / "classes.txt"), NotADirectoryError, ["classes.txt is a file, not a folder"]),
@@ -53,6 +65,23 @@ REFUSED = {
     "listed twice":            (_twice, food_split, ValueError, ["train.txt", "listed twice, lines 5 and 29"]),
     "truncated JPEG":          (_corrupt, lambda d: food_dls(d, size=32, bs=4), OSError, ["1 image(s) cannot be decoded", "00100002.jpg", "corrupt", "skip_corrupt=True"]),
     "text named .jpg":         (_not_an_image, lambda d: food_dls(d, size=32, bs=4), OSError, ["00300001.jpg", "corrupt or not an image"]),
+    # an empty set is refused before training, naming the list (the run would train, then fail while logging)
+    "empty validation list":   (_empty_val, lambda d: food_dls(d, size=32, bs=4), ValueError,
+                                ["splits/val.txt has no entries", "validation set would be empty", "'<class>/<file>.jpg <label>' lines"]),
+    "empty training list":     (_empty_train, lambda d: food_dls(d, size=32, bs=4), ValueError, ["splits/train.txt has no entries", "training set"]),
+    "random split, nothing held out": (None, lambda d: food_dls(d, size=32, bs=4, split="random", valid_pct=0), ValueError,
+                                ["split='random' leaves the validation set empty", "expected valid_pct in (0, 1)"]),
+    "random split, all held out": (None, lambda d: food_dls(d, size=32, bs=4, split="random", valid_pct=1), ValueError,
+                                ["split='random' leaves the training set empty"]),
+    # a class that is tested but never trained on: refused, naming the class
+    "class missing from train list": (_class_without_training_images, food_split, ValueError,
+                                ["class 002 has 3 validation images but no training images", "train.txt lists none"]),
+    "random split, class folder gone": (_class_folder_gone, lambda d: food_split(d, "random"), ValueError,
+                                ["class 002 has 3 test images but no training images", "train600x600/002/ is empty or missing"]),
+    "random split, class folder empty": (_class_folder_empty, lambda d: food_dls(d, size=32, bs=4, split="random"), ValueError,
+                                ["class 002 has 3 test images but no training images"]),
+    "unknown recipe":          (None, lambda d: food_dls(d, size=32, recipe="heavy"), ValueError,
+                                ["recipe='heavy': expected 'auto', 'paper', 'light' or a Recipe"]),
 }
 
 @pytest.mark.parametrize("case", REFUSED)
@@ -133,3 +162,31 @@ def test_predict_and_test_dl_take_paths_and_images(as_, mini):
     learn = Learner(dls, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4)))
     label, idx, probs = learn.predict(item)
     assert label in dls.vocab and probs.shape == (4,) and label == dls.vocab[int(idx)]
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_file_names_match_after_unicode_normalisation(form, copy):
+    "A name written one way on disk (macOS writes NFD) and the other way in the split list is the same file."
+    other = "NFD" if form == "NFC" else "NFC"
+    f = copy / "train600x600/000/00000000.jpg"
+    f.rename(f.with_name(unicodedata.normalize(form, "café_1.jpg")))
+    t = (copy / "splits/train.txt").read_text().replace("000/00000000.jpg", "000/" + unicodedata.normalize(other, "café_1.jpg"))
+    (copy / "splits/train.txt").write_text(t)
+    train = food_split(copy)["train"]
+    hits = [p for p, _ in train if "caf" in p.name]
+    assert len(hits) == 1 and hits[0].exists() and hits[0].name == unicodedata.normalize(form, "café_1.jpg")  # the name on disk
+    assert len(food_dls(copy, size=32, bs=4).train_ds) == len(train)
+
+
+def test_recipe_choice_and_overrides(mini):
+    dls = food_dls(mini, size=32)  # 28 training images of 32 px: small and low-resolution
+    assert (dls.food["recipe"], dls.train.bs) == ("light", 32)
+    assert dls.food["recipe_reason"] == "28 training images of 32x32 px: light (small and low-resolution set)"
+    aug = dls.food["augmentation"]
+    assert (aug.rand_augment, aug.re_prob, aug.crop_scale) == (None, 0.0, (0.8, 1.0))
+    p = food_dls(mini, size=32, recipe="paper", re_prob=0.1)
+    assert (p.food["recipe"], p.train.bs, p.food["augmentation"].re_prob) == ("paper", 128, 0.1)
+    assert p.food["augmentation"].rand_augment == RECIPES["paper"].rand_augment
+    assert p.food["recipe_reason"].endswith(": paper (as asked)")
+    assert food_dls(mini, size=32, bs=4).train.bs == 4  # an explicit batch size wins over the recipe's
+    assert choose_recipe(119_514, (600, 600))[0] == "paper" and choose_recipe(9_999, (600, 600))[0] == "light"

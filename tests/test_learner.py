@@ -16,7 +16,7 @@ from fastcore.basics import noop
 
 from resvmamba.data import make_mini_food
 from resvmamba.learner import (EMA, CheckpointError, NonFiniteLossError, food_learner, latest_checkpoint, no_decay_names,
-                               read_checkpoint, read_training_checkpoint, save_checkpoint, check_writable)
+                               read_checkpoint, read_training_checkpoint, run_lr_find, save_checkpoint, check_writable)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def mini(tmp_path_factory):
 def tiny(mini, **kw):
     torch.manual_seed(0); random.seed(0); np.random.seed(0)
     kw = dict(size=32, bs=16, num_workers=0, dims=[8, 16, 32, 64], d_state=2) | kw
+    kw = dict(recipe="paper") | kw
     learn = food_learner(mini, arch="resvmamba_test", **kw)
     learn.remove_cb(ProgressCallback); learn.logger = noop
     return learn
@@ -111,7 +112,7 @@ def _bad_files(d, good):
 
 
 BAD = [("empty.pth", CheckpointError, "is empty (0 bytes); expected a file written by torch.save"),
-       ("text.pth", CheckpointError, "is not a PyTorch file (it starts with b'epoch 3, top'); expected"),
+       ("text.pth", CheckpointError, "is not a PyTorch file: a text file, 19 bytes, starts with 'epoch 3, top-1 0.8'; expected"),
        ("cut_head.pth", CheckpointError, "is truncated or damaged (1000 bytes"),
        ("cut_tail.pth", CheckpointError, "is truncated or damaged"),
        ("folder.pth", CheckpointError, "is a folder; expected a file"),
@@ -234,7 +235,8 @@ def test_write_failure_names_file_and_cause_and_removes_the_temporary(run, tmp_p
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError) as e: save_checkpoint({"epoch": 9}, ck / "last.pth")
-    assert f"could not write checkpoint {ck / 'last.pth'}: No space left on device" in str(e.value)
+    assert (f"could not write checkpoint {ck / 'last.pth'}: the disk is full or the file is larger than allowed "
+            "(a quota or file-size limit) (No space left on device): writing stopped after 102 bytes") in str(e.value)
     assert not (ck / "last.pth.tmp").exists() and (ck / "last.pth").read_bytes() == before
 
 
@@ -291,8 +293,8 @@ def test_ema_both_columns_line_up_in_the_csv_log(mini, tmp_path):
     learn = tiny(mini, ema_report="both", cbs=[CSVLogger(tmp_path / "log.csv")])
     learn.fit_paper(1, lr=2e-3, warmup=0)
     rows = list(csv.reader(open(tmp_path / "log.csv")))
-    assert rows[0] == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "raw_top-1", "raw_top-5", "time"]
-    assert len(rows[1]) == len(rows[0])
+    assert rows[0] == ["epoch", "train_loss", "valid_loss", "top-1", "top-5", "raw_top-1", "raw_top-5", "img/s", "time"]
+    assert len(rows[1]) == len(rows[0]) and int(rows[1][7]) > 0
 
 
 # --- export, freezing, weight decay, other recipes ----------------------------------------------------------------
@@ -356,3 +358,104 @@ def test_help_shows_every_argument():
     assert "dataset root (CNFOOD-241 layout)" in text and "label_smoothing: label smoothing" in text
     text = pydoc.render_doc(Learner.fit_paper, renderer=pydoc.plaintext)
     assert "resume: True: continue from the Checkpoint folder" in text and "schedule: 'paper'" in text
+
+
+# --- a text file as a checkpoint, a full disk, non-finite weights on resume -------------------------------------
+
+@pytest.mark.parametrize("text", ["model weights here\n", '{"epoch": 3}', "hello world", "epoch 3, top-1 0.5"])
+def test_text_file_is_not_a_pytorch_file(text, tmp_path):
+    "torch.load's unpickler reads some text as a pickle 'holding Python objects'; the message says what the file is."
+    f = tmp_path / "last.pth"; f.write_text(text)
+    for read in (read_checkpoint, read_training_checkpoint):
+        with pytest.raises(CheckpointError) as e: read(f)
+        msg = str(e.value)
+        assert f"{f} is not a PyTorch file: a text file, {len(text.encode())} bytes, starts with {' '.join(text.split())[:40]!r}" in msg
+        assert "weights_only" not in msg and "Python objects" not in msg
+
+
+def test_checkpoint_error_is_chapter_06s():
+    from resvmamba import vmamba
+    assert CheckpointError is vmamba.CheckpointError
+
+
+_FULL_DISK = """
+import resource, sys, torch
+from pathlib import Path
+from resvmamba.learner import save_checkpoint
+d = Path(sys.argv[1])
+save_checkpoint({"w": torch.zeros(10)}, d / "last.pth")          # a small first checkpoint
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))   # then a file-size limit below the next one
+try: save_checkpoint({"w": torch.zeros(100_000)}, d / "last.pth")
+except OSError as e: print(e)
+"""
+
+def test_full_disk_names_the_cause_and_keeps_the_last_checkpoint(tmp_path):
+    import subprocess, sys
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    msg = r.stdout.strip().splitlines()[-1]
+    assert f"could not write checkpoint {tmp_path / 'last.pth'}: the disk is full or the file is larger than allowed" in msg, r
+    assert "inline_container" not in msg and "unexpected pos" not in msg
+    assert f"{tmp_path / 'last.pth'} from the epoch before is kept" in msg
+    assert read_checkpoint(tmp_path / "last.pth")["w"].shape == (10,)  # intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]   # no temporary file left
+
+
+def test_resume_refuses_non_finite_weights_unless_allowed(run, mini, tmp_path):
+    ck = _copy(run[1], tmp_path)
+    state = read_training_checkpoint(ck / "last.pth")
+    name = next(k for k, t in state["model"].items() if t.is_floating_point())
+    state["model"][name][...] = float("nan"); state["ema"][name][...] = float("inf")
+    torch.save(state, ck / "nan.pth")
+    with pytest.raises(CheckpointError, match=rf"holds NaN or infinite weights in 2 tensors: model\.{name}, ema\.{name}"):
+        tiny(mini, ckpt_dir=ck).fit_paper(3, lr=2e-3, warmup=1, resume=ck / "nan.pth")
+    learn = tiny(mini, ckpt_dir=ck)
+    learn.load_checkpoint(ck / "nan.pth", allow_nonfinite=True)
+    assert torch.isnan(learn.model.state_dict()[name]).all()
+
+
+# --- recipes, throughput, lr_find, gradient checkpointing ---------------------------------------------------------
+
+def test_recipe_auto_is_light_on_a_small_low_resolution_set(mini):
+    learn = tiny(mini, recipe="auto", bs=None)
+    assert (learn.recipe, learn.dls.train.bs, learn.recipe_settings.lr) == ("light", 32, 3e-3)
+    assert learn.recipe_reason == "104 training images of 32x32 px: light (small and low-resolution set)"
+    assert not any(type(c).__name__ == "TimmMixUp" for c in learn.cbs) and learn.loss_func.eps == 0.1
+    paper = tiny(mini, recipe="paper", mixup=0.2)
+    assert paper.recipe == "paper" and paper.recipe_reason.endswith("paper (as asked); given mixup=0.2, bs=16")
+    mix = next(c for c in paper.cbs if type(c).__name__ == "TimmMixUp")
+    assert (mix.mixup, mix.cutmix) == (0.2, 1.0)
+
+
+def test_fit_paper_takes_lr_and_warmup_from_the_recipe(mini):
+    learn = tiny(mini, recipe="light", bs=16)
+    learn.fit_paper(2)
+    assert learn.fit_args["lr"] == 3e-3 and learn.fit_args["warmup"] == 0  # 2 epochs: 2 * 1 // 14 = 0 warm-up epochs
+    assert max(learn.recorder.lrs) == pytest.approx(3e-3, rel=1e-3)
+
+
+def test_throughput_column_and_totals(mini):
+    learn = tiny(mini)
+    learn.fit_paper(3, lr=2e-3, warmup=1)
+    names = learn.recorder.metric_names
+    assert names[-2:] == ["img/s", "time"]
+    rates = [r[names.index("img/s") - 1] for r in learn.recorder.values]
+    t = learn.throughput
+    assert t["epochs"] == 3 and t["images"] == 3 * len(learn.dls.train) * 16 and t["per_epoch"] == rates
+    assert t["img_per_s"] == pytest.approx(t["images"] / t["train_seconds"], rel=0.01) and t["peak_mem_gib"] is None
+    assert len(learn.validate()) == 3  # validation alone: loss, top-1, top-5, no timing column
+
+
+def test_run_lr_find_saves_the_plot_and_leaves_nothing(mini, tmp_path):
+    learn = tiny(mini, ckpt_dir=tmp_path / "ck")
+    learn.path = tmp_path / "root"
+    lr = run_lr_find(learn, tmp_path / "lr.png", num_it=8)
+    assert 1e-8 < lr < 10 and (tmp_path / "lr.png").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.png"]
+
+
+def test_grad_checkpointing(mini):
+    learn = tiny(mini, grad_checkpointing=True)
+    assert learn.model.grad_checkpointing is True
+    def plain(num_classes): return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, num_classes))
+    with pytest.raises(ValueError, match="grad_checkpointing=True: Sequential has no set_grad_checkpointing"):
+        food_learner(mini, arch=plain, size=32, bs=16, num_workers=0, grad_checkpointing=True)
