@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #641cfc18
 from __future__ import annotations
-import argparse, json, math, os, sys, tempfile, time, warnings
+import argparse, dataclasses, json, math, os, sys, tempfile, time, warnings
 from collections import namedtuple
 from contextlib import nullcontext, contextmanager, redirect_stdout
 from inspect import signature
@@ -21,27 +21,31 @@ from fastcore.basics import patch, noop
 from fastcore.imports import in_notebook
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger, ProgressCallback
+from fastai.callback.fp16 import MixedPrecision
 from fastai.torch_core import set_seed, rank_distrib, num_distrib
 
 import resvmamba
-from .data import food_dls, food_test_dl
-from .learner import food_learner, plot_curves, load_fitting, EMA, Checkpoint, MODEL_KEYS, NonFiniteLossError, is_compiled, read_checkpoint
+from .data import food_dls, food_test_dl, Recipe, SMALL_SET, LOW_RES
+from .learner import food_learner, plot_curves, load_fitting, EMA, Checkpoint, MODEL_KEYS, NonFiniteLossError, is_compiled, read_checkpoint, RECIPES, run_lr_find
 from .models import MODELS, create_model, image_size_override
 
 # %% auto #0
-__all__ = ['PAPER', 'DEMO', 'DEMO_MINI', 'DEMO_MODEL', 'DEMO_DATA', 'ARG_RULES', 'COMPILE', 'RUN_FILES', 'Run', 'CONFIG_KEYS',
-           'USER_ERRORS', 'ArgumentError', 'check_args', 'check_paths', 'run_files', 'run_folder', 'check_folder',
-           'prepare_folder', 'clear_run', 'PlainLog', 'set_log', 'ResumableCSVLogger', 'start_distributed',
-           'end_distributed', 'match_grad_layout', 'train', 'check_batches', 'save_config', 'predict_test_set',
-           'confusion', 'plot_confusion', 'evaluate', 'read_config', 'run_model', 'LowRes', 'load_run', 'cli_parser',
-           'resvmamba_train']
+__all__ = ['PAPER', 'DEMO', 'DEMO_MINI', 'DEMO_MODEL', 'ARG_RULES', 'COMPILE', 'RUN_FILES', 'Run', 'CONFIG_KEYS', 'USER_ERRORS',
+           'recipe_args', 'ArgumentError', 'check_args', 'check_paths', 'run_files', 'run_folder', 'check_folder',
+           'prepare_folder', 'clear_run', 'PlainLog', 'set_log', 'ResumableCSVLogger', 'run_header', 'CompileNotice',
+           'start_distributed', 'end_distributed', 'match_grad_layout', 'train', 'check_batches', 'save_config',
+           'predict_test_set', 'confusion', 'plot_confusion', 'totals_line', 'evaluate', 'read_config', 'run_model',
+           'LowRes', 'load_run', 'cli_parser', 'resvmamba_train']
 
 # %% ../nbs/10_train.ipynb #ff56eaee
-PAPER = dict(arch="resvmamba_small", epochs=150, warmup=20, lr=1e-3, bs=128, size=224, mixup=0.8, cutmix=1.0)
-DEMO = dict(arch="resvmamba_test", epochs=14, warmup=1, lr=3e-3, bs=32, size=48, mixup=0., cutmix=0.)
+def recipe_args(recipe:Recipe, epochs:int) -> dict:
+    "The command's options that a recipe (chapter 08) decides: peak lr, batch size, mixing, and the warm-up of a run of `epochs`."
+    return dict(warmup=recipe.warmup_epochs(epochs), lr=recipe.lr, bs=recipe.bs, mixup=recipe.mixup, cutmix=recipe.cutmix)
+
+PAPER = dict(arch="resvmamba_small", epochs=150, size=224) | recipe_args(RECIPES["paper"], 150)
+DEMO = dict(arch="resvmamba_test", epochs=14, size=48) | recipe_args(RECIPES["light"], 14)
 DEMO_MINI = dict(n_classes=8, per_class=400, size=48, seed=0, valid_tenths=1, n_test=100)  # 2,880 training, 320 validation, 800 test images
 DEMO_MODEL = dict(ssm_ratio=1.0)                                           # the test preset with SS2D's inner width = its input's: half the scan
-DEMO_DATA = dict(rand_augment=None, re_prob=0., crop_scale=(0.8, 1.0))  # light augmentation for a 14-epoch run
 
 # %% ../nbs/10_train.ipynb #2d980935
 class ArgumentError(ValueError):
@@ -65,25 +69,26 @@ ARG_RULES = dict(  # argument: (valid?, what is expected) -- checked before anyt
     mixup=_real(lambda v: v >= 0, "expected a number >= 0 (0 turns mixup off)"),
     cutmix=_real(lambda v: v >= 0, "expected a number >= 0 (0 turns cutmix off)"),
     compile=(lambda v: v in ("auto", "yes", "no"), "expected auto (compile on a GPU), yes or no"),
+    recipe=(lambda v: v == "auto" or v in RECIPES, f"expected auto (chosen from the data), {' or '.join(RECIPES)}"),
     factor=(lambda v: _int(2)[0](v) and not v & (v - 1),  # SRFront upsamples by pixel shuffles of 2: 2, 4, 8, ...
             "expected a power of 2 >= 2 (2, 4, 8, ...): the student's super-resolution front upsamples in steps of 2"),
 )
 COMPILE = dict(auto="auto", yes=True, no=False)  # --compile's words as food_learner's `compile`
 
 # %% ../nbs/10_train.ipynb #c7302c18
-def check_args(cfg:dict, # the run's settings: defaults merged with what was given
+def check_args(cfg:dict, # the run's settings: defaults merged with what was given; the recipe's may be missing yet
                warmup_given:bool, # whether `warmup` came from the user (else it is a default, clamped)
               ) -> dict:
     "`cfg` with its warm-up settled, or an `ArgumentError` for the first argument out of range."
     for k, (ok, expected) in ARG_RULES.items():
         if cfg.get(k) is not None and not ok(cfg[k]): raise ArgumentError(k, cfg[k], expected)
     if cfg["arch"] not in MODELS: raise ArgumentError("arch", cfg["arch"], f"expected one of {', '.join(MODELS)}")
-    w, n = cfg["warmup"], cfg["epochs"]
-    if not warmup_given: w = min(w, n - 1)  # a default warm-up shrinks to fit a short run
-    elif not (_int(0)[0](w) and w < n): raise ArgumentError("warmup", w, f"expected an integer in [0, epochs - 1 = {n - 1}]")
-    if (cfg["mixup"] or cfg["cutmix"]) and cfg["bs"] % 2:
+    w, n = cfg.get("warmup"), cfg["epochs"]
+    if w is not None and not warmup_given: w = min(w, n - 1)  # a default warm-up shrinks to fit a short run
+    elif w is not None and not (_int(0)[0](w) and w < n): raise ArgumentError("warmup", w, f"expected an integer in [0, epochs - 1 = {n - 1}]")
+    if (cfg.get("mixup") or cfg.get("cutmix")) and cfg.get("bs") is not None and cfg["bs"] % 2:
         raise ArgumentError("bs", cfg["bs"], "expected an even number: mixup and cutmix pair up the images of a batch (or pass --mixup 0 --cutmix 0)")
-    return cfg | dict(warmup=w)
+    return cfg | (dict(warmup=w) if w is not None else {})
 
 def check_paths(data, split, pretrained):
     "An `ArgumentError` unless `data` is a folder, `split` a known split or a folder, `pretrained` a file."
@@ -149,7 +154,7 @@ def _checkpoint_in(out:Path) -> bool: return any((out / "ckpt").glob("*.pth"))
 # %% ../nbs/10_train.ipynb #5898cd9f
 class PlainLog(Callback):
     "Each epoch's record as one plain line, after a header line: what a file or a pipe should get instead of progress bars."
-    order = 55  # after Recorder (50) has the epoch's values; before CSVLogger (60), which hands each record on to us
+    order = 58  # after Recorder (50), EMA (55) and Throughput (56) have named their columns; before CSVLogger (60), which hands each record on to us
     def before_fit(self):
         if hasattr(self, "gather_preds") or rank_distrib(): return  # predicting, or not rank 0
         names = self.recorder.metric_names
@@ -195,6 +200,56 @@ class ResumableCSVLogger(CSVLogger):
         self.file = f.open("a")
         self.old_logger, self.learn.logger = self.logger, self._write_line
 
+# %% ../nbs/10_train.ipynb #hdr0cd01
+def _device_line(learn) -> str:
+    "The hardware: GPU name and count of processes, or CPU threads."
+    dev, procs = learn.dls.device, max(num_distrib(), 1)
+    if getattr(dev, "type", None) == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} ({dev}), {procs} process{'es' if procs > 1 else ''} ({torch.cuda.device_count()} GPU{'s' if torch.cuda.device_count() > 1 else ''} visible)"
+    return f"CPU, {torch.get_num_threads()} threads" + (f", {procs} processes" if procs > 1 else "")
+
+def _precision_line(learn) -> str:
+    mp = next((c for c in learn.cbs if isinstance(c, MixedPrecision)), None)
+    return "float32" if mp is None else f"{mp.amp_mode.value} autocast (mixed precision), float32 weights"
+
+def _data_line(learn, data, size:int) -> str:
+    "Where the images come from, how many per split, how many classes, the input size."
+    info = getattr(learn.dls, "food", {})
+    where = str(data) if data is not None else f"generated mini dataset ({info.get('path')})"
+    n_test = len(info.get("sets", {}).get("test", []))
+    return (f"{where}: {len(learn.dls.train_ds):,} train / {len(learn.dls.valid_ds):,} valid / {n_test:,} test images, "
+            f"{learn.dls.c} classes, {size} px")
+
+def run_header(learn, cfg:dict, data, out:Path, overrides:dict) -> list[str]:
+    "The lines that say what a run is about to do: model, data, device, precision, compile, recipe, schedule, run folder."
+    model = getattr(learn.model, "module", learn.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    extra = f" (overrides {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""
+    compiled = is_compiled(learn.model)
+    rows = dict(model=f"{cfg['arch']}, {n_params / 1e6:.2f} M parameters{extra}",
+                data=_data_line(learn, data, cfg["size"]), device=_device_line(learn), precision=_precision_line(learn),
+                compile=("yes" if compiled else "no") + f" (--compile {cfg['compile']}{': on a GPU' if cfg['compile'] == 'auto' else ''})",
+                recipe=getattr(learn, "recipe_reason", "the paper's"),
+                schedule=f"{cfg['epochs']} epochs ({cfg['warmup']} warm-up), peak lr {cfg['lr']:g}, batch {cfg['bs']} per process, "
+                         f"mixup {cfg['mixup']:g}, cutmix {cfg['cutmix']:g}",
+                run=str(out))
+    return [f"{k:<10} {v}" for k, v in rows.items()]
+
+class CompileNotice(Callback):
+    "Print a line before the first training step of a compiled model (it compiles then) and one after it with the time it took."
+    order = -20
+    def __init__(self, minutes:str="up to about 3"): self.minutes, self.t0 = minutes, None
+    def before_fit(self):
+        if hasattr(self.learn, "lr_finder") or hasattr(self, "gather_preds"): self.run = False
+    def before_batch(self):
+        if not self.training or self.t0 is not None: return
+        print(f"compiling the model ({self.minutes} min, once) ...", flush=True)
+        self.t0 = time.perf_counter()
+    def after_step(self):
+        if self.t0 is None: return
+        print(f"compiled and took the first step in {time.perf_counter() - self.t0:.0f} s", flush=True)
+        self.run = False  # fastai sets it back after the fit; the next fit (none here) would not compile again
+
 # %% ../nbs/10_train.ipynb #8b201182
 def _broadcast(self, t, rank):
     "fastai's `DistributedDL` index broadcast, on the CPU when the process group is gloo (fastai always moves it to CUDA)."
@@ -238,7 +293,9 @@ def match_grad_layout(model:torch.nn.Module) -> torch.nn.Module:
 
 # %% ../nbs/10_train.ipynb #b4948ea5
 def train(data=None, # dataset root (CNFOOD-241 layout); None: the demo on generated data
-          arch=None, epochs=None, warmup=None, lr=None, bs=None, size=None, # None: paper values with data, demo values without
+          arch=None, epochs=None, size=None, # None: the paper's with data (resvmamba_small, 150, 224), the demo's without
+          warmup=None, lr=None, bs=None, # None: the recipe's (`recipe_args`)
+          recipe="auto", # 'auto' (chosen from the training set, chapter 08's `choose_recipe`), 'paper' or 'light'
           pretrained=None, # official VMamba checkpoint to start from
           resume=False, # continue the run in `out` from its checkpoint
           overwrite=False, # replace the run that `out` holds
@@ -247,7 +304,7 @@ def train(data=None, # dataset root (CNFOOD-241 layout); None: the demo on gener
           workers=None, # loader processes per GPU process
           seed=0, # seeds Python, NumPy and torch
           ema=True, # keep and report a model EMA
-          mixup=None, cutmix=None, # batch mixing alphas (0 disables; None: paper 0.8/1.0, demo 0)
+          mixup=None, cutmix=None, # batch mixing alphas (0 disables; None: the recipe's, paper 0.8/1.0, light 0)
           cpu=False, # train on the CPU even if there is a GPU
           compile="auto", # torch.compile the model: 'auto' (on a GPU), 'yes' or 'no'
           skip_corrupt=False, # leave out images that cannot be decoded
@@ -255,15 +312,21 @@ def train(data=None, # dataset root (CNFOOD-241 layout); None: the demo on gener
           quiet=False, # print only the result
           teacher=None, # a run folder or checkpoint of an HR teacher: distil it into an LR student (chapter 12)
           factor=4, # with a teacher: the student sees images `factor` times smaller
+          grad_checkpointing=False, # recompute each block's activations in the backward pass: less memory, more time
+          lr_find=False, # only run fastai's lr_find: print the suggestion, save lr_find.png in the run folder, train nothing
          ) -> dict:
     "Train, evaluate on the test set and save a run; returns the test metrics and timings."
     t0, demo = time.time(), data is None
     if teacher is not None:
         if not Path(teacher).exists(): raise ArgumentError("teacher", teacher, "expected a run folder or a checkpoint file of resvmamba_train")
         mixup, cutmix = mixup or 0., cutmix or 0.  # distillation takes unmixed images
-    given = dict(arch=arch, epochs=epochs, warmup=warmup, lr=lr, bs=bs, size=size, mixup=mixup, cutmix=cutmix)
-    fixed = dict(workers=workers, seed=seed, compile="auto" if compile is None else compile) | (dict(factor=factor) if teacher is not None else {})
-    cfg = check_args((DEMO if demo else PAPER) | {k: v for k, v in given.items() if v is not None} | fixed, warmup_given=warmup is not None)
+    given = {k: v for k, v in dict(arch=arch, epochs=epochs, warmup=warmup, lr=lr, bs=bs, size=size, mixup=mixup, cutmix=cutmix).items() if v is not None}
+    fixed = dict(workers=workers, seed=seed, compile="auto" if compile is None else compile, recipe=recipe) | (dict(factor=factor) if teacher is not None else {})
+    base = {k: (DEMO if demo else PAPER)[k] for k in ("arch", "epochs", "size")} | given
+    named = recipe_args(RECIPES[recipe], base["epochs"]) if recipe in RECIPES else {}  # 'auto': known once the data is listed
+    cfg = check_args(named | base | fixed, warmup_given=warmup is not None)
+    cfg["given"] = sorted(given)  # which values came from the user: the recipe fills in the others
+    if lr_find and (resume or overwrite): raise ArgumentError("lr_find", True, "expected without --resume or --overwrite: it trains nothing")
     if teacher is not None and cfg["size"] % factor:
         raise ArgumentError("size", cfg["size"], f"expected a multiple of --factor {factor}: the student sees images --factor times smaller")
     check_paths(data, split, pretrained)
@@ -271,11 +334,12 @@ def train(data=None, # dataset root (CNFOOD-241 layout); None: the demo on gener
     try:
         with (redirect_stdout(open(os.devnull, "w")) if rank_distrib() else nullcontext()):  # rank 0 alone prints
             return _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, cpu, skip_corrupt, model_kw, quiet, dev,
-                          teacher, factor)
+                          teacher, factor, grad_checkpointing, lr_find)
     finally: end_distributed()
 
 # %% ../nbs/10_train.ipynb #45be5f5a
-def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, cpu, skip_corrupt, model_kw, quiet, dev, teacher=None, factor=4):
+def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, cpu, skip_corrupt, model_kw, quiet, dev, teacher=None, factor=4,
+           grad_checkpointing=False, lr_find=False):
     "The body of `train`, in every process: the folder, the learner, the fit; then rank 0 evaluates."
     rank, distributed = rank_distrib(), dev is not None
     out = _from_rank0(lambda: check_folder(run_folder(out, cfg["arch"], resume, overwrite)))  # decided and checked; nothing made yet
@@ -283,20 +347,26 @@ def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, 
         print(f"--resume: nothing to resume in {out} (no checkpoint in {out / 'ckpt'}); starting a new run", flush=True)
         resume = False
     set_seed(cfg["seed"] + rank)
-    kw = (DEMO_MODEL if demo and cfg["arch"] == DEMO["arch"] else {}) | (DEMO_DATA if demo else {}) | (model_kw or {})
-    cbs = [ResumableCSVLogger(out.absolute() / "log.csv", append=bool(resume))] if rank == 0 else []
-    common = dict(pretrained=pretrained, size=cfg["size"], bs=cfg["bs"], split=split, ema=ema, ckpt_dir=out / "ckpt", num_workers=cfg["workers"],
+    kw = (DEMO_MODEL if demo and cfg["arch"] == DEMO["arch"] else {}) | (model_kw or {})
+    cbs = [ResumableCSVLogger(out.absolute() / "log.csv", append=bool(resume))] if rank == 0 and not lr_find else []
+    common = dict(pretrained=pretrained, size=cfg["size"], bs=cfg.get("bs"), split=split, ema=ema, ckpt_dir=out / "ckpt", num_workers=cfg["workers"],
                   skip_corrupt=skip_corrupt, mini=DEMO_MINI if demo else None, device="cpu" if cpu else dev, cbs=cbs,
-                  compile=COMPILE[cfg["compile"]])
-    if teacher is None: learn = food_learner(data, arch=cfg["arch"], mixup=cfg["mixup"], cutmix=cfg["cutmix"], **common, **kw)
+                  compile=COMPILE[cfg["compile"]], recipe=cfg["recipe"], grad_checkpointing=grad_checkpointing)
+    mixing = {k: cfg[k] for k in ("mixup", "cutmix") if k in cfg["given"]}  # else the recipe's
+    if teacher is None: learn = food_learner(data, arch=cfg["arch"], **mixing, **common, **kw)
     else: learn = _distill_learner(data, teacher, cfg["arch"], factor, common, kw)
+    cfg = check_args(recipe_args(learn.recipe_settings, cfg["epochs"]) | cfg, warmup_given="warmup" in cfg["given"])  # the recipe's values, checked
     check_batches(learn, cfg["bs"])
+    if lr_find: return _lr_find(learn, cfg, data, out, kw, quiet)
     def _start():  # only now, with data, split, teacher and batch size checked: a run that cannot start creates nothing
         prepare_folder(out)
         if overwrite: clear_run(out)  # and leaves the old run as it was
         save_config(out, learn, cfg, kw, data=data, pretrained=pretrained, split=split, ema=ema, cpu=cpu, skip_corrupt=skip_corrupt,
-                    teacher=teacher, factor=factor if teacher is not None else None)
+                    teacher=teacher, factor=factor if teacher is not None else None, grad_checkpointing=grad_checkpointing)
     _from_rank0(_start)
+    if not quiet:
+        print("\n".join(run_header(learn, cfg, data, out, {k: v for k, v in kw.items() if k in MODEL_KEYS})), flush=True)
+        if is_compiled(learn.model): learn.add_cb(CompileNotice())
     set_log(learn, quiet)
     if distributed: match_grad_layout(learn.model)  # DDP's buckets take the parameters' layout; make it the gradients'
     ctx = learn.distrib_ctx(sync_bn=False, cpu=dev.type == "cpu") if distributed else nullcontext()
@@ -306,6 +376,17 @@ def _train(data, cfg, demo, t0, pretrained, resume, overwrite, out, split, ema, 
     if rank != 0: return {}
     processes = max(num_distrib(), 1)  # before `_alone` hides the other processes
     with _alone(distributed): return evaluate(learn, out, cfg, t0, t_fit, processes, quiet)
+
+def _lr_find(learn, cfg, data, out, kw, quiet) -> dict:
+    "fastai's `lr_find` on the run's model and data (chapter 09's `run_lr_find`): the suggestion printed, the plot in the run folder."
+    if num_distrib() > 1: raise ArgumentError("lr_find", True, "expected a single process (not under torchrun or accelerate launch)")
+    out.mkdir(parents=True, exist_ok=True)  # the plot alone: no config.json or checkpoint, so the folder does not hold a run
+    if not quiet: print("\n".join(run_header(learn, cfg, data, out, {k: v for k, v in kw.items() if k in MODEL_KEYS})), flush=True)
+    if quiet or not (sys.stdout.isatty() or in_notebook()): learn.remove_cb(ProgressCallback)  # no bars in a file
+    suggested = run_lr_find(learn, out / "lr_find.png")
+    print(f"lr_find: suggested peak learning rate {suggested:.2g} (fastai's valley; the recipe's is {cfg['lr']:g}); "
+          f"plot {out / 'lr_find.png'}; nothing trained: train with --lr {suggested:.2g}", flush=True)
+    return dict(lr_find=suggested, recipe_lr=cfg["lr"], plot=str(out / "lr_find.png"))
 
 def _distill_learner(data, teacher, arch, factor, common, kw):
     "Chapter 12's `distill_learner` for `--teacher`; a teacher run folder's config.json gives the teacher's model overrides."
@@ -342,7 +423,8 @@ def save_config(out:Path, learn, cfg:dict, kw:dict, **args):
     conf = dict(resvmamba_version=resvmamba.__version__, arch=cfg["arch"], num_classes=learn.dls.c, model_overrides=overrides,
                 class_names=[str(c) for c in learn.dls.vocab], eval_transform=tfm, settings=cfg | args, data_options={k: v for k, v in kw.items() if k not in MODEL_KEYS},
                 processes=max(num_distrib(), 1), torch_version=torch.__version__,
-                compiled=is_compiled(learn.model))  # what --compile auto decided
+                compiled=is_compiled(learn.model),  # what --compile auto decided
+                recipe=learn.recipe, recipe_reason=learn.recipe_reason, recipe_settings=dataclasses.asdict(learn.recipe_settings))
     model = getattr(learn.model, "module", learn.model)
     if hasattr(model, "front_name"): conf["student"] = _student(model)  # distilled: the LR student's front (chapter 12)
     _write_json(out / "config.json", conf)
@@ -388,6 +470,12 @@ def plot_confusion(cm:np.ndarray, names, fname=None):
     return fig
 
 # %% ../nbs/10_train.ipynb #586c789f
+def totals_line(tp:dict) -> str:
+    "The training's totals: epochs, time, throughput and peak GPU memory (chapter 09's `learn.throughput`)."
+    mem = f"peak GPU memory {tp['peak_mem_gib']:.2f} GiB" if tp.get("peak_mem_gib") is not None else "no GPU memory used (CPU)"
+    return (f"trained {tp['epochs']} epoch{'s' if tp['epochs'] != 1 else ''} in {tp['train_seconds']:.0f} s "
+            f"({tp['images']:,} images, {tp['img_per_s']:.0f} img/s); {mem}")
+
 def evaluate(learn, out:Path, cfg:dict, t0:float, t_fit:float, processes:int=1, quiet:bool=False) -> dict:
     "Curves, the test report (top-1/top-5, per-class accuracy, confusion matrix), EMA weights and `test.json` of a finished run."
     if getattr(learn.recorder, "values", None): plot_curves(learn, out / "curves.png"); plt.close("all")  # none when resume found the run finished
@@ -401,9 +489,14 @@ def evaluate(learn, out:Path, cfg:dict, t0:float, t_fit:float, processes:int=1, 
     (out / "per_class.csv").write_text("class,name,n,correct,accuracy\n" + "".join(rows))
     e = next((c for c in learn.cbs if isinstance(c, EMA)), None)
     torch.save((e.model_ema.module if e and e.model_ema else getattr(learn.model, "module", learn.model)).state_dict(), out / "model_ema.pth")
+    tp = getattr(learn, "throughput", None)  # Throughput's totals (chapter 09), a dict once an epoch has trained;
+    tp = tp if isinstance(tp, dict) else {}  # until then fastai's attribute for the callback named 'throughput' (resume found the run finished)
     res = dict(test_top1=top1, test_top5=top5, test_loss=loss, chance_top1=1 / n, n_test=len(targ), n_classes=n, arch=cfg["arch"],
-               epochs=cfg["epochs"], processes=processes, fit_seconds=round(t_fit, 1), seconds=round(time.time() - t0, 1))
+               epochs=cfg["epochs"], processes=processes, fit_seconds=round(t_fit, 1), seconds=round(time.time() - t0, 1),
+               train_seconds=tp.get("train_seconds"), train_img_per_s=tp.get("img_per_s"), peak_gpu_mem_gib=tp.get("peak_mem_gib"),
+               recipe=getattr(learn, "recipe", None))
     _write_json(out / "test.json", res)
+    if tp and not quiet: print(totals_line(tp), flush=True)
     print(f"test top-1 {top1:.3f}  top-5 {top5:.3f}  (chance {1 / n:.3f} / {min(5, n) / n:.3f}; {len(targ)} test images, {n} classes; "
           f"{res['seconds']:.0f} s; run folder {out})", flush=True)
     return res
@@ -495,13 +588,17 @@ def cli_parser() -> argparse.ArgumentParser:
                 "without --data, a CPU demo on a generated dataset.")
     a = p.add_argument
     d = lambda k: f"default {PAPER[k]}; demo {DEMO[k]}"
+    r = lambda k: f"default: the recipe's, paper {PAPER[k]:g}, light {DEMO[k]:g}"
     a("--data", help="CNFOOD-241 root (train600x600/, val600x600/); omit for the demo on generated data")
     a("--arch", help=f"model name ({d('arch')}): {', '.join(MODELS)}")
     a("--epochs", type=int, help=f"epochs in all, >= 1 ({d('epochs')})")
-    a("--bs", type=int, help=f"batch size per process, >= 1, even with mixup/cutmix ({d('bs')})")
+    a("--bs", type=int, help=f"batch size per process, >= 1, even with mixup/cutmix ({r('bs')})")
     a("--size", type=int, help=f"image side in pixels, 32..2048 ({d('size')})")
-    a("--lr", type=float, help=f"peak learning rate, in (0, 1] ({d('lr')})")
-    a("--warmup", type=int, help=f"warm-up epochs, 0..epochs-1 ({d('warmup')}; the default shrinks to epochs-1 for short runs)")
+    a("--lr", type=float, help=f"peak learning rate, in (0, 1] ({r('lr')})")
+    a("--warmup", type=int, help=f"warm-up epochs, 0..epochs-1 (default: the recipe's share of --epochs, paper 20 of 150, light 1 of 14, "
+                                 "at most epochs-1)")
+    a("--recipe", default="auto", help=f"auto | {' | '.join(RECIPES)}: augmentation, mixing, lr, batch and warm-up (chapter 08). Default auto: "
+                                       f"light for fewer than {SMALL_SET:,} training images or images under {LOW_RES} px, else paper")
     a("--pretrained", help="weights to start from: an official VMamba checkpoint, or a run's model_ema.pth or ckpt/last.pth")
     a("--resume", action="store_true", help="continue the run in --out (default: the latest runs/<arch>*) from its checkpoint")
     a("--overwrite", action="store_true", help="replace the run that --out already holds")
@@ -510,8 +607,8 @@ def cli_parser() -> argparse.ArgumentParser:
     a("--workers", type=int, help="data loader processes per process, >= 0 (default: min(8, cpus) with a GPU, 0 on the CPU)")
     a("--seed", type=int, default=0, help="random seed, 0..2**32-1 (default 0)")
     a("--no_ema", action="store_true", help="train without the model EMA")
-    a("--mixup", type=float, help=f"mixup alpha, >= 0; 0 disables ({d('mixup')})")
-    a("--cutmix", type=float, help=f"cutmix alpha, >= 0; 0 disables ({d('cutmix')})")
+    a("--mixup", type=float, help=f"mixup alpha, >= 0; 0 disables ({r('mixup')})")
+    a("--cutmix", type=float, help=f"cutmix alpha, >= 0; 0 disables ({r('cutmix')})")
     a("--cpu", action="store_true", help="use the CPU even if a GPU is present")
     a("--compile", default="auto", help="torch.compile the model: auto | yes | no (default auto: on a GPU, not with --teacher; "
                                         "~2.5 min per process, then ~1.2x faster training)")
@@ -519,6 +616,9 @@ def cli_parser() -> argparse.ArgumentParser:
     a("--quiet", action="store_true", help="print only the final result (no progress bars or per-epoch lines)")
     a("--teacher", help="distil: a run folder (or its ckpt/last.pth) of a teacher trained at --size; the --arch student sees images --factor times smaller")
     a("--factor", type=int, default=4, help="with --teacher: how many times smaller the student's images are, a power of 2 >= 2 (default 4)")
+    a("--grad_checkpointing", action="store_true", help="recompute each block's activations in the backward pass: less GPU memory, more time")
+    a("--lr_find", action="store_true", help="run fastai's lr_find on the run's model and data, print the suggested lr, save lr_find.png "
+                                             "in the run folder, and exit without training")
     return p
 
 # %% ../nbs/10_train.ipynb #83ded1c1

@@ -53,6 +53,8 @@ BAD = [  # arguments, what the one-line message must name
     (["--teacher", "{tmp}", "--factor", "3"], "--factor 3: expected a power of 2 >= 2"),
     (["--teacher", "{tmp}", "--factor", "-2"], "--factor -2: expected a power of 2 >= 2"),
     (["--teacher", "{tmp}", "--size", "50"], "--size 50: expected a multiple of --factor 4"),
+    (["--recipe", "heavy"], "--recipe heavy: expected auto (chosen from the data), paper or light"),
+    (["--lr_find", "--resume"], "--lr_find True: expected without --resume or --overwrite"),
 ]
 
 
