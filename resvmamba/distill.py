@@ -13,7 +13,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from .models import create_model, MODELS
-from .learner import FoodLoss, food_learner, load_fitting, head_of
+from .learner import FoodLoss, food_learner, load_fitting, head_of, read_checkpoint
 from .vim import Vim
 from .vmamba import VMamba
 
@@ -40,7 +40,7 @@ class SRFront(nn.Module):
     "A small SRResNet-style ×`factor` super-resolution net added to the bicubic upsampling; equals bicubic at init."
     def __init__(self, factor=4, channels=32, n_blocks=2, in_chans=3):
         super().__init__()
-        if factor < 2 or factor & (factor - 1): raise ValueError(f"SRFront: factor must be a power of 2, got {factor}")
+        if factor < 2 or factor & (factor - 1): raise ValueError(f"SRFront: factor must be a power of 2 >= 2 (2, 4, 8, ...), got {factor}")
         self.factor = factor
         self.head = nn.Sequential(nn.Conv2d(in_chans, channels, 9, padding=4), nn.PReLU())
         self.blocks = nn.Sequential(*[SRResBlock(channels) for _ in range(n_blocks)])
@@ -229,7 +229,7 @@ def load_teacher(teacher,             # a model, a training checkpoint file (`Ch
     p = Path(teacher)
     if p.is_dir(): p = next((f for f in (p / "last.pth", p / "ckpt" / "last.pth") if f.is_file()), p / "last.pth")  # a ckpt folder or a run folder
     if not p.is_file(): raise FileNotFoundError(f"teacher: no checkpoint at {p} (expected a file, or a folder holding last.pth or ckpt/last.pth)")
-    state = torch.load(p, map_location="cpu", weights_only=False)
+    state = read_checkpoint(p)  # names the file and what is wrong with it
     if not isinstance(state, dict) or "model" not in state or not isinstance(state.get("arch"), str):
         raise ValueError(f"teacher: {p} is not a resvmamba training checkpoint with an arch name (keys arch, model, ...)")
     model = _classifier(state["arch"], n_classes, img_size, overrides)
@@ -261,6 +261,7 @@ def distill_learner(path=None,            # dataset root (CNFOOD-241 layout); No
                     **kwargs):            # as `food_learner`: split, student overrides, data and recipe options, `Learner` arguments
     "`food_learner` for an LR student taught by an HR teacher with ViMD's loss (no mixup); train it with `fit_paper`."
     if teacher is None: raise ValueError("distill_learner needs a teacher: a model, a training checkpoint or a run folder")
+    if size % factor: raise ValueError(f"distill_learner: size={size} is not a multiple of factor={factor}; the student sees size/factor pixels")
     if kwargs.pop("mixup", 0) or kwargs.pop("cutmix", 0):
         raise ValueError("distill_learner: mixup/cutmix are not supported (the teacher would have to see the same mix); pass 0")
     built = {}

@@ -1,11 +1,13 @@
 """Bad input and misuse of `resvmamba_train`: each ends in one line on stderr naming the argument or file, no traceback,
 and a non-zero exit code (2 for an argument, 1 for a failed run). Run in this process: no interpreter start-up per case."""
-import json
+import json, os
 
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
-from resvmamba.train import ArgumentError, check_args, DEMO  # first: it silences fastai's import warning
+from resvmamba.train import ARG_RULES, ArgumentError, check_args, DEMO, load_run  # first: it silences fastai's import warning
 import resvmamba.learner
 from cli_helpers import TINY, cli, run_cli, data  # noqa: F401 (data is a fixture)
 
@@ -42,6 +44,17 @@ BAD = [  # arguments, what the one-line message must name
     (["--split", "{tmp}/nowhere"], "--split {tmp}/nowhere"),
     (["--pretrained", "{tmp}/none.pth"], "--pretrained {tmp}/none.pth: no such file"),
     (["--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file"),
+    (["--out", "{tmp}/a_file/run"], "--out {tmp}/a_file/run: cannot be created: {tmp}/a_file is a file"),
+    (["--lr", "-1e-3"], "--lr -0.001: expected a number in (0, 1]"),       # a negative value, not an option
+    (["--mixup", "-1"], "--mixup -1.0: expected a number >= 0"),
+    (["--lr", "-inf"], "--lr -inf"),
+    (["--bs", "-4.5"], "argument --bs: invalid int value: '-4.5'"),
+    (["--teacher", "{tmp}", "--factor", "1"], "--factor 1: expected a power of 2 >= 2 (2, 4, 8, ...)"),
+    (["--teacher", "{tmp}", "--factor", "3"], "--factor 3: expected a power of 2 >= 2"),
+    (["--teacher", "{tmp}", "--factor", "-2"], "--factor -2: expected a power of 2 >= 2"),
+    (["--teacher", "{tmp}", "--size", "50"], "--size 50: expected a multiple of --factor 4"),
+    (["--recipe", "heavy"], "--recipe heavy: expected auto (chosen from the data), paper or light"),
+    (["--lr_find", "--resume"], "--lr_find True: expected without --resume or --overwrite"),
 ]
 
 
@@ -107,7 +120,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_can_start(data, tmp_path)
     assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
     from resvmamba.train import clear_run, run_files
     clear_run(out)
-    assert run_files(out) == ["ckpt"] and not list((out / "ckpt").iterdir())
+    assert run_files(out) == [] and not list((out / "ckpt").iterdir())   # an empty ckpt/ is no longer a run
 
 
 def test_json_files_stay_valid_json(tmp_path):
@@ -115,6 +128,56 @@ def test_json_files_stay_valid_json(tmp_path):
     from resvmamba.train import _write_json
     _write_json(tmp_path / "t.json", dict(test_loss=float("nan"), top=[float("inf"), 0.5], path=tmp_path))
     assert json.loads((tmp_path / "t.json").read_text()) == dict(test_loss=None, top=[None, 0.5], path=str(tmp_path))
+
+
+def labels_of(data, files):
+    "The class index of each test file, from the split list's labels."
+    lab = dict(l.split() for l in (data / "splits/test.txt").read_text().splitlines())
+    return [int(lab[f]) for f in files]
+
+
+def test_help_and_check_agree_on_factor():
+    "--help states --factor's rule as the check applies it."
+    from resvmamba.train import cli_parser
+    help_line = next(a.help for a in cli_parser()._actions if "--factor" in a.option_strings)
+    assert "a power of 2 >= 2" in help_line and "a power of 2 >= 2" in ARG_RULES["factor"][1]
+    assert [v for v in range(-2, 17) if ARG_RULES["factor"][0](v)] == [2, 4, 8, 16]
+
+
+def _made_nothing(out, err):
+    "A start that failed created nothing in --out; the error named the problem."
+    assert not out.exists(), sorted(out.rglob("*"))
+
+
+def test_failed_start_creates_nothing_and_the_folder_stays_usable(data, tmp_path):
+    "A split list that names a missing image stops the run before --out exists; the same --out then trains (no 'already holds a run')."
+    import shutil
+    splits = tmp_path / "splits"; shutil.copytree(data / "splits", splits)
+    lines = (splits / "train.txt").read_text().splitlines()
+    (splits / "train.txt").write_text("\n".join(lines + ["nowhere/missing.jpg 0"]) + "\n")
+    out = tmp_path / "run"
+    code, _, err = run_cli("--data", data, *TINY, "--epochs", 1, "--split", splits, "--out", out)
+    _check_one_line(code, err, 1, "missing.jpg")
+    _made_nothing(out, err)
+    code, stdout, err = run_cli("--data", data, *TINY, "--epochs", 1, "--out", out, "--quiet")
+    assert code == 0 and "test top-1" in stdout, err
+
+
+def test_an_empty_ckpt_folder_is_no_run(data, tmp_path):
+    "A folder left with an empty ckpt/ (by an older version's failed start) is trained into, not refused."
+    out = tmp_path / "run"; (out / "ckpt").mkdir(parents=True)
+    code, stdout, err = run_cli("--data", data, *TINY, "--epochs", 1, "--out", out, "--quiet")
+    assert code == 0 and "already holds a run" not in err, err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_ckpt_is_refused_before_anything_is_made(data, tmp_path):
+    out = tmp_path / "run"; (out / "ckpt").mkdir(parents=True); (out / "ckpt").chmod(0o555)
+    try:
+        code, _, err = run_cli("--data", data, *TINY, "--epochs", 1, "--out", out)
+        _check_one_line(code, err, 2, f"--out {out}: cannot be written: {out / 'ckpt'} is read-only")
+        assert sorted(p.name for p in out.rglob("*")) == ["ckpt"]
+    finally: (out / "ckpt").chmod(0o755)
 
 
 def test_teacher_distils_into_a_low_resolution_student(data, tmp_path):
@@ -127,6 +190,21 @@ def test_teacher_distils_into_a_low_resolution_student(data, tmp_path):
     assert conf["settings"]["teacher"] == str(tmp_path / "teacher") and conf["settings"]["factor"] == 2
     _check_one_line(*run_cli("--data", data, *tiny, "--out", tmp_path / "x", "--teacher", tmp_path / "none")[::2], 2, "--teacher")
     _check_one_line(*run_cli("--data", data, *tiny, "--out", tmp_path / "y", "--teacher", tmp_path / "teacher", "--factor", 0)[::2], 2, "--factor 0")
+    # a truncated teacher checkpoint: the file and the problem named, nothing made in --out
+    bad = tmp_path / "bad_teacher.pth"
+    bad.write_bytes((tmp_path / "teacher/ckpt/last.pth").read_bytes()[:5000])
+    code, _, err = run_cli("--data", data, *tiny, "--out", tmp_path / "z", "--teacher", bad, "--factor", 2)
+    _check_one_line(code, err, 1, f"checkpoint {bad} is truncated or damaged")
+    _made_nothing(tmp_path / "z", err)
+    # the distilled run loads (student with its SR front) and its test predictions are the run's own
+    run = load_run(tmp_path / "student")
+    assert run.config["student"] == dict(front="sr", factor=2, sr_kwargs=dict(channels=32, n_blocks=2))
+    files = [l.split()[0] for l in (data / "splits/test.txt").read_text().splitlines()]
+    x = torch.stack([run.transform(Image.open(data / "val600x600" / f).convert("RGB")) for f in files])
+    assert x.shape == (16, 3, 16, 16)                                    # the student sees 32 / 2 px
+    with torch.no_grad(): correct = (run.model(x).argmax(1) == torch.tensor(labels_of(data, files))).sum().item()
+    per_class = pd.read_csv(tmp_path / "student/per_class.csv")
+    assert correct == per_class.correct.sum()
 
 
 @pytest.mark.parametrize("arch", ["vim_test", "medmamba_test"])
