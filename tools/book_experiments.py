@@ -10,7 +10,7 @@ chapter's JSON at once, so a run cut short by `timeout` still leaves the runs th
 `--tiny` is a CPU smoke test (a few images, one epoch). The chapters read `nbs/07_resvmamba_runs.json`,
 `nbs/12_distill_runs.json` and `nbs/13b_medmnist_runs.json`, written by this script.
 """
-import argparse, datetime, json, os, platform, sys, time, warnings
+import argparse, datetime, json, multiprocessing, os, platform, sys, time, warnings
 from concurrent.futures import ProcessPoolExecutor, FIRST_COMPLETED, wait
 from pathlib import Path
 
@@ -151,25 +151,32 @@ def main():
     npz = food_npz(root64, work / "mini_food64.npz") if "13b" in only else None
     teacher_dir = str(work / "teacher")
     common = dict(recipe, seed=0)
-    tasks = []  # (kind, chapter, task), seed-major so that a cut-short run still has whole seeds of every chapter
+    tasks = []  # (function, chapter, task), seed-major within a chapter: a run cut short keeps whole seeds
     if "12" in only:
         tasks.append((run_food, "12", dict(common, role="teacher", arch="vmamba_test", overrides={}, size=mini64["size"], mini=mini64,
                                            ckpt_dir=teacher_dir)))
-    students = []
+    students, medmamba = [], []  # order of priority: the teacher, chapter 07, chapter 12's students (once the teacher exists), 13b
     for s in seeds:
         if "07" in only:
             tasks += [(run_food, "07", dict(common, seed=s, model=m, arch=arch, overrides=o, size=mini48["size"], mini=mini48))
                       for m, (arch, o) in CH07.items()]
         if "13b" in only:
             from resvmamba.medmnist import HALVES_VARIANTS
-            tasks += [(run_medmamba, "13b", dict(common, seed=s, model=m, npz=npz, size=mini64["size"], lr=MEDMAMBA_LR))
-                      for m in HALVES_VARIANTS]
+            medmamba += [(run_medmamba, "13b", dict(common, seed=s, model=m, npz=npz, size=mini64["size"], lr=MEDMAMBA_LR))
+                         for m in HALVES_VARIANTS]
         if "12" in only:
             students += [(run_student, "12", dict(common, seed=s, way=w, arch="vmamba_test", teacher=teacher_dir, factor=4,
                                                   size=mini64["size"], mini=mini64)) for w in CH12]
+    tasks += medmamba
     t_start = time.time()
-    with ProcessPoolExecutor(a.workers) as pool:
-        pending = {pool.submit(f, t): (ch, t) for f, ch, t in tasks}
+    queue = list(tasks)  # submitted a worker's worth at a time, so that the students can jump the queue
+    with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn")) as pool:  # CUDA cannot cross a fork
+        pending = {}
+        def fill():
+            while queue and len(pending) < a.workers:
+                f, ch, t = queue.pop(0)
+                pending[pool.submit(f, t)] = (ch, t)
+        fill()
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -183,9 +190,10 @@ def main():
                 acc = res.get("test_top1", res.get("test_accuracy"))
                 print(f"{time.time() - t_start:6.0f} s  ch{ch} {res.get('model', res.get('way', res.get('role')))} seed {t['seed']}: "
                       f"test {acc} ({res.get('seconds', 0):.0f} s) {res.get('error', '')}", flush=True)
-                if t.get("role") == "teacher":  # the students can start once their teacher exists
-                    pending.update({pool.submit(f, st): (c, st) for f, c, st in students})
-                    students = []
+                if t.get("role") == "teacher":  # the students can start once their teacher exists: after chapter 07
+                    at = next((n for n, q in enumerate(queue) if q[1] != "07"), len(queue))
+                    queue[at:at] = students
+            fill()
     print(f"all done in {time.time() - t_start:.0f} s", flush=True)
 
 
