@@ -49,7 +49,8 @@ class ResVMamba(VMamba):
         if residual not in RESIDUALS: raise ValueError(f"residual must be one of {tuple(RESIDUALS)}, got {residual!r}")
         last = len(self.dims) - 1
         bad = [i for i in residual_stages if not 0 <= i < last]
-        if bad: raise ValueError(f"residual_stages must be among {tuple(range(last))} (the stages with patch merging), got {bad}")
+        if bad: raise ValueError(f"residual_stages must be among {tuple(range(last))} (the stages with patch merging: "
+                                 f"{len(self.dims)} stages from depths={tuple(self.depths)}), got {bad}")
         self.residual, self.residual_stages = residual, tuple(sorted(residual_stages))
         self.residuals = nn.ModuleDict({str(i): RESIDUALS[residual](self.dims[i], self.dims[i + 1])
                                         for i in self.residual_stages})
