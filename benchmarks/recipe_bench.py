@@ -65,7 +65,7 @@ def run_resvmamba(root, recipe, args, seed) -> dict:
     loss, top1, top5 = learn.validate(dl=food_test_dl(learn.dls))
     return dict(test_top1=float(top1), test_top5=float(top5), valid_top1=float(val[2]), fit_s=round(fit_s, 1),
                 epochs=args.epochs, bs=learn.dls.train.bs, lr=learn.fit_args["lr"], warmup=learn.fit_args["warmup"],
-                recipe=learn.recipe, reason=learn.recipe_reason, throughput=learn.throughput,
+                recipe=learn.recipe, reason=learn.recipe_reason, throughput=learn.throughput_totals,
                 n_train=len(learn.dls.train_ds), n_valid=len(learn.dls.valid_ds))
 
 

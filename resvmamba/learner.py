@@ -207,7 +207,7 @@ def is_compiled(model:torch.nn.Module) -> bool:
 
 # %% ../nbs/09_learner.ipynb #thr0ug01
 class Throughput(Callback):
-    "Images/s of each training epoch as the recorder column 'img/s'; totals and peak GPU memory in `learn.throughput`."
+    "Images/s of each training epoch as the recorder column 'img/s'; totals and peak GPU memory in `learn.throughput_totals`."
     order, _only_train_loop = 54, True  # after Recorder (50); before EMA's columns and the printers that read the names (55)
     name_col = "img/s"
     def before_fit(self):
@@ -230,7 +230,7 @@ class Throughput(Callback):
         self._epoch_rate = round(n / dt) if dt > 0 else 0
         self.per_epoch.append(self._epoch_rate)
         peak = torch.cuda.max_memory_allocated(self.dls.device) / 2**30 if self.on_cuda else None
-        self.learn.throughput = dict(train_seconds=round(self.seconds, 2), images=self.images, epochs=len(self.per_epoch),
+        self.learn.throughput_totals = dict(train_seconds=round(self.seconds, 2), images=self.images, epochs=len(self.per_epoch),
                                      img_per_s=round(self.images / self.seconds, 1) if self.seconds else None,
                                      per_epoch=list(self.per_epoch), peak_mem_gib=None if peak is None else round(peak, 3))
     def after_validate(self):

@@ -471,7 +471,7 @@ def plot_confusion(cm:np.ndarray, names, fname=None):
 
 # %% ../nbs/10_train.ipynb #586c789f
 def totals_line(tp:dict) -> str:
-    "The training's totals: epochs, time, throughput and peak GPU memory (chapter 09's `learn.throughput`)."
+    "The training's totals: epochs, time, throughput and peak GPU memory (chapter 09's `learn.throughput_totals`)."
     mem = f"peak GPU memory {tp['peak_mem_gib']:.2f} GiB" if tp.get("peak_mem_gib") is not None else "no GPU memory used (CPU)"
     return (f"trained {tp['epochs']} epoch{'s' if tp['epochs'] != 1 else ''} in {tp['train_seconds']:.0f} s "
             f"({tp['images']:,} images, {tp['img_per_s']:.0f} img/s); {mem}")
@@ -489,8 +489,7 @@ def evaluate(learn, out:Path, cfg:dict, t0:float, t_fit:float, processes:int=1, 
     (out / "per_class.csv").write_text("class,name,n,correct,accuracy\n" + "".join(rows))
     e = next((c for c in learn.cbs if isinstance(c, EMA)), None)
     torch.save((e.model_ema.module if e and e.model_ema else getattr(learn.model, "module", learn.model)).state_dict(), out / "model_ema.pth")
-    tp = getattr(learn, "throughput", None)  # Throughput's totals (chapter 09), a dict once an epoch has trained;
-    tp = tp if isinstance(tp, dict) else {}  # until then fastai's attribute for the callback named 'throughput' (resume found the run finished)
+    tp = getattr(learn, "throughput_totals", {})  # Throughput's totals (chapter 09); none if resume found the run finished
     res = dict(test_top1=top1, test_top5=top5, test_loss=loss, chance_top1=1 / n, n_test=len(targ), n_classes=n, arch=cfg["arch"],
                epochs=cfg["epochs"], processes=processes, fit_seconds=round(t_fit, 1), seconds=round(time.time() - t0, 1),
                train_seconds=tp.get("train_seconds"), train_img_per_s=tp.get("img_per_s"), peak_gpu_mem_gib=tp.get("peak_mem_gib"),

@@ -439,7 +439,7 @@ def test_throughput_column_and_totals(mini):
     names = learn.recorder.metric_names
     assert names[-2:] == ["img/s", "time"]
     rates = [r[names.index("img/s") - 1] for r in learn.recorder.values]
-    t = learn.throughput
+    t = learn.throughput_totals
     assert t["epochs"] == 3 and t["images"] == 3 * len(learn.dls.train) * 16 and t["per_epoch"] == rates
     assert t["img_per_s"] == pytest.approx(t["images"] / t["train_seconds"], rel=0.01) and t["peak_mem_gib"] is None
     assert len(learn.validate()) == 3  # validation alone: loss, top-1, top-5, no timing column
