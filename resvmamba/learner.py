@@ -586,7 +586,8 @@ def load_checkpoint(self:Learner, fname, state:dict|None=None, allow_nonfinite:b
     "Load a `Checkpoint` file (or its already read `state`) into this learner: model, EMA, optimizer; return the state."
     state = read_training_checkpoint(fname, allow_nonfinite) if state is None else state
     load_fitting(getattr(self.model, "module", self.model), state["model"], f"checkpoint {fname} (arch {state.get('arch')})")
-    ema = next((c for c in self.cbs if isinstance(c, EMA)), None)
+    # Callbacks by fastai's name, not by class: a patched Learner method outlives a re-run of this cell
+    ema = next((c for c in self.cbs if c.name == "ema"), None)
     if ema is not None and state.get("ema") is not None:
         if ema.model_ema is None: ema.learn = self; ema._make()
         load_fitting(ema.model_ema.module, state["ema"], f"EMA of checkpoint {fname}")
@@ -637,7 +638,7 @@ def fit_paper(self:Learner, n_epoch:int=150, # epochs in all (including warm-up)
     if len(self.dls.train) == 0:
         raise ValueError(f"no training batches: {len(self.dls.train_ds)} training images and bs={self.dls.train.bs} (an incomplete "
                          f"last batch is dropped); use a batch size of at most {len(self.dls.train_ds)}")
-    ck = next((c for c in self.cbs if isinstance(c, Checkpoint)), None)
+    ck = next((c for c in self.cbs if c.name == "checkpoint"), None)  # by name, as in `load_checkpoint`
     self.fit_args = dict(n_epoch=n_epoch, lr=lr, warmup=warmup, warmup_div=warmup_div, final_div=final_div,
                          schedule=schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"))
     self.resumed_from, state = _resume_state(self, resume, ck, allow_nonfinite)
