@@ -1,19 +1,14 @@
-"Shared pieces of the `resvmamba_train` tests: tiny settings, a generated dataset, the command in a subprocess or in this process."
+"Shared pieces of the `resvmamba_train` tests: tiny settings, the generated dataset's size, the command in a subprocess or in this process."
 import io, shutil, subprocess
 from contextlib import redirect_stderr, redirect_stdout
 
-import pytest
 
-from resvmamba.data import make_mini_food
 from resvmamba.train import resvmamba_train
 
 TINY = ["--arch", "resvmamba_test", "--bs", "8", "--size", "32", "--cpu", "--mixup", "0.8"]
 
 
-@pytest.fixture(scope="session")
-def data(tmp_path_factory):
-    "A 4-class, 32-px mini CNFOOD (48 training+validation images, 16 test images)."
-    return make_mini_food(tmp_path_factory.mktemp("d") / "mini", n_classes=4, per_class=12, size=32)
+DATA_SIZE = dict(n_classes=4, per_class=12)  # 48 training+validation images, 16 test images: the counts the tests check
 
 
 def cli(*args, timeout=300, env=None, stdout=subprocess.PIPE):

@@ -9,7 +9,11 @@ from PIL import Image
 
 from resvmamba.train import ARG_RULES, ArgumentError, check_args, DEMO, load_run  # first: it silences fastai's import warning
 import resvmamba.learner
-from cli_helpers import TINY, cli, run_cli, data  # noqa: F401 (data is a fixture)
+from cli_helpers import DATA_SIZE, TINY, cli, run_cli
+
+
+@pytest.fixture(scope="session")
+def data(mini_food): return mini_food(**DATA_SIZE)
 
 
 def _check_one_line(code, err, expected_code, *names):

@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from resvmamba.data import RECIPES, choose_recipe, food_dls, food_split, make_mini_food, open_food_image
+from resvmamba.data import RECIPES, choose_recipe, food_dls, food_split, open_food_image
 
 
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    return make_mini_food(tmp_path_factory.mktemp("data") / "mini", n_classes=4, per_class=10, size=32)
+@pytest.fixture(scope="session")
+def mini(mini_food):
+    "4 classes × 10 images of 32 px (28 training, 12 validation) and 3 test images per class."
+    return mini_food(n_classes=4, per_class=10)
 
 
 @pytest.fixture

@@ -14,15 +14,14 @@ from fastai.learner import load_learner
 from fastai.optimizer import Adam
 from fastcore.basics import noop
 
-from resvmamba.data import make_mini_food
 from resvmamba.learner import (EMA, CheckpointError, NonFiniteLossError, food_learner, latest_checkpoint, no_decay_names,
                                read_checkpoint, read_training_checkpoint, run_lr_find, save_checkpoint, check_writable)
 
 
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory):
+@pytest.fixture(scope="session")
+def mini(mini_food):
     "8 classes × 16 images of 32 px: 6 training batches of 16."
-    return make_mini_food(tmp_path_factory.mktemp("d") / "mini", n_classes=8, per_class=16, size=32)
+    return mini_food(n_classes=8, per_class=16)
 
 
 def tiny(mini, **kw):

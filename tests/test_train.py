@@ -9,7 +9,11 @@ import torch
 
 from resvmamba.models import create_model
 from resvmamba.train import RUN_FILES, load_run, train
-from cli_helpers import TINY, cli, run_cli, data  # noqa: F401 (data is a fixture)
+from cli_helpers import DATA_SIZE, TINY, cli, run_cli
+
+
+@pytest.fixture(scope="session")
+def data(mini_food): return mini_food(**DATA_SIZE)
 
 
 def finished_args(data): return ["--data", data, *TINY, "--epochs", 3, "--warmup", 1]
