@@ -2,10 +2,10 @@
 first training batch finished (compilation included), the steady training images/s (all processes), the validation
 seconds, the peak GPU memory and dynamo's graph and graph-break counts. Used by tools/compile_check.sh.
 
-    python benchmarks/experiments/compile_cli.py <resvmamba_train options>
-    accelerate launch ... benchmarks/experiments/compile_cli.py <resvmamba_train options>
+    python tools/compile_cli.py <resvmamba_train options>
+    accelerate launch ... tools/compile_cli.py <resvmamba_train options>
 
-Also: `python benchmarks/experiments/compile_cli.py --make-data DEST` writes a generated dataset in CNFOOD-241's layout
+Also: `python tools/compile_cli.py --make-data DEST` writes a generated dataset in CNFOOD-241's layout
 whose files are copies of a few drawings (long epochs from few drawn JPEGs, drawn in parallel), with a partial last
 validation batch at batch 128.
 """
