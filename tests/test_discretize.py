@@ -1,8 +1,11 @@
 """Checks of `resvmamba.ssm` and `resvmamba.discretize` against independent references.
 
 Each reference takes another route than the code under test: SciPy's `cont2discrete` and `expm`, closed forms,
-an adaptive ODE integrator, NumPy matrix powers, and a change of basis between the dense and diagonal paths."""
+an adaptive ODE integrator, NumPy matrix powers, and a change of basis between the dense and diagonal paths.
+"""
+
 import math
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -10,9 +13,16 @@ import torch
 from scipy.integrate import solve_ivp
 from scipy.signal import cont2discrete
 
-from resvmamba.ssm import impulse_response, ssm_solve_pwc, state_flow, step_response
-from resvmamba.discretize import (causal_conv, discretize_bilinear, discretize_euler, discretize_mamba,
-                                  discretize_zoh, ssm_conv_kernel, ssm_recurrent)
+from resvmamba.discretize import (
+    causal_conv,
+    discretize_bilinear,
+    discretize_euler,
+    discretize_mamba,
+    discretize_zoh,
+    ssm_conv_kernel,
+    ssm_recurrent,
+)
+from resvmamba.ssm import impulse_response, ssm_solve_pwc, step_response
 
 f64 = torch.float64
 
@@ -28,7 +38,9 @@ def random_system(n, seed, stable_shift=2.0):
 def scipy_zoh(A, B, d):
     "ZOH by SciPy's block matrix exponential, written out: expm([[A, B], [0, 0]] d)."
     n = A.shape[0]
-    M = np.zeros((n + 1, n + 1)); M[:n, :n] = A * d; M[:n, n] = B * d
+    M = np.zeros((n + 1, n + 1))
+    M[:n, :n] = A * d
+    M[:n, n] = B * d
     E = scipy.linalg.expm(M)
     return E[:n, :n], E[:n, n]
 
@@ -39,7 +51,9 @@ def test_zoh_matches_scipy_expm_and_cont2discrete(n, d):
     A, B, C = random_system(n, seed=n)
     Ab, Bb = discretize_zoh(A, B, d)
     Ad, Bd = scipy_zoh(A.numpy(), B.numpy(), d)
-    Ad2, Bd2, *_ = cont2discrete((A.numpy(), B.numpy()[:, None], C.numpy()[None], np.zeros((1, 1))), d, method='zoh')
+    Ad2, Bd2, *_ = cont2discrete(
+        (A.numpy(), B.numpy()[:, None], C.numpy()[None], np.zeros((1, 1))), d, method="zoh"
+    )
     for ref_A, ref_B in [(Ad, Bd), (Ad2, Bd2[:, 0])]:
         np.testing.assert_allclose(Ab.numpy(), ref_A, rtol=0, atol=1e-12)
         np.testing.assert_allclose(Bb.numpy(), ref_B, rtol=0, atol=1e-12)
@@ -60,7 +74,9 @@ def test_diagonal_zoh_closed_form_and_zero_eigenvalue():
     d = 0.2
     Ab, Bb = discretize_zoh(lam, B, d)
     # reference: math.expm1 on Python floats (the C library's), and the limit d*B at lambda = 0
-    ref = [b * (math.expm1(l * d) / l if l != 0 else d) for l, b in zip(lam.tolist(), B.tolist())]
+    ref = [
+        b * (math.expm1(lam_k * d) / lam_k if lam_k != 0 else d) for lam_k, b in zip(lam.tolist(), B.tolist())
+    ]
     np.testing.assert_allclose(Bb.numpy(), ref, rtol=1e-15, atol=0)
     np.testing.assert_allclose(Ab.numpy(), np.exp(lam.numpy() * d), rtol=1e-15)
     assert Bb[2].item() == 3.0 * d
@@ -82,7 +98,8 @@ def test_singular_dense_A_double_integrator():
         Ab, Bb = discretize_zoh(A, B, d)
         np.testing.assert_allclose(Ab.numpy(), [[1, d], [0, 1]], atol=1e-14 * max(1, d))
         np.testing.assert_allclose(Bb.numpy(), [d * d / 2, d], rtol=1e-14)
-    Ab, Bb = discretize_zoh(torch.zeros(3, 3, dtype=f64), torch.ones(3, dtype=f64), 0.7)   # A = 0: Ab = I, Bb = d B
+    # A = 0: Ab = I, Bb = d B
+    Ab, Bb = discretize_zoh(torch.zeros(3, 3, dtype=f64), torch.ones(3, dtype=f64), 0.7)
     np.testing.assert_allclose(Ab.numpy(), np.eye(3), atol=0)
     np.testing.assert_allclose(Bb.numpy(), [0.7] * 3, rtol=1e-15)
 
@@ -110,21 +127,36 @@ def test_continuous_solver_matches_ode_integration():
     ref, state = [np.zeros(3)], np.zeros(3)
     for j in range(L):
         inside = t_np[(t_np > j * d) & (t_np <= (j + 1) * d)]
-        sol = solve_ivp(lambda s, hh: An @ hh + Bn * x[j].item(), (j * d, (j + 1) * d), state,
-                        method='DOP853', t_eval=inside, rtol=1e-13, atol=1e-14)
-        ref += list(sol.y.T); state = sol.y[:, -1]
+        sol = solve_ivp(
+            lambda s, hh: An @ hh + Bn * x[j].item(),
+            (j * d, (j + 1) * d),
+            state,
+            method="DOP853",
+            t_eval=inside,
+            rtol=1e-13,
+            atol=1e-14,
+        )
+        ref += list(sol.y.T)
+        state = sol.y[:, -1]
     np.testing.assert_allclose(h.numpy(), np.stack(ref), rtol=0, atol=1e-10)
 
 
 def test_impulse_and_step_responses_closed_forms():
-    t = torch.linspace(0, 6, 61, dtype=f64); tn = t.numpy()
+    t = torch.linspace(0, 6, 61, dtype=f64)
+    tn = t.numpy()
     s, w = -0.4, 1.7
-    A = torch.tensor([[s, -w], [w, s]], dtype=f64); e = torch.tensor([1.0, 0.0], dtype=f64)
-    np.testing.assert_allclose(impulse_response(A, e, e, t).numpy(), np.exp(s * tn) * np.cos(w * tn), atol=1e-13)
+    A = torch.tensor([[s, -w], [w, s]], dtype=f64)
+    e = torch.tensor([1.0, 0.0], dtype=f64)
+    np.testing.assert_allclose(
+        impulse_response(A, e, e, t).numpy(), np.exp(s * tn) * np.cos(w * tn), atol=1e-13
+    )
     S = (np.exp(s * tn) * (s * np.cos(w * tn) + w * np.sin(w * tn)) - s) / (s * s + w * w)
     np.testing.assert_allclose(step_response(A, e, e, t).numpy(), S, atol=1e-13)
-    lam = -torch.arange(1, 5, dtype=f64); one = torch.ones(4, dtype=f64)
-    np.testing.assert_allclose(impulse_response(lam, one, one, t).numpy(), sum(np.exp(-k * tn) for k in range(1, 5)), atol=1e-13)
+    lam = -torch.arange(1, 5, dtype=f64)
+    one = torch.ones(4, dtype=f64)
+    np.testing.assert_allclose(
+        impulse_response(lam, one, one, t).numpy(), sum(np.exp(-k * tn) for k in range(1, 5)), atol=1e-13
+    )
 
 
 def test_dense_and_diagonal_paths_agree_under_change_of_basis():
@@ -151,7 +183,9 @@ def test_euler_and_bilinear_match_cont2discrete(method):
     A, B, C = random_system(5, seed=13)
     fn = dict(euler=discretize_euler, bilinear=discretize_bilinear)[method]
     for d in [0.01, 0.25, 2.0]:
-        Ad, Bd, *_ = cont2discrete((A.numpy(), B.numpy()[:, None], C.numpy()[None], np.zeros((1, 1))), d, method=method)
+        Ad, Bd, *_ = cont2discrete(
+            (A.numpy(), B.numpy()[:, None], C.numpy()[None], np.zeros((1, 1))), d, method=method
+        )
         Ab, Bb = fn(A, B, d)
         np.testing.assert_allclose(Ab.numpy(), Ad, atol=1e-12)
         np.testing.assert_allclose(Bb.numpy(), Bd[:, 0], atol=1e-12)
@@ -161,28 +195,37 @@ def test_mamba_B_error_falls_as_delta_squared():
     "log-log slope of |dB - Bb_zoh| (ZOH by SciPy's expm) is 2, and the leading term is d^2 A B / 2."
     A, B, _ = random_system(3, seed=17)
     ds = np.logspace(-4, -1.5, 10)
-    errs = [np.linalg.norm(discretize_mamba(A, B, d)[1].numpy() - scipy_zoh(A.numpy(), B.numpy(), d)[1]) for d in ds]
+    errs = [
+        np.linalg.norm(discretize_mamba(A, B, d)[1].numpy() - scipy_zoh(A.numpy(), B.numpy(), d)[1])
+        for d in ds
+    ]
     slope = np.polyfit(np.log(ds), np.log(errs), 1)[0]
     assert abs(slope - 2) < 0.05, slope
     d = 1e-4
     lead = d * d / 2 * (A @ B).numpy()
-    np.testing.assert_allclose(scipy_zoh(A.numpy(), B.numpy(), d)[1] - discretize_mamba(A, B, d)[1].numpy(), lead, rtol=1e-3)
+    np.testing.assert_allclose(
+        scipy_zoh(A.numpy(), B.numpy(), d)[1] - discretize_mamba(A, B, d)[1].numpy(), lead, rtol=1e-3
+    )
 
 
 def test_euler_diverges_beyond_two_over_lambda_while_zoh_and_bilinear_decay():
     lam, one = torch.tensor([-10.0], dtype=f64), torch.ones(1, dtype=f64)
-    imp = torch.zeros(60, dtype=f64); imp[0] = 1
+    imp = torch.zeros(60, dtype=f64)
+    imp[0] = 1
     for d in [0.19, 0.21, 0.5]:
         y = ssm_recurrent(*discretize_euler(lam, one, d), one, None, imp)
-        np.testing.assert_allclose(y.numpy(), d * (1 - 10 * d) ** np.arange(60), rtol=1e-12)   # closed form
+        np.testing.assert_allclose(y.numpy(), d * (1 - 10 * d) ** np.arange(60), rtol=1e-12)  # closed form
         grows = abs(1 - 10 * d) > 1
-        assert (y[-1].abs() > 10 * d) if grows else (y[-1].abs() < 0.1 * d), (d, y[-1])   # y_0 = d
+        assert (y[-1].abs() > 10 * d) if grows else (y[-1].abs() < 0.1 * d), (d, y[-1])  # y_0 = d
     for d in [0.21, 0.5, 5.0, 50.0]:
         for fn in [discretize_zoh, discretize_bilinear, discretize_mamba]:
             y = ssm_recurrent(*fn(lam, one, d), one, None, imp)
             Ab = fn(lam, one, d)[0]
             assert Ab.abs().item() < 1, (fn.__name__, d)
-            assert (y.abs()[1:] <= y.abs()[:-1]).all(), (fn.__name__, d)   # |y_k| never grows (bilinear: slowly, -0.92^k at d = 5)
+            assert (y.abs()[1:] <= y.abs()[:-1]).all(), (
+                fn.__name__,
+                d,
+            )  # |y_k| never grows (bilinear: slowly, -0.92^k at d = 5)
 
 
 @pytest.mark.parametrize("diag", [False, True])
@@ -198,7 +241,9 @@ def test_convolution_equals_recurrence_and_direct_sum(diag):
     # direct O(L^2) sum with NumPy matrix powers: y_k = sum_j C Ab^(k-j) Bb x_j + D x_k
     Kn = np.array([C.numpy() @ np.linalg.matrix_power(Abn, k) @ Bb.numpy() for k in range(L)])
     np.testing.assert_allclose(K.numpy(), Kn, atol=1e-13)
-    y_direct = np.stack([[sum(Kn[k - j] * xr[j] for j in range(k + 1)) + 0.5 * xr[k] for k in range(L)] for xr in x.numpy()])
+    y_direct = np.stack(
+        [[sum(Kn[k - j] * xr[j] for j in range(k + 1)) + 0.5 * xr[k] for k in range(L)] for xr in x.numpy()]
+    )
     np.testing.assert_allclose(causal_conv(x, K, 0.5).numpy(), y_direct, atol=1e-12)
     np.testing.assert_allclose(ssm_recurrent(Ab, Bb, C, 0.5, x).numpy(), y_direct, atol=1e-12)
 
@@ -207,17 +252,20 @@ def test_per_step_recurrence_matches_explicit_loop():
     "A selective (time-varying) run against a plain Python loop over NumPy arrays."
     g = torch.Generator().manual_seed(4)
     d_, L, N = 3, 12, 4
-    A = -torch.arange(1, N + 1, dtype=f64).repeat(d_, 1)                           # (d, N)
-    delta = torch.rand(d_, L, generator=g, dtype=f64)                                # (d, L)
+    A = -torch.arange(1, N + 1, dtype=f64).repeat(d_, 1)  # (d, N)
+    delta = torch.rand(d_, L, generator=g, dtype=f64)  # (d, L)
     Bs, Cs = torch.randn(L, N, generator=g, dtype=f64), torch.randn(L, N, generator=g, dtype=f64)
     x = torch.randn(d_, L, generator=g, dtype=f64)
-    Ab, Bb = discretize_mamba(A[:, None, :], Bs, delta, diag=True)                  # (d, L, N)
+    Ab, Bb = discretize_mamba(A[:, None, :], Bs, delta, diag=True)  # (d, L, N)
     y = ssm_recurrent(Ab, Bb, Cs, None, x, diag=True, per_step=True)
     ref = np.zeros((d_, L))
     for c in range(d_):
         h = np.zeros(N)
         for k in range(L):
-            h = np.exp(delta[c, k].item() * A[c].numpy()) * h + delta[c, k].item() * Bs[k].numpy() * x[c, k].item()
+            h = (
+                np.exp(delta[c, k].item() * A[c].numpy()) * h
+                + delta[c, k].item() * Bs[k].numpy() * x[c, k].item()
+            )
             ref[c, k] = Cs[k].numpy() @ h
     np.testing.assert_allclose(y.numpy(), ref, atol=1e-13)
 
@@ -228,14 +276,14 @@ def test_per_step_with_constant_coefficients_equals_time_invariant_run():
     x = torch.randn(2, 9, dtype=f64, generator=torch.Generator().manual_seed(1))
     for AA in [A, torch.diagonal(A)]:
         Ab, Bb = discretize_zoh(AA, B, 0.3)
-        per_step = [v.expand(9, *v.shape) for v in (Ab, Bb, C)]                      # time axis of length L = 9 in front
+        per_step = [v.expand(9, *v.shape) for v in (Ab, Bb, C)]  # time axis of length L = 9 in front
         y = ssm_recurrent(*per_step, 0.2, x, per_step=True)
         np.testing.assert_allclose(y.numpy(), ssm_recurrent(Ab, Bb, C, 0.2, x).numpy(), atol=1e-14)
 
 
 def test_delta_broadcasting_shapes():
-    A = -torch.arange(1, 5, dtype=f64).repeat(3, 1)                                   # (d=3, N=4)
-    delta = torch.rand(2, 3, 7, dtype=f64)                                            # (b, d, L)
+    A = -torch.arange(1, 5, dtype=f64).repeat(3, 1)  # (d=3, N=4)
+    delta = torch.rand(2, 3, 7, dtype=f64)  # (b, d, L)
     for fn in [discretize_zoh, discretize_euler, discretize_bilinear, discretize_mamba]:
         Ab, Bb = fn(A[:, None, :], torch.ones(4, dtype=f64), delta, diag=True)
         assert Ab.shape == (2, 3, 7, 4) and Bb.shape == (2, 3, 7, 4)
@@ -248,24 +296,59 @@ def test_float32_stays_float32_and_python_delta_is_not_rounded():
     for fn in [discretize_zoh, discretize_euler, discretize_bilinear, discretize_mamba]:
         assert all(t.dtype == torch.float32 for t in fn(A, B, 0.1))
     Bb = discretize_euler(A.double(), B.double(), 0.1)[1]
-    assert Bb[0].item() == 0.1          # 0.1 reached float64 without a float32 detour
+    assert Bb[0].item() == 0.1  # 0.1 reached float64 without a float32 detour
 
 
-@pytest.mark.parametrize("call, msg", [
-    (lambda: discretize_zoh(torch.zeros(3, 4), torch.zeros(4), 0.1), "dense A must have shape (..., n, n)"),
-    (lambda: discretize_zoh(torch.zeros(3, 3), torch.zeros(4), 0.1), "B must have shape (..., n) with n=3"),
-    (lambda: discretize_euler(torch.zeros(3), torch.zeros(2), 0.1), "B must have shape (..., n) with n=3"),
-    (lambda: discretize_bilinear(torch.zeros(5, 3), torch.zeros(3), torch.ones(4), diag=True), "do not broadcast"),
-    (lambda: discretize_mamba(torch.zeros(5, 3), torch.zeros(3), torch.ones(2, 5, 6), diag=True), "do not broadcast"),
-    (lambda: ssm_recurrent(torch.eye(3), torch.ones(3), torch.ones(2), None, torch.ones(5)), "C must have shape (..., n) with n=3"),
-    (lambda: ssm_recurrent(torch.ones(3), torch.ones(3), torch.ones(3), None, torch.ones(5), per_step=True, diag=True),
-     "needs a time axis of length L=5"),
-    (lambda: ssm_conv_kernel(torch.eye(2), torch.ones(3), torch.ones(2), 4), "Bb must have shape (..., n) with n=2"),
-    (lambda: causal_conv(torch.ones(6), torch.ones(4)), "K needs at least L=6 taps"),
-    (lambda: ssm_solve_pwc(torch.ones(2, 3), torch.ones(3), torch.ones(3), None, torch.ones(4), 0.1, torch.zeros(2)),
-     "dense A must have shape (..., n, n)"),
-    (lambda: impulse_response(torch.ones(2), torch.ones(2), torch.ones(2), torch.zeros(2, 2)), "t must be a 1-d tensor"),
-])
+@pytest.mark.parametrize(
+    "call, msg",
+    [
+        (
+            lambda: discretize_zoh(torch.zeros(3, 4), torch.zeros(4), 0.1),
+            "dense A must have shape (..., n, n)",
+        ),
+        (
+            lambda: discretize_zoh(torch.zeros(3, 3), torch.zeros(4), 0.1),
+            "B must have shape (..., n) with n=3",
+        ),
+        (
+            lambda: discretize_euler(torch.zeros(3), torch.zeros(2), 0.1),
+            "B must have shape (..., n) with n=3",
+        ),
+        (
+            lambda: discretize_bilinear(torch.zeros(5, 3), torch.zeros(3), torch.ones(4), diag=True),
+            "do not broadcast",
+        ),
+        (
+            lambda: discretize_mamba(torch.zeros(5, 3), torch.zeros(3), torch.ones(2, 5, 6), diag=True),
+            "do not broadcast",
+        ),
+        (
+            lambda: ssm_recurrent(torch.eye(3), torch.ones(3), torch.ones(2), None, torch.ones(5)),
+            "C must have shape (..., n) with n=3",
+        ),
+        (
+            lambda: ssm_recurrent(
+                torch.ones(3), torch.ones(3), torch.ones(3), None, torch.ones(5), per_step=True, diag=True
+            ),
+            "needs a time axis of length L=5",
+        ),
+        (
+            lambda: ssm_conv_kernel(torch.eye(2), torch.ones(3), torch.ones(2), 4),
+            "Bb must have shape (..., n) with n=2",
+        ),
+        (lambda: causal_conv(torch.ones(6), torch.ones(4)), "K needs at least L=6 taps"),
+        (
+            lambda: ssm_solve_pwc(
+                torch.ones(2, 3), torch.ones(3), torch.ones(3), None, torch.ones(4), 0.1, torch.zeros(2)
+            ),
+            "dense A must have shape (..., n, n)",
+        ),
+        (
+            lambda: impulse_response(torch.ones(2), torch.ones(2), torch.ones(2), torch.zeros(2, 2)),
+            "t must be a 1-d tensor",
+        ),
+    ],
+)
 def test_bad_shapes_raise_clear_errors(call, msg):
     with pytest.raises(ValueError) as e:
         call()
