@@ -15,8 +15,10 @@ from fastai.optimizer import Adam
 from fastcore.basics import noop
 
 from resvmamba.data import make_mini_food
-from resvmamba.learner import (EMA, CheckpointError, NonFiniteLossError, food_learner, latest_checkpoint, no_decay_names,
-                               read_checkpoint, read_training_checkpoint, run_lr_find, save_checkpoint, check_writable)
+from resvmamba.learner import EMA, food_learner, no_decay_names, run_lr_find
+from resvmamba.checkpoint import (NonFiniteLossError, latest_checkpoint, read_training_checkpoint, save_checkpoint,
+                                  check_writable)
+from resvmamba.vmamba import CheckpointError, read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,7 @@ def _bad_files(d, good):
 
 BAD = [("empty.pth", CheckpointError, "is empty (0 bytes); expected a file written by torch.save"),
        ("text.pth", CheckpointError, "is not a PyTorch file: a text file, 19 bytes, starts with 'epoch 3, top-1 0.8'; expected"),
-       ("cut_head.pth", CheckpointError, "is truncated or damaged (1000 bytes"),
+       ("cut_head.pth", CheckpointError, "is truncated or damaged (1,000 bytes"),
        ("cut_tail.pth", CheckpointError, "is truncated or damaged"),
        ("folder.pth", CheckpointError, "is a folder; expected a file"),
        ("list.pth", CheckpointError, "is not a training checkpoint: it holds a list; expected a file written by Checkpoint"),
@@ -373,15 +375,17 @@ def test_text_file_is_not_a_pytorch_file(text, tmp_path):
         assert "weights_only" not in msg and "Python objects" not in msg
 
 
-def test_checkpoint_error_is_chapter_06s():
-    from resvmamba import vmamba
-    assert CheckpointError is vmamba.CheckpointError
+def test_one_checkpoint_reader_and_error_for_the_package():
+    "Chapter 06 owns reading checkpoint files; the training checkpoints (chapter 09b) use its reader and its error."
+    from resvmamba import vmamba, checkpoint
+    assert checkpoint.CheckpointError is vmamba.CheckpointError and checkpoint.read_checkpoint is vmamba.read_checkpoint
+    assert issubclass(CheckpointError, ValueError)  # older `except ValueError` still catches it
 
 
 _FULL_DISK = """
 import resource, sys, torch
 from pathlib import Path
-from resvmamba.learner import save_checkpoint
+from resvmamba.checkpoint import save_checkpoint
 d = Path(sys.argv[1])
 save_checkpoint({"w": torch.zeros(10)}, d / "last.pth")          # a small first checkpoint
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))   # then a file-size limit below the next one

@@ -110,7 +110,7 @@ def test_bad_checkpoints_fail_clearly(tmp_path):
     assert "patch_embed.0.weight: checkpoint (16, 3, 2, 2) vs model (16, 3, 4, 4)" in msg
     with pytest.raises(ValueError, match="does not match"):  # a different size is not silently half-loaded
         load_vmamba_checkpoint(create_model("vmamba_test", num_classes=1000, dims=24), {"model": m.state_dict()})
-    with pytest.raises(FileNotFoundError, match="no checkpoint file"): create_model("vmamba_test", pretrained=tmp_path / "none.pth")
+    with pytest.raises(FileNotFoundError, match="none.pth does not exist"): create_model("vmamba_test", pretrained=tmp_path / "none.pth")
 
 
 def test_create_model_errors_and_timm_registry():
@@ -192,9 +192,9 @@ def test_zero_residual_is_vmamba_and_official_residual_is_random():
 
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty (0 bytes)"),
-    (b"epoch 3 top-1 0.5\n", "is not a PyTorch checkpoint (text file, 18 bytes, starts with 'epoch 3 top-1"),
-    (b"c__main__\nnotes\n", "is not a PyTorch checkpoint (text file, 16 bytes, starts with 'c__main__')"),
-    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "is not a PyTorch file (it starts with b'\\x89PNG"),
+    (b"epoch 3 top-1 0.5\n", "is not a PyTorch file: a text file, 18 bytes, starts with 'epoch 3 top-1"),
+    (b"c__main__\nnotes\n", "is not a PyTorch file: a text file, 16 bytes, starts with 'c__main__';"),
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "is not a PyTorch file: 16 bytes of other data, starting with b'\\x89PNG"),
     ("truncated", "is truncated or damaged"),
     ("list", "holds a list; expected a dict"),
 ])
@@ -321,8 +321,8 @@ def test_every_loader_refuses_a_text_file(tmp_path, name):
     f = tmp_path / "weights.pth"
     f.write_text("step,loss\n100,2.31\n")
     with pytest.raises(CheckpointError) as e: LOADERS[MODELS[name].family](create_model(name), f)
-    assert str(e.value) == (f"checkpoint {f} is not a PyTorch checkpoint (text file, 19 bytes, "
-                            "starts with 'step,loss'); expected a file written by torch.save")
+    assert str(e.value) == (f"checkpoint {f} is not a PyTorch file: a text file, 19 bytes, "
+                            "starts with 'step,loss'; expected a file written by torch.save")
 
 def test_read_checkpoint_text_utf8_cut_mid_character(tmp_path):
     f = tmp_path / "notes.pth"

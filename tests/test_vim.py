@@ -127,4 +127,4 @@ def test_loader_says_what_differs(file_kw, model_kw, says):
     ckpt = _official_like(vim_test(**file_kw))
     with pytest.raises(ValueError) as e: load_vim_checkpoint(vim_test(**model_kw), ckpt)
     first = str(e.value).splitlines()[0]
-    assert first == f"the checkpoint dict does not match this Vim: {says}", first
+    assert first == f"the checkpoint given does not match the model; expected official Vim weights of this size: {says}", first
