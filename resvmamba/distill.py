@@ -13,7 +13,9 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from .models import create_model, MODELS
-from .learner import FoodLoss, food_learner, load_fitting, head_of, read_checkpoint
+from .learner import FoodLoss, food_learner, head_of
+from .checkpoint import load_fitting
+from .vmamba import read_checkpoint
 from .vim import Vim
 from .vmamba import VMamba
 

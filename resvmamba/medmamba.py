@@ -12,7 +12,7 @@ from fastcore.basics import patch
 from .vss import SS2D, PatchMerging2D, ss2d_param_count
 from timm.models import checkpoint_seq
 from .vmamba import Permute, VMamba, read_checkpoint
-from .vmamba import check_stages, check_model_args, check_finite_weights
+from .vmamba import check_stages, check_model_args, load_state_strict
 from .models import register_family
 
 # %% auto #0
@@ -171,10 +171,6 @@ def medmamba_checkpoint_filter(checkpoint): # a state dict, or a dict wrapping o
     if bad: raise ValueError(f"not a state dict: entries {bad[:5]} are not tensors (top-level keys: {list(checkpoint)[:10]})")
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
-def _mismatch_report(missing, unexpected, mismatched):
-    return "".join(f"\n  {name} ({len(ks)}): {', '.join(ks[:20])}{' ...' if len(ks) > 20 else ''}"
-                   for name, ks in [("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)] if ks)
-
 # %% ../nbs/13_medmamba.ipynb #f0b5b6d1
 def load_medmamba_checkpoint(model,          # a MedMamba
                              checkpoint,     # path to an official MedMamba checkpoint (`net.state_dict()`), or the dict
@@ -187,18 +183,9 @@ def load_medmamba_checkpoint(model,          # a MedMamba
     elif not isinstance(checkpoint, dict):
         raise TypeError("checkpoint must be a file path or a dict (a state dict, or one under 'model'), "
                         f"got a {type(checkpoint).__name__}")
-    sd, own = medmamba_checkpoint_filter(checkpoint), model.state_dict()
-    reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in MEDMAMBA_HEAD_KEYS)
-    if reset_head: sd = {k: v for k, v in sd.items() if k not in MEDMAMBA_HEAD_KEYS}
-    missing = [k for k in own if k not in sd and not (reset_head and k in MEDMAMBA_HEAD_KEYS)]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError("checkpoint does not match the model (is it an official MedMamba file of this size, both halves on?)"
-                         + _mismatch_report(missing, unexpected, mismatched))
-    check_finite_weights(sd, source, allow_nonfinite)
-    model.load_state_dict(sd, strict=False)
-    if reset_head:
+    sd = medmamba_checkpoint_filter(checkpoint)
+    expected = "official MedMamba weights of this size, both halves on"  # chapter 06 loads strictly
+    if load_state_strict(model, sd, source, expected, MEDMAMBA_HEAD_KEYS, allow_nonfinite=allow_nonfinite):
         VMamba._init_weights(model.head)
         if verbose: print(f"load_medmamba_checkpoint: head re-initialised for {model.num_classes} classes "
                           f"(checkpoint has {checkpoint_classes(checkpoint)})")

@@ -26,7 +26,9 @@ from fastai.torch_core import set_seed, rank_distrib, num_distrib
 
 import resvmamba
 from .data import food_dls, food_test_dl, Recipe, SMALL_SET, LOW_RES
-from .learner import food_learner, plot_curves, load_fitting, EMA, Checkpoint, MODEL_KEYS, NonFiniteLossError, is_compiled, read_checkpoint, RECIPES, run_lr_find
+from .learner import food_learner, plot_curves, EMA, MODEL_KEYS, is_compiled, RECIPES, run_lr_find
+from .checkpoint import Checkpoint, NonFiniteLossError, load_fitting
+from .vmamba import read_checkpoint
 from .models import MODELS, create_model, image_size_override
 
 # %% auto #0

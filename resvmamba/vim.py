@@ -15,8 +15,8 @@ from timm.layers import DropPath, trunc_normal_, lecun_normal_, resample_abs_pos
 from .scan import selective_scan_ref, selective_scan_parallel
 from .vss import s4d_real_A_logs, dt_bias_init
 from torch.utils.checkpoint import checkpoint
-from .vmamba import meta_model, read_checkpoint, check_model_args, check_finite_weights
-from .vmamba import CheckpointError
+from .vmamba import meta_model, read_checkpoint, check_model_args
+from .vmamba import load_state_strict
 from .models import register_family
 
 # %% ../nbs/11_vim.ipynb #5bacbf82
@@ -271,25 +271,15 @@ def load_vim_checkpoint(model,         # a Vim
                         verbose=True,  # print when the head is re-initialised
                         allow_nonfinite=False): # load NaN/inf weights (with a warning), not refuse
     "Load official Vim weights into `model` strictly; a head of another size is re-initialised."
-    name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the checkpoint dict"
+    source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the checkpoint given"
     if isinstance(checkpoint, (str, Path)):
         checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
     elif not isinstance(checkpoint, dict):
         raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), "
                         f"got a {type(checkpoint).__name__}")
-    sd, own = dict(_vim_state_dict(checkpoint, key)), model.state_dict()
-    reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in VIM_HEAD_KEYS)
-    if reset_head: sd = {k: v for k, v in sd.items() if k not in VIM_HEAD_KEYS}
-    missing = [k for k in own if k not in sd and not (reset_head and k in VIM_HEAD_KEYS)]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(f"{name} does not match this Vim{_vim_size_hint(sd, own)}" + "".join(
-            f"\n  {what} ({len(ks)}): {', '.join(ks[:20])}{' ...' if len(ks) > 20 else ''}"
-            for what, ks in [("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)] if ks))
-    check_finite_weights(sd, name, allow_nonfinite)
-    model.load_state_dict(sd, strict=False)
-    if reset_head:
+    sd = dict(_vim_state_dict(checkpoint, key))
+    expected = "official Vim weights of this size" + _vim_size_hint(sd, model.state_dict())  # chapter 06 loads strictly
+    if load_state_strict(model, sd, source, expected, VIM_HEAD_KEYS, allow_nonfinite=allow_nonfinite):
         trunc_normal_(model.head.weight, std=.02); nn.init.zeros_(model.head.bias)
         if verbose: print(f"load_vim_checkpoint: head re-initialised for {model.num_classes} classes "
                           f"(checkpoint has {_vim_state_dict(checkpoint, key)['head.weight'].shape[0]})")

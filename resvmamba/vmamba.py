@@ -7,7 +7,7 @@ __all__ = ['GLOBAL_POOLS', 'MODEL_ARG_RULES', 'VMAMBA_CONFIGS', 'HEAD_KEYS', 'Pe
            'init_vmamba_weights', 'classifier_head', 'check_count', 'check_number', 'check_dt_rank', 'check_model_args',
            'check_stages', 'VMamba', 'vmamba_tiny', 'vmamba_small', 'vmamba_base', 'vmamba_test', 'meta_model',
            'scan_flops', 'count_flops', 'CheckpointError', 'read_checkpoint', 'check_finite_weights',
-           'vmamba_checkpoint_filter', 'load_vmamba_checkpoint', 'checkpoint_classes']
+           'vmamba_checkpoint_filter', 'load_state_strict', 'load_vmamba_checkpoint', 'checkpoint_classes']
 
 # %% ../nbs/06_vmamba.ipynb #c3412985
 import math, numbers, warnings
@@ -295,41 +295,57 @@ def count_flops(model,          # a VMamba (any device; "meta" is fastest)
 
 # %% ../nbs/06_vmamba.ipynb #9cd53e68
 class CheckpointError(ValueError):
-    "A checkpoint that cannot be read, or that holds no weights in the expected layout."
+    "A checkpoint that cannot be read, or that holds no weights in the expected layout (a `ValueError`, so older `except ValueError` code still catches it)."
 
-def _text_start(head):
-    "The first line of `head` if the bytes are text (UTF-8, no NUL), else None; torch.save never writes text."
+def _cause(e:BaseException) -> str:
+    "An exception's own words, in one line: an OS error's reason (`No space left on device`), else its first line."
+    if isinstance(e, OSError) and e.strerror: return e.strerror
+    said = str(e).strip().splitlines()
+    return said[0] if said else type(e).__name__
+
+def _text_start(head:bytes) -> str|None:
+    "The first line of `head` (spaces collapsed, at most 40 characters) if the bytes are text (UTF-8, no NUL), else None."
     if b"\0" in head: return None
     for cut in range(4):                                  # the read may end inside a multi-byte character
-        try: text = head[:len(head) - cut].decode("utf-8")
+        try: text = head[:len(head) - cut].decode("utf-8"); break
         except UnicodeDecodeError: continue
-        lines = text.strip().splitlines()
-        if all(c.isprintable() or c.isspace() for c in text): return lines[0][:40] if lines else ""
+    else: return None
+    if not all(c.isprintable() or c.isspace() for c in text): return None
+    first = next((l for l in text.splitlines() if l.strip()), "")
+    return " ".join(first.split())[:40]
+
+def _not_torch(head:bytes, size:int) -> str|None:
+    "What a file of `size` bytes starting with `head` is, if it cannot be a PyTorch file; None if it may be one."
+    start = _text_start(head)
+    if start is not None: return f"a text file, {size:,} bytes, starts with {start!r}"
+    # torch.save writes a zip archive ('PK'); files of torch < 1.6 are a pickle (protocol 2+: 0x80)
+    if not head.startswith((b"PK", b"\x80")): return f"{size:,} bytes of other data, starting with {head[:8]!r}"
     return None
 
+def _load_problem(e:BaseException, head:bytes, size:int) -> str:
+    "What `torch.load`'s exception `e` means for a file of `size` bytes starting with `head`, in words."
+    if "Weights only load failed" in str(e):
+        return ("holds Python objects besides tensors, numbers and plain containers, which a safe load refuses; "
+                "expected a state dict or a training checkpoint written by torch.save")
+    if head.startswith(b"PK") or isinstance(e, EOFError):  # a zip archive is read from its end: a cut one fails there
+        return f"is truncated or damaged ({size:,} bytes; {_cause(e)}); expected a complete file written by torch.save"
+    return f"could not be read ({type(e).__name__}: {_cause(e)}); expected a file written by torch.save"
+
 def read_checkpoint(path): # a file written by torch.save
-    "`torch.load(path, weights_only=True)` on the CPU, or an error naming the file, what is wrong and what was expected."
+    "`torch.load(path, weights_only=True)` on the CPU, or an error naming the file, what is wrong with it and what was expected."
     f = Path(path)
-    if not f.exists(): raise FileNotFoundError(f"no checkpoint file at {f}")
-    if f.is_dir(): raise CheckpointError(f"checkpoint {f} is a folder; expected a file written by torch.save")
+    if not f.exists(): raise FileNotFoundError(f"checkpoint {f} does not exist; expected a file written by torch.save")
+    if f.is_dir():
+        inside = sorted(p.name for p in f.glob("*.pth"))[:3]
+        raise CheckpointError(f"checkpoint {f} is a folder; expected a file written by torch.save"
+                              + (f" (it holds {', '.join(inside)})" if inside else ""))
     size = f.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"checkpoint {f} is empty (0 bytes); expected a file written by torch.save")
-    with f.open("rb") as fh: start = _text_start(fh.read(512))
-    if start is not None:  # before torch.load, whose unpickler would call text "Python objects"
-        raise CheckpointError(f"checkpoint {f} is not a PyTorch checkpoint (text file, {size} bytes, "
-                              f"starts with {start!r}); expected a file written by torch.save")
+    if size == 0: raise CheckpointError(f"checkpoint {f} is empty (0 bytes); expected a file written by torch.save")
+    with f.open("rb") as fh: head = fh.read(512)
+    what = _not_torch(head, size)  # before torch.load, whose unpickler may read text as a pickle "holding Python objects"
+    if what: raise CheckpointError(f"checkpoint {f} is not a PyTorch file: {what}; expected a file written by torch.save")
     try: return torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:
-        with f.open("rb") as fh: head = fh.read(8)
-        cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-        torch_file = head.startswith((b"PK", b"\x80"))   # torch.save's zip archive, or a legacy pickle
-        if not torch_file:  # whatever the unpickler said about it, it was never a PyTorch file
-            raise CheckpointError(f"checkpoint {f} is not a PyTorch file (it starts with {head!r}); "
-                                  "expected a file written by torch.save") from e
-        if "Weights only load failed" in str(e): what = "holds Python objects that weights-only loading refuses"
-        else: what = f"is truncated or damaged ({size} bytes)"
-        raise CheckpointError(f"checkpoint {f} {what}; expected a file written by torch.save holding tensors ({cause})") from e
+    except Exception as e: raise CheckpointError(f"checkpoint {f} {_load_problem(e, head, size)}") from e
 
 def check_finite_weights(sd,                   # the state dict about to be loaded
                          source,               # how the messages name it, e.g. "checkpoint runs/a.pth"
@@ -364,13 +380,33 @@ def vmamba_checkpoint_filter(checkpoint,          # a checkpoint's contents: a s
 # %% ../nbs/06_vmamba.ipynb #e825b461
 HEAD_KEYS = ("classifier.head.weight", "classifier.head.bias")
 
-def _key_report(sd, own, optional, reset_head):
-    "Missing, unexpected and mis-shaped keys of state dict `sd` against the model's `own`, as message lines."
-    missing = [k for k in own if k not in sd and not (reset_head and k in HEAD_KEYS) and not k.startswith(optional)]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+def _key_lines(missing, unexpected, mismatched) -> str:
+    "The lines of a mismatch message: each kind of key counted, the first 20 named."
     return "".join(f"\n  {name} ({len(ks)}): {', '.join(ks[:20])}{' ...' if len(ks) > 20 else ''}"
                    for name, ks in [("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)] if ks)
+
+def load_state_strict(model,                  # the model to load into
+                      sd,                     # a state dict in the model's parameter names
+                      source="the checkpoint given", # how messages name it, e.g. "checkpoint runs/a.pth"
+                      expected="weights of this model's architecture and size", # what would fit, said when `sd` does not
+                      head_keys=(),           # the classifier's keys: of another shape (another class count) they are left out
+                      optional=(),            # key prefixes the model may have and `sd` lack: those tensors keep their init
+                      allow_nonfinite=False): # True: load NaN/inf weights with a warning; None: do not look (the caller has)
+    "Load `sd` into `model` if every key and shape fits, else raise a `CheckpointError` listing what does not; True if the head was left out."
+    if not isinstance(sd, dict): raise CheckpointError(f"{source} holds a {type(sd).__name__}; expected a state dict (parameter name -> tensor)")
+    not_tensors = [k for k, v in sd.items() if not torch.is_tensor(v)]
+    if not_tensors: raise CheckpointError(f"{source} is not a state dict; entries that are not tensors: {not_tensors[:10]}")
+    own, optional = model.state_dict(), tuple(optional)
+    head_left_out = any(k in sd and k in own and sd[k].shape != own[k].shape for k in head_keys)
+    if head_left_out: sd = {k: v for k, v in sd.items() if k not in head_keys}
+    missing = [k for k in own if k not in sd and not (head_left_out and k in head_keys) and not k.startswith(optional)]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(f"{source} does not match the model; expected {expected}" + _key_lines(missing, unexpected, mismatched))
+    if allow_nonfinite is not None: check_finite_weights(sd, source, allow_nonfinite)
+    model.load_state_dict(sd, strict=False)  # strict in effect: every key is checked above, optional ones may be absent
+    return head_left_out
 
 # %% ../nbs/06_vmamba.ipynb #b7c10011
 def load_vmamba_checkpoint(model,          # a VMamba (or ResVMamba)
@@ -383,19 +419,13 @@ def load_vmamba_checkpoint(model,          # a VMamba (or ResVMamba)
     if isinstance(checkpoint, (str, Path)): checkpoint = read_checkpoint(checkpoint)
     elif not isinstance(checkpoint, dict):
         raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), got a {type(checkpoint).__name__}")
-    sd, own = vmamba_checkpoint_filter(checkpoint, key, source), model.state_dict()
-    reset_head = any(k in sd and k in own and sd[k].shape != own[k].shape for k in HEAD_KEYS)
-    if reset_head: sd = {k: v for k, v in sd.items() if k not in HEAD_KEYS}
-    optional = tuple(getattr(model, "checkpoint_optional_prefixes", ())) or ("\0",)
-    report = _key_report(sd, own, optional, reset_head)
-    if report: raise CheckpointError(f"{source} does not match the model (expected VMamba v0 weights of this size)" + report)
-    check_finite_weights(sd, source, allow_nonfinite)
-    model.load_state_dict(sd, strict=False)
-    if reset_head:
+    sd = vmamba_checkpoint_filter(checkpoint, key, source)
+    optional = tuple(getattr(model, "checkpoint_optional_prefixes", ()))
+    if load_state_strict(model, sd, source, "VMamba v0 weights of this size", HEAD_KEYS, optional, allow_nonfinite):
         model._init_weights(model.classifier.head)
         if verbose: print(f"load_vmamba_checkpoint: head re-initialised for {model.num_classes} classes "
                           f"(checkpoint has {checkpoint_classes(checkpoint, key)})")
-    kept = [k for k in own if k not in sd and k.startswith(optional)]
+    kept = [k for k in model.state_dict() if k not in sd and k.startswith(optional)]
     if kept and verbose: print(f"load_vmamba_checkpoint: {len(kept)} tensors not in the checkpoint kept at their init: "
                                + ", ".join(sorted({k.rsplit('.', 2)[0] for k in kept})))
     return model

@@ -21,19 +21,15 @@ from fastai.learner import load_learner
 from fastai.optimizer import Adam
 from fastcore.basics import noop
 
-from resvmamba.learner import (
-    EMA,
-    CheckpointError,
+from resvmamba.checkpoint import (
     NonFiniteLossError,
     check_writable,
-    food_learner,
     latest_checkpoint,
-    no_decay_names,
-    read_checkpoint,
     read_training_checkpoint,
-    run_lr_find,
     save_checkpoint,
 )
+from resvmamba.learner import EMA, food_learner, no_decay_names, run_lr_find
+from resvmamba.vmamba import CheckpointError, read_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +153,7 @@ BAD = [
         CheckpointError,
         "is not a PyTorch file: a text file, 19 bytes, starts with 'epoch 3, top-1 0.8'; expected",
     ),
-    ("cut_head.pth", CheckpointError, "is truncated or damaged (1000 bytes"),
+    ("cut_head.pth", CheckpointError, "is truncated or damaged (1,000 bytes"),
     ("cut_tail.pth", CheckpointError, "is truncated or damaged"),
     ("folder.pth", CheckpointError, "is a folder; expected a file"),
     (
@@ -524,16 +520,22 @@ def test_text_file_is_not_a_pytorch_file(text, tmp_path):
         assert "weights_only" not in msg and "Python objects" not in msg
 
 
-def test_checkpoint_error_is_chapter_06s():
-    from resvmamba import vmamba
+def test_one_checkpoint_reader_and_error_for_the_package():
+    """Chapter 06 owns reading checkpoint files; the training checkpoints (chapter 09b) use its reader and its
+    error."""
+    from resvmamba import checkpoint, vmamba
 
-    assert CheckpointError is vmamba.CheckpointError
+    assert (
+        checkpoint.CheckpointError is vmamba.CheckpointError
+        and checkpoint.read_checkpoint is vmamba.read_checkpoint
+    )
+    assert issubclass(CheckpointError, ValueError)  # older `except ValueError` still catches it
 
 
 _FULL_DISK = """
 import resource, sys, torch
 from pathlib import Path
-from resvmamba.learner import save_checkpoint
+from resvmamba.checkpoint import save_checkpoint
 d = Path(sys.argv[1])
 save_checkpoint({"w": torch.zeros(10)}, d / "last.pth")          # a small first checkpoint
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))   # then a file-size limit below the next one

@@ -144,7 +144,7 @@ def test_bad_checkpoints_fail_clearly(tmp_path):
         load_vmamba_checkpoint(
             create_model("vmamba_test", num_classes=1000, dims=24), {"model": m.state_dict()}
         )
-    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+    with pytest.raises(FileNotFoundError, match="none.pth does not exist"):
         create_model("vmamba_test", pretrained=tmp_path / "none.pth")
 
 
@@ -265,12 +265,12 @@ def test_zero_residual_is_vmamba_and_official_residual_is_random():
     "content, message",
     [
         (b"", "is empty (0 bytes)"),
+        (b"epoch 3 top-1 0.5\n", "is not a PyTorch file: a text file, 18 bytes, starts with 'epoch 3 top-1"),
+        (b"c__main__\nnotes\n", "is not a PyTorch file: a text file, 16 bytes, starts with 'c__main__';"),
         (
-            b"epoch 3 top-1 0.5\n",
-            "is not a PyTorch checkpoint (text file, 18 bytes, starts with 'epoch 3 top-1",
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
+            "is not a PyTorch file: 16 bytes of other data, starting with b'\\x89PNG",
         ),
-        (b"c__main__\nnotes\n", "is not a PyTorch checkpoint (text file, 16 bytes, starts with 'c__main__')"),
-        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "is not a PyTorch file (it starts with b'\\x89PNG"),
         ("truncated", "is truncated or damaged"),
         ("list", "holds a list; expected a dict"),
     ],
@@ -441,8 +441,8 @@ def test_every_loader_refuses_a_text_file(tmp_path, name):
     with pytest.raises(CheckpointError) as e:
         LOADERS[MODELS[name].family](create_model(name), f)
     assert str(e.value) == (
-        f"checkpoint {f} is not a PyTorch checkpoint (text file, 19 bytes, "
-        "starts with 'step,loss'); expected a file written by torch.save"
+        f"checkpoint {f} is not a PyTorch file: a text file, 19 bytes, "
+        "starts with 'step,loss'; expected a file written by torch.save"
     )
 
 

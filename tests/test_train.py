@@ -156,7 +156,7 @@ def test_resume_with_nothing_to_resume_then_load_run(data, tmp_path, capsys):
 def test_load_run_names_a_damaged_file(finished, tmp_path):
     """A truncated config.json or model_ema.pth: a one-line error naming the file and the problem (no bare
     JSONDecodeError)."""
-    from resvmamba.learner import CheckpointError
+    from resvmamba.vmamba import CheckpointError
 
     run = tmp_path / "run"
     run.mkdir()
@@ -295,7 +295,7 @@ def test_distill_learner_refuses_as_the_command_does(finished, data, tmp_path):
     """The Python API names the same problems as resvmamba_train --teacher: a truncated teacher, a factor that
     is no power of 2, a size it does not divide."""
     from resvmamba.distill import distill_learner
-    from resvmamba.learner import CheckpointError
+    from resvmamba.vmamba import CheckpointError
 
     bad = tmp_path / "last.pth"
     bad.write_bytes((finished[0] / "ckpt/last.pth").read_bytes()[:5000])

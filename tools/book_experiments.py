@@ -10,8 +10,15 @@ chapter's JSON at once, so a run cut short by `timeout` still leaves the runs th
 `--tiny` is a CPU smoke test (a few images, one epoch). The chapters read `nbs/07_resvmamba_runs.json`,
 `nbs/12_distill_runs.json` and `nbs/13b_medmnist_runs.json`, written by this script.
 """
-import argparse, datetime, json, multiprocessing, os, platform, sys, time, warnings
-from concurrent.futures import ProcessPoolExecutor, FIRST_COMPLETED, wait
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
@@ -48,8 +55,9 @@ def run_food(task):
     "Chapter 07 (and 12's teacher): one `food_learner` run; validation and test top-1."
     torch = _setup()
     from fastai.torch_core import set_seed
-    from resvmamba.learner import food_learner
+
     from resvmamba.data import food_test_dl
+    from resvmamba.learner import food_learner
     set_seed(task["seed"], reproducible=True)
     arch, over = task["arch"], task["overrides"]
     learn = food_learner(None, arch=arch, size=task["size"], bs=task["bs"], mini=task["mini"], ema=True, mixup=0., cutmix=0.,
@@ -71,8 +79,9 @@ def run_student(task):
     "Chapter 12: one `distill_learner` student on LR images; validation and test top-1 and the loss terms."
     torch = _setup()
     from fastai.torch_core import set_seed
-    from resvmamba.distill import distill_learner
+
     from resvmamba.data import food_test_dl
+    from resvmamba.distill import distill_learner
     set_seed(task["seed"], reproducible=True)
     learn = distill_learner(None, teacher=task["teacher"], teacher_kwargs=dict(ssm_ratio=1.0), student=task["arch"],
                             factor=task["factor"], front="sr", T=4., size=task["size"], bs=task["bs"], mini=task["mini"], ema=True,
@@ -91,7 +100,8 @@ def run_medmamba(task):
     "Chapter 13b: one `medmamba_learner` run (MedMamba's recipe: Adam, constant learning rate)."
     torch = _setup()
     from fastai.torch_core import set_seed
-    from resvmamba.medmnist import medmnist_dls, medmnist_test_dl, medmamba_learner, HALVES_VARIANTS
+
+    from resvmamba.medmnist import HALVES_VARIANTS, medmamba_learner, medmnist_dls, medmnist_test_dl
     set_seed(task["seed"], reproducible=True)
     arch, over = HALVES_VARIANTS[task["model"]]
     dls = medmnist_dls(task["npz"], size=task["size"], bs=task["bs"], crop_scale=(0.8, 1.0), num_workers=0)
@@ -108,6 +118,7 @@ def food_npz(root, dest):
     "A generated dataset folder (CNFOOD-241 layout) as a MedMNIST-layout `.npz` (what `mini_food_npz` writes)."
     import numpy as np
     from PIL import Image
+
     from resvmamba.data import read_split
     arrays = {}
     for split in ("train", "val", "test"):
@@ -120,7 +131,10 @@ def food_npz(root, dest):
 
 
 def environment():
-    import torch, fastai, timm, triton
+    import fastai
+    import timm
+    import torch
+    import triton
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=platform.node(),
                 cpu_count=os.cpu_count(), gpu=gpu, python=platform.python_version(), torch=torch.__version__,
