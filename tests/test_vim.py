@@ -173,5 +173,6 @@ def test_loader_says_what_differs(file_kw, model_kw, says):
     with pytest.raises(ValueError) as e:
         load_vim_checkpoint(vim_test(**model_kw), ckpt)
     first = str(e.value).splitlines()[0]
-    want = f"the checkpoint given does not match the model; expected official Vim weights of this size: {says}"
+    want = "the checkpoint given does not match the model; expected official Vim weights of this size: "
+    want += says
     assert first == want, first
