@@ -5,7 +5,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 from resvmamba.data import make_mini_food
-from resvmamba.train import resvmamba_train
+from resvmamba.cli import resvmamba_train
 
 TINY = ["--arch", "resvmamba_test", "--bs", "8", "--size", "32", "--cpu", "--mixup", "0.8"]
 

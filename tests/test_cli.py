@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from resvmamba.train import ARG_RULES, ArgumentError, check_args, DEMO, load_run  # first: it silences fastai's import warning
+from resvmamba.cli import ARG_RULES, ArgumentError, check_args, load_run  # first: it silences fastai's import warning
+from resvmamba.train import DEMO
 import resvmamba.learner
 from cli_helpers import TINY, cli, run_cli, data  # noqa: F401 (data is a fixture)
 
@@ -118,7 +119,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_can_start(data, tmp_path)
     code, _, err = run_cli("--data", data, *TINY, "--bs", 64, "--out", out, "--overwrite")
     _check_one_line(code, err, 2, "--bs 64")
     assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
-    from resvmamba.train import clear_run, run_files
+    from resvmamba.cli import clear_run, run_files
     clear_run(out)
     assert run_files(out) == [] and not list((out / "ckpt").iterdir())   # an empty ckpt/ is no longer a run
 
@@ -138,7 +139,7 @@ def labels_of(data, files):
 
 def test_help_and_check_agree_on_factor():
     "--help states --factor's rule as the check applies it."
-    from resvmamba.train import cli_parser
+    from resvmamba.cli import cli_parser
     help_line = next(a.help for a in cli_parser()._actions if "--factor" in a.option_strings)
     assert "a power of 2 >= 2" in help_line and "a power of 2 >= 2" in ARG_RULES["factor"][1]
     assert [v for v in range(-2, 17) if ARG_RULES["factor"][0](v)] == [2, 4, 8, 16]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resvmamba.models import create_model
-from resvmamba.train import RUN_FILES, load_run, train
+from resvmamba.cli import RUN_FILES, load_run, train
 from cli_helpers import TINY, cli, run_cli, data  # noqa: F401 (data is a fixture)
 
 
