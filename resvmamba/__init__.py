@@ -15,12 +15,17 @@ from .resvmamba import ResVMamba
 __version__ = "0.1.0"
 
 # %% ../nbs/14_package.ipynb #d1400006
-_FAMILY_MODULES = ("vmamba", "resvmamba", "vim", "medmamba")  # chapters 06-07 (registered by `resvmamba.models`), 11 and 13
-for _m in _FAMILY_MODULES: importlib.import_module(f"resvmamba.{_m}")
+from . import models  # chapter 07b: the registry; it registers the vmamba_* and resvmamba_* presets
+from . import vmamba, resvmamba, vim, medmamba
+_FAMILIES = dict(vmamba=vmamba, resvmamba=resvmamba, vim=vim, medmamba=medmamba)  # family -> its module (chapters 06, 07, 11, 13)
 
 # %% ../nbs/14_package.ipynb #d1400007
-_LAZY = {"food_learner": "learner", "food_dls": "data", "make_mini_food": "data", "load_run": "train",
-         "distill_learner": "distill", "medmnist_dls": "medmnist", "medmamba_learner": "medmnist"}  # need fastai: imported on first use
+_LAZY = {  # name -> module: the entry points that need fastai, imported on first use
+    "food_learner": "learner", "food_dls": "data", "make_mini_food": "data",  # chapters 08-09
+    "load_run": "cli",                                                          # reads a run folder of resvmamba_train (appendix)
+    "distill_learner": "distill",                                               # chapter 12
+    "medmnist_dls": "medmnist", "medmamba_learner": "medmnist",                 # chapter 13b
+}
 
 def __getattr__(name):
     "Import the fastai-based entry points when first used, so that `import resvmamba` does not import fastai."

@@ -26,7 +26,6 @@ from fasttransform import Transform, retain_type
 from .models import create_model
 from .vmamba import count_flops
 from .data import make_mini_food, read_split
-import resvmamba.medmamba  # registers the medmamba_* presets with create_model
 
 # %% auto #0
 __all__ = ['MEDMNIST_SPLITS', 'MEDMNIST_CLASSES', 'MEDMAMBA_RECIPE', 'medmamba_adam', 'HALVES_VARIANTS', 'read_medmnist',

@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['GLOBAL_POOLS', 'MODEL_ARG_RULES', 'VMAMBA_CONFIGS', 'HEAD_KEYS', 'Permute', 'vmamba_stage', 'stage_drop_paths',
            'init_vmamba_weights', 'classifier_head', 'check_count', 'check_number', 'check_dt_rank', 'check_model_args',
-           'check_stages', 'VMamba', 'vmamba_tiny', 'vmamba_small', 'vmamba_base', 'vmamba_test', 'meta_model',
-           'scan_flops', 'count_flops', 'CheckpointError', 'read_checkpoint', 'check_finite_weights',
-           'vmamba_checkpoint_filter', 'load_state_strict', 'load_vmamba_checkpoint', 'checkpoint_classes']
+           'check_stages', 'VMamba', 'meta_model', 'scan_flops', 'count_flops', 'CheckpointError', 'read_checkpoint',
+           'check_finite_weights', 'vmamba_checkpoint_filter', 'load_state_strict', 'load_vmamba_checkpoint',
+           'checkpoint_classes']
 
 # %% ../nbs/06_vmamba.ipynb #c3412985
 import math, numbers, warnings
@@ -202,17 +202,12 @@ def forward_head(self:VMamba, x, # (B, h, w, C) from `forward_features`
 def forward(self:VMamba, x): return self.forward_head(self.forward_features(x))
 
 # %% ../nbs/06_vmamba.ipynb #7fa360fd
-VMAMBA_CONFIGS = dict(
-    tiny =dict(depths=(2, 2, 9, 2),  dims=96,  drop_path_rate=0.2),
-    small=dict(depths=(2, 2, 27, 2), dims=96,  drop_path_rate=0.3),
-    base =dict(depths=(2, 2, 27, 2), dims=128, drop_path_rate=0.5),
-    test =dict(depths=(1, 1, 1, 1),  dims=16,  d_state=4, drop_path_rate=0.),
+VMAMBA_CONFIGS = dict(  # size -> what differs from VMamba's defaults; chapter 07b registers each as create_model("vmamba_<size>")
+    tiny =dict(depths=(2, 2, 9, 2),  dims=96,  drop_path_rate=0.2),   # VMamba-T
+    small=dict(depths=(2, 2, 27, 2), dims=96,  drop_path_rate=0.3),   # VMamba-S
+    base =dict(depths=(2, 2, 27, 2), dims=128, drop_path_rate=0.5),   # VMamba-B
+    test =dict(depths=(1, 1, 1, 1),  dims=16,  d_state=4, drop_path_rate=0.),  # dims 16-32-64-128, N 4: for tests
 )
-
-def vmamba_tiny(**kwargs):  "VMamba-T: depths 2-2-9-2, dim 96, drop-path 0.2."; return VMamba(**{**VMAMBA_CONFIGS['tiny'], **kwargs})
-def vmamba_small(**kwargs): "VMamba-S: depths 2-2-27-2, dim 96, drop-path 0.3."; return VMamba(**{**VMAMBA_CONFIGS['small'], **kwargs})
-def vmamba_base(**kwargs):  "VMamba-B: depths 2-2-27-2, dim 128, drop-path 0.5."; return VMamba(**{**VMAMBA_CONFIGS['base'], **kwargs})
-def vmamba_test(**kwargs):  "A small VMamba for tests: depths 1-1-1-1, dims 16-32-64-128, N 4."; return VMamba(**{**VMAMBA_CONFIGS['test'], **kwargs})
 
 # %% ../nbs/06_vmamba.ipynb #b7c10003
 @patch

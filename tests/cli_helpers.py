@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 
-from resvmamba.train import resvmamba_train
+from resvmamba.cli import resvmamba_train
 
 TINY = ["--arch", "resvmamba_test", "--bs", "8", "--size", "32", "--cpu", "--mixup", "0.8"]
 

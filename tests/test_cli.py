@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-# resvmamba.train first: it silences fastai's import warning before anything imports fastai
-from resvmamba.train import ARG_RULES, DEMO, ArgumentError, check_args, load_run
+# resvmamba.cli first: it silences fastai's import warning before anything imports fastai
+from resvmamba.cli import ARG_RULES, ArgumentError, check_args, load_run
 
 # isort: split
 import resvmamba.learner
 from cli_helpers import DATA_SIZE, TINY, cli, run_cli
+from resvmamba.train import DEMO
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +146,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_can_start(data, tmp_path)
     code, _, err = run_cli("--data", data, *TINY, "--bs", 64, "--out", out, "--overwrite")
     _check_one_line(code, err, 2, "--bs 64")
     assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
-    from resvmamba.train import clear_run, run_files
+    from resvmamba.cli import clear_run, run_files
 
     clear_run(out)
     assert run_files(out) == [] and not list((out / "ckpt").iterdir())  # an empty ckpt/ is no longer a run
@@ -169,7 +170,7 @@ def labels_of(data, files):
 
 def test_help_and_check_agree_on_factor():
     "--help states --factor's rule as the check applies it."
-    from resvmamba.train import cli_parser
+    from resvmamba.cli import cli_parser
 
     help_line = next(a.help for a in cli_parser()._actions if "--factor" in a.option_strings)
     assert "a power of 2 >= 2" in help_line and "a power of 2 >= 2" in ARG_RULES["factor"][1]

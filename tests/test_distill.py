@@ -19,8 +19,8 @@ from resvmamba.distill import (
     low_res_pair,
     match_level,
 )
+from resvmamba.models import create_model
 from resvmamba.vim import Vim
-from resvmamba.vmamba import vmamba_test
 
 TINY = dict(embed_dim=16, depth=2, d_state=4, img_size=32, patch_size=8, stride=8, drop_path_rate=0.0)
 
@@ -70,10 +70,8 @@ def test_sr_front_starts_as_bicubic():
 
 
 def test_vmamba_levels_pooled_and_projected():
-    t, s = (
-        vmamba_test(num_classes=3, scan_backend="parallel"),
-        vmamba_test(num_classes=3, dims=8, scan_backend="parallel"),
-    )
+    t = create_model("vmamba_test", num_classes=3, scan_backend="parallel")
+    s = create_model("vmamba_test", num_classes=3, dims=8, scan_backend="parallel")
     assert default_levels(s, t) == ([0, 1, 2, 3], [0, 1, 2, 3])
     rs, rt = LevelRecorder(s, [1]), LevelRecorder(t, [1])
     s(torch.randn(1, 3, 32, 32))

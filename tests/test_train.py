@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from cli_helpers import DATA_SIZE, TINY, cli, run_cli
+from resvmamba.cli import RUN_FILES, load_run, train
 from resvmamba.models import create_model
-from resvmamba.train import RUN_FILES, load_run, train
 
 
 @pytest.fixture(scope="session")

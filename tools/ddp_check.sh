@@ -11,7 +11,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl_train/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 python3 -c "import torch, triton, accelerate, timm, torchvision, fastai; print('torch', torch.__version__, 'triton', triton.__version__, 'accelerate', accelerate.__version__, 'timm', timm.__version__, 'torchvision', torchvision.__version__, 'fastai', fastai.__version__, 'gpus', torch.cuda.device_count(), torch.cuda.get_device_name(0))"
-printf 'from resvmamba.train import resvmamba_train\nresvmamba_train()\n' > /tmp/resvmamba_train.py
+printf 'from resvmamba.cli import resvmamba_train\nresvmamba_train()\n' > /tmp/resvmamba_train.py
 t0=$(date +%s)
 python3 -c "from resvmamba.data import make_mini_food; make_mini_food('/tmp/food', n_classes=8, per_class=300, size=256)" || exit 1
 echo "data: $(( $(date +%s) - t0 )) s"
