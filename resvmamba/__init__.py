@@ -15,23 +15,42 @@ from .resvmamba import ResVMamba
 __version__ = "0.1.0"
 
 # %% ../nbs/14_package.ipynb #d1400006
-from . import models  # chapter 07b: the registry; it registers the vmamba_* and resvmamba_* presets
+from . import models  # noqa: F401 (chapter 07b's registry: importing it registers the vmamba_* and resvmamba_* presets)
 from . import vmamba, resvmamba, vim, medmamba
-_FAMILIES = dict(vmamba=vmamba, resvmamba=resvmamba, vim=vim, medmamba=medmamba)  # family -> its module (chapters 06, 07, 11, 13)
+
+_FAMILIES = dict(
+    vmamba=vmamba, resvmamba=resvmamba, vim=vim, medmamba=medmamba
+)  # family -> its module (chapters 06, 07, 11, 13)
 
 # %% ../nbs/14_package.ipynb #d1400007
 _LAZY = {  # name -> module: the entry points that need fastai, imported on first use
-    "food_learner": "learner", "food_dls": "data", "make_mini_food": "data",  # chapters 08-09
-    "load_run": "cli",                                                          # reads a run folder of resvmamba_train (appendix)
-    "distill_learner": "distill",                                               # chapter 12
-    "medmnist_dls": "medmnist", "medmamba_learner": "medmnist",                 # chapter 13b
+    "food_learner": "learner",
+    "food_dls": "data",
+    "make_mini_food": "data",  # chapters 08-09
+    "load_run": "cli",  # reads a run folder of resvmamba_train (appendix)
+    "distill_learner": "distill",  # chapter 12
+    "medmnist_dls": "medmnist",
+    "medmamba_learner": "medmnist",  # chapter 13b
 }
+
 
 def __getattr__(name):
     "Import the fastai-based entry points when first used, so that `import resvmamba` does not import fastai."
-    if name in _LAZY: return getattr(importlib.import_module(f"resvmamba.{_LAZY[name]}"), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"resvmamba.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'resvmamba' has no attribute {name!r}")
 
-def __dir__(): return sorted(set(globals()) | set(_LAZY))
 
-__all__ = ["create_model", "register_family", "MODELS", "VMamba", "ResVMamba", "load_vmamba_checkpoint", *_LAZY]
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "create_model",
+    "register_family",
+    "MODELS",
+    "VMamba",
+    "ResVMamba",
+    "load_vmamba_checkpoint",
+    *_LAZY,
+]

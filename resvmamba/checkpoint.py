@@ -4,18 +4,29 @@
 
 # %% ../nbs/09b_checkpoint.ipynb #5f0ddd4e
 from __future__ import annotations
-import errno, os, random, shutil, tempfile, warnings
+import errno
+import os
+import random
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
-import torch, torch.nn as nn
+import torch
+import torch.nn as nn
 from fastcore.basics import patch, store_attr, noop
 from fastcore.foundation import L
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelEpochException
 from fastai.torch_core import rank_distrib
 
-from .vmamba import CheckpointError, read_checkpoint, load_state_strict, _cause  # chapter 06: reading and loading
+from resvmamba.vmamba import (
+    CheckpointError,
+    read_checkpoint,
+    load_state_strict,
+    _cause,
+)  # chapter 06: reading and loading
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'TRAINING_KEYS', 'check_writable', 'save_checkpoint', 'NonFiniteLossError', 'Checkpoint',
@@ -27,28 +38,45 @@ def _train_rng(dls):
     dl = dls.train
     return vars(dl)["dl"].rng if "dl" in vars(dl) else dl.rng
 
+
 def _rng_state(dls):
     "Every random stream a continuation needs, as tensors, numbers and tuples (NumPy's key array as a tensor)."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = dict(python=random.getstate(), numpy=(kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-                 torch=torch.get_rng_state(), dl=_train_rng(dls).getstate())
-    if torch.cuda.is_available(): state["cuda"] = torch.cuda.get_rng_state_all()
+    state = dict(
+        python=random.getstate(),
+        numpy=(kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        torch=torch.get_rng_state(),
+        dl=_train_rng(dls).getstate(),
+    )
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
 
 def _set_rng_state(state, dls):
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    random.setstate(state["python"]); torch.set_rng_state(state["torch"]); _train_rng(dls).setstate(state["dl"])
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    _train_rng(dls).setstate(state["dl"])
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
 
 def _plain(o):
     "`o` with fastcore `L`s as lists and NumPy values as Python numbers or tensors: loadable with `weights_only=True`."
-    if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, L)): return [_plain(v) for v in o]
-    if isinstance(o, tuple): return tuple(_plain(v) for v in o)
-    if isinstance(o, np.ndarray): return torch.from_numpy(o)
-    if isinstance(o, np.generic): return o.item()
-    if isinstance(o, Path): return str(o)
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, L)):
+        return [_plain(v) for v in o]
+    if isinstance(o, tuple):
+        return tuple(_plain(v) for v in o)
+    if isinstance(o, np.ndarray):
+        return torch.from_numpy(o)
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
     return o
 
 # %% ../nbs/09b_checkpoint.ipynb #9f8f97f4
@@ -58,37 +86,60 @@ def check_writable(folder) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write_test")
-        try: os.write(fd, b"resvmamba"); os.fsync(fd)
-        finally: os.close(fd); os.unlink(probe)
-    except OSError as e: raise OSError(e.errno, f"cannot write to {folder}: {_cause(e)}") from e
+        try:
+            os.write(fd, b"resvmamba")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write to {folder}: {_cause(e)}") from e
     return folder
+
 
 def _fsync_dir(folder):
     "Make a rename in `folder` durable (where the platform allows opening a folder)."
-    try: fd = os.open(folder, os.O_RDONLY)
-    except OSError: return
-    try: os.fsync(fd)
-    except OSError: pass
-    finally: os.close(fd)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 # %% ../nbs/09b_checkpoint.ipynb #a5dcf6d3
-def _write_problem(e:BaseException, fname:Path, written:int) -> str:
+def _write_problem(e: BaseException, fname: Path, written: int) -> str:
     "What an exception of `torch.save` says, in words: PyTorch's zip writer reports a full disk as 'unexpected pos'."
-    full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "unexpected pos" in str(e)
-    if not full: return _cause(e)
-    try: free = f"{shutil.disk_usage(fname.parent).free / 2**30:.1f} GiB free there"
-    except OSError: free = "free space unknown"
+    full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "unexpected pos" in str(
+        e
+    )
+    if not full:
+        return _cause(e)
+    try:
+        free = f"{shutil.disk_usage(fname.parent).free / 2**30:.1f} GiB free there"
+    except OSError:
+        free = "free space unknown"
     said = f" ({e.strerror})" if isinstance(e, OSError) and e.strerror else ""
-    return (f"the disk is full or the file is larger than allowed (a quota or file-size limit){said}: writing stopped after "
-            f"{written:,} bytes, {free}. Free some space or choose another folder")
+    return (
+        f"the disk is full or the file is larger than allowed (a quota or file-size limit){said}: writing stopped after "
+        f"{written:,} bytes, {free}. Free some space or choose another folder"
+    )
 
-def save_checkpoint(state:dict, fname, prev:str|None="prev.pth"):
+
+def save_checkpoint(state: dict, fname, prev: str | None = "prev.pth"):
     "Write `state` to `fname` through a synced temporary file; the file replaced is kept as `prev` (None: not kept)."
-    fname = Path(fname); tmp = fname.with_name(fname.name + ".tmp")
+    fname = Path(fname)
+    tmp = fname.with_name(fname.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f); f.flush(); os.fsync(f.fileno())
-        if prev and fname.exists(): os.replace(fname, fname.with_name(prev))
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if prev and fname.exists():
+            os.replace(fname, fname.with_name(prev))
         os.replace(tmp, fname)
     except (OSError, RuntimeError) as e:
         written = tmp.stat().st_size if tmp.exists() else 0
@@ -101,18 +152,41 @@ def save_checkpoint(state:dict, fname, prev:str|None="prev.pth"):
 # %% ../nbs/09b_checkpoint.ipynb #dbd159cd
 CKPT_FORMAT = "resvmamba.checkpoint/1"
 
+
 class NonFiniteLossError(RuntimeError):
     "Training stopped because the loss or the weights became NaN or infinite (the run diverged)."
 
+
 def _training_state(learn) -> dict:
     "Everything `Checkpoint` saves, as plain data."
-    ema, rec = next((c for c in learn.cbs if c.name == "ema"), None), learn.recorder  # chapter 09's EMA, found by fastai's name
-    return _plain(dict(format=CKPT_FORMAT, arch=getattr(learn, "food_arch", None),
-        model=getattr(learn.model, "module", learn.model).state_dict(),
-        ema=ema.model_ema.module.state_dict() if ema and ema.model_ema else None, ema_updates=ema.n_updates if ema else 0,
-        opt=learn.opt.state_dict(), epoch=learn.epoch, n_epoch=learn.n_epoch, pct_train=learn.pct_train, train_iter=learn.train_iter,
-        fit_args=getattr(learn, "fit_args", None), rng=_rng_state(learn.dls),
-        recorder=dict(smooth_loss=(rec.smooth_loss.count, rec.smooth_loss.val), values=rec.values, losses=rec.losses, lrs=rec.lrs, iters=rec.iters)))
+    ema, rec = (
+        next((c for c in learn.cbs if c.name == "ema"), None),
+        learn.recorder,
+    )  # chapter 09's EMA, found by fastai's name
+    return _plain(
+        dict(
+            format=CKPT_FORMAT,
+            arch=getattr(learn, "food_arch", None),
+            model=getattr(learn.model, "module", learn.model).state_dict(),
+            ema=ema.model_ema.module.state_dict() if ema and ema.model_ema else None,
+            ema_updates=ema.n_updates if ema else 0,
+            opt=learn.opt.state_dict(),
+            epoch=learn.epoch,
+            n_epoch=learn.n_epoch,
+            pct_train=learn.pct_train,
+            train_iter=learn.train_iter,
+            fit_args=getattr(learn, "fit_args", None),
+            rng=_rng_state(learn.dls),
+            recorder=dict(
+                smooth_loss=(rec.smooth_loss.count, rec.smooth_loss.val),
+                values=rec.values,
+                losses=rec.losses,
+                lrs=rec.lrs,
+                iters=rec.iters,
+            ),
+        )
+    )
+
 
 def _restore_history(rec, saved):
     "Put a saved recorder history back (fastai keeps it in `L`s)."
@@ -120,108 +194,170 @@ def _restore_history(rec, saved):
     rec.values = L(L(r) for r in rec.values)
     rec.smooth_loss.count, rec.smooth_loss.val = saved["smooth_loss"]
 
+
 def _check_finite(state, epoch, fname):
     "Refuse to save weights that are NaN or infinite."
     bad = nonfinite_tensors(state)
-    if bad: raise NonFiniteLossError(f"after epoch {epoch} {len(bad)} weight tensors are NaN or infinite (e.g. {bad[0]}): training "
-                                     f"diverged. Use a lower learning rate; {fname} was not overwritten.")
+    if bad:
+        raise NonFiniteLossError(
+            f"after epoch {epoch} {len(bad)} weight tensors are NaN or infinite (e.g. {bad[0]}): training "
+            f"diverged. Use a lower learning rate; {fname} was not overwritten."
+        )
 
 # %% ../nbs/09b_checkpoint.ipynb #4b585bdc
 class Checkpoint(Callback):
     "Save model, EMA, optimizer, epoch, schedule position, RNG and history to `<path>/last.pth` after every epoch."
-    order, _only_train_loop = 80, True  # after Recorder (50) and EMA (55): the epoch's record and average are complete
-    def __init__(self, path, fname:str="last.pth", prev:str="prev.pth", keep_all:bool=False):
-        store_attr(); self.path = Path(path); self.resume_state = None
+
+    order, _only_train_loop = (
+        80,
+        True,
+    )  # after Recorder (50) and EMA (55): the epoch's record and average are complete
+
+    def __init__(self, path, fname: str = "last.pth", prev: str = "prev.pth", keep_all: bool = False):
+        store_attr()
+        self.path = Path(path)
+        self.resume_state = None
+
     def before_fit(self):
-        if hasattr(self.learn, "lr_finder"): self.run = False; return  # lr_find's weights are thrown away
-        self.start_epoch, self._logger, self._checked = (self.resume_state or {}).get("epoch", -1) + 1, None, False
+        if hasattr(self.learn, "lr_finder"):
+            self.run = False
+            return  # lr_find's weights are thrown away
+        self.start_epoch, self._logger, self._checked = (
+            (self.resume_state or {}).get("epoch", -1) + 1,
+            None,
+            False,
+        )
+
     def before_epoch(self):
         if self.epoch < self.start_epoch:  # already done in the interrupted run: skip, silently
-            if self._logger is None: self._logger, self.learn.logger = self.learn.logger, noop
+            if self._logger is None:
+                self._logger, self.learn.logger = self.learn.logger, noop
             raise CancelEpochException
         if self.resume_state is not None and self.epoch == self.start_epoch:
-            if self._logger is not None: self.learn.logger = self._logger
+            if self._logger is not None:
+                self.learn.logger = self._logger
             _restore_history(self.recorder, self.resume_state["recorder"])
             _set_rng_state(self.resume_state["rng"], self.dls)
-            _opt_state_to_params(self.opt)  # the model is on its device by now (fastai, DDP); the moments follow it
+            _opt_state_to_params(
+                self.opt
+            )  # the model is on its device by now (fastai, DDP); the moments follow it
             self.resume_state = None
+
     def before_train(self):
-        if not self._checked and rank_distrib() == 0: check_writable(self.path)  # fail now, not after an epoch
+        if not self._checked and rank_distrib() == 0:
+            check_writable(self.path)  # fail now, not after an epoch
         self._trained = self._checked = True
+
     def after_epoch(self):
         # fastai's `validate` also fires before_fit/after_epoch: save only after an epoch that trained
-        if not getattr(self, "_trained", False) or self.epoch < self.start_epoch or rank_distrib() != 0: return
+        if not getattr(self, "_trained", False) or self.epoch < self.start_epoch or rank_distrib() != 0:
+            return
         self._trained = False
         state = _training_state(self.learn)
         _check_finite(state, self.epoch, self.path / self.fname)
         save_checkpoint(state, self.path / self.fname, self.prev)
-        if self.keep_all: shutil.copyfile(self.path / self.fname, self.path / f"epoch{self.epoch:03d}.pth")
+        if self.keep_all:
+            shutil.copyfile(self.path / self.fname, self.path / f"epoch{self.epoch:03d}.pth")
 
 # %% ../nbs/09b_checkpoint.ipynb #d37a4372
-def load_fitting(model:nn.Module, sd:dict, what:str):
+def load_fitting(model: nn.Module, sd: dict, what: str):
     "Load state dict `sd` into `model` strictly (chapter 06's `load_state_strict`), or raise a `CheckpointError` saying how they differ."
     # finiteness is the caller's: `read_training_checkpoint` has checked it, or was told not to
-    load_state_strict(model, sd, what, "weights saved with this arch, these overrides and this number of classes", allow_nonfinite=None)
+    load_state_strict(
+        model,
+        sd,
+        what,
+        "weights saved with this arch, these overrides and this number of classes",
+        allow_nonfinite=None,
+    )
+
 
 TRAINING_KEYS = ("model", "ema", "opt", "epoch", "rng", "recorder")
 
-def nonfinite_tensors(state:dict) -> list[str]:
-    "Names ('model.x', 'ema.x') of the floating-point weights of a training checkpoint that hold a NaN or an infinity."
-    return [f"{w}.{k}" for w in ("model", "ema") for k, t in (state.get(w) or {}).items()
-            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
 
-def read_training_checkpoint(fname,
-                             allow_nonfinite:bool=False, # accept weights that are NaN or infinite
-                            ) -> dict:
+def nonfinite_tensors(state: dict) -> list[str]:
+    "Names ('model.x', 'ema.x') of the floating-point weights of a training checkpoint that hold a NaN or an infinity."
+    return [
+        f"{w}.{k}"
+        for w in ("model", "ema")
+        for k, t in (state.get(w) or {}).items()
+        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()
+    ]
+
+
+def read_training_checkpoint(
+    fname,
+    allow_nonfinite: bool = False,  # accept weights that are NaN or infinite
+) -> dict:
     "`read_checkpoint`, and check that the file is a `Checkpoint` file (not only weights) with finite weights."
     state = read_checkpoint(fname)
     missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         what = f"a dict without {missing}" if isinstance(state, dict) else f"a {type(state).__name__}"
-        raise CheckpointError(f"checkpoint {fname} is not a training checkpoint: it holds {what}; expected a file written by "
-                              f"Checkpoint (keys {', '.join(TRAINING_KEYS)}). Weights alone go to create_model(pretrained=...)")
+        raise CheckpointError(
+            f"checkpoint {fname} is not a training checkpoint: it holds {what}; expected a file written by "
+            f"Checkpoint (keys {', '.join(TRAINING_KEYS)}). Weights alone go to create_model(pretrained=...)"
+        )
     bad = [] if allow_nonfinite else nonfinite_tensors(state)
     if bad:
         names = ", ".join(bad[:4]) + (", ..." if len(bad) > 4 else "")
-        raise CheckpointError(f"checkpoint {fname} (epoch {state['epoch']}) holds NaN or infinite weights "
-                              f"({len(bad)} of its tensors: {names}); its run had diverged. Resume from an "
-                              "earlier checkpoint, or pass allow_nonfinite=True to load it anyway")
+        raise CheckpointError(
+            f"checkpoint {fname} (epoch {state['epoch']}) holds NaN or infinite weights "
+            f"({len(bad)} of its tensors: {names}); its run had diverged. Resume from an "
+            "earlier checkpoint, or pass allow_nonfinite=True to load it anyway"
+        )
     return state
 
 # %% ../nbs/09b_checkpoint.ipynb #4432c85a
-def latest_checkpoint(folder, fname:str="last.pth", prev:str="prev.pth", allow_nonfinite:bool=False):
+def latest_checkpoint(folder, fname: str = "last.pth", prev: str = "prev.pth", allow_nonfinite: bool = False):
     "`(path, state)` of the newest readable training checkpoint in `folder`: `fname`, else `prev` with a warning; `(None, None)` if neither exists."
     folder, problems = Path(folder), []
     for name in (fname, prev):
         f = folder / name
         if not f.exists():
-            if name == fname and (folder / prev).exists(): problems.append(f"checkpoint {f} does not exist")
+            if name == fname and (folder / prev).exists():
+                problems.append(f"checkpoint {f} does not exist")
             continue
-        try: state = read_training_checkpoint(f, allow_nonfinite)
-        except CheckpointError as e: problems.append(str(e)); continue
-        if problems: warnings.warn(f"{problems[0]}. Resuming from {f} (epoch {state['epoch']}) instead.")
+        try:
+            state = read_training_checkpoint(f, allow_nonfinite)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            warnings.warn(f"{problems[0]}. Resuming from {f} (epoch {state['epoch']}) instead.")
         return f, state
-    if problems: raise CheckpointError(f"no readable checkpoint in {folder}: " + " | ".join(problems))
+    if problems:
+        raise CheckpointError(f"no readable checkpoint in {folder}: " + " | ".join(problems))
     return None, None
+
 
 def _opt_state_to_params(opt):
     "Put each parameter's optimizer state (read on the CPU) on that parameter's device, as `load_model(device=...)` does."
     for p, _, st, _ in opt.all_params():
         for k, v in st.items():
-            if torch.is_tensor(v): st[k] = v.to(p.device)
+            if torch.is_tensor(v):
+                st[k] = v.to(p.device)
+
 
 @patch
-def load_checkpoint(self:Learner, fname, state:dict|None=None, allow_nonfinite:bool=False):
+def load_checkpoint(self: Learner, fname, state: dict | None = None, allow_nonfinite: bool = False):
     "Load a `Checkpoint` file (or its already read `state`) into this learner: model, EMA, optimizer; return the state."
     state = read_training_checkpoint(fname, allow_nonfinite) if state is None else state
-    load_fitting(getattr(self.model, "module", self.model), state["model"], f"checkpoint {fname} (arch {state.get('arch')})")
+    load_fitting(
+        getattr(self.model, "module", self.model),
+        state["model"],
+        f"checkpoint {fname} (arch {state.get('arch')})",
+    )
     # Callbacks by fastai's name, not by class: a patched Learner method outlives a re-run of this cell
     ema = next((c for c in self.cbs if c.name == "ema"), None)
     if ema is not None and state.get("ema") is not None:
-        if ema.model_ema is None: ema.learn = self; ema._make()
+        if ema.model_ema is None:
+            ema.learn = self
+            ema._make()
         load_fitting(ema.model_ema.module, state["ema"], f"EMA of checkpoint {fname}")
         ema.n_updates = state["ema_updates"]
-    if self.opt is None: self.create_opt()
+    if self.opt is None:
+        self.create_opt()
     self.opt.load_state_dict(dict(state["opt"], hypers=L(state["opt"]["hypers"])))
     _opt_state_to_params(self.opt)
     return state

@@ -4,15 +4,37 @@
 
 # %% ../nbs/cli_reference.ipynb #65f4233f
 from __future__ import annotations
-import argparse, math, os, sys, tempfile, time, warnings
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
 from collections import namedtuple
 from contextlib import nullcontext, redirect_stdout
 from dataclasses import asdict, replace
 from pathlib import Path
 
 # chapter 10 first: it silences fastai's import-time FutureWarning before fastai is imported
-from .train import TrainSettings, COMPILE, PAPER, DEMO, recipe_args, read_config, save_config, run_header
-from .train import learner_kwargs, food_run_learner, fit_run, from_rank0, start_distributed, end_distributed
+from resvmamba.train import (
+    TrainSettings,
+    COMPILE,
+    PAPER,
+    DEMO,
+    recipe_args,
+    read_config,
+    save_config,
+    run_header,
+)
+from resvmamba.train import (
+    learner_kwargs,
+    food_run_learner,
+    fit_run,
+    from_rank0,
+    start_distributed,
+    end_distributed,
+)
 import torch
 from fastcore.meta import delegates
 from fastcore.imports import in_notebook
@@ -35,163 +57,293 @@ __all__ = ['ARG_RULES', 'RUN_FILES', 'LEARNERS', 'Run', 'USER_ERRORS', 'Argument
 # %% ../nbs/cli_reference.ipynb #2d980935
 class ArgumentError(ValueError):
     "A bad argument of `train` (or `resvmamba_train`): its name, its value and what is expected."
-    def __init__(self, name:str, value, expected:str):
+
+    def __init__(self, name: str, value, expected: str):
         self.name, self.value, self.expected = name, value, expected
         super().__init__(f"{name}={value!r}: {expected}")
-    def cli(self) -> str: return f"--{self.name} {self.value}: {self.expected}"
-    def __reduce__(self): return ArgumentError, (self.name, self.value, self.expected)  # crosses processes intact
+
+    def cli(self) -> str:
+        return f"--{self.name} {self.value}: {self.expected}"
+
+    def __reduce__(self):
+        return ArgumentError, (self.name, self.value, self.expected)  # crosses processes intact
+
 
 def _int(lo, hi=None):
     "A rule: an integer in [lo, hi] (no upper end when hi is None)."
     ok = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
     return ok, f"expected an integer >= {lo}" if hi is None else f"expected an integer in [{lo}, {hi}]"
 
-def _real(ok, expected): return (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and ok(v)), expected
+
+def _real(ok, expected):
+    return (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and ok(v)), expected
+
 
 ARG_RULES = dict(  # argument: (valid?, what is expected) -- checked before anything is loaded
-    epochs=_int(1), bs=_int(1), size=_int(32, 2048), workers=_int(0), seed=_int(0, 2**32 - 1),
+    epochs=_int(1),
+    bs=_int(1),
+    size=_int(32, 2048),
+    workers=_int(0),
+    seed=_int(0, 2**32 - 1),
     lr=_real(lambda v: 0 < v <= 1, "expected a number in (0, 1]"),
     mixup=_real(lambda v: v >= 0, "expected a number >= 0 (0 turns mixup off)"),
     cutmix=_real(lambda v: v >= 0, "expected a number >= 0 (0 turns cutmix off)"),
     compile=(lambda v: v in COMPILE, "expected auto (compile on a GPU), yes or no"),
-    recipe=(lambda v: v == "auto" or v in RECIPES, f"expected auto (chosen from the data), {' or '.join(RECIPES)}"),
-    factor=(lambda v: _int(2)[0](v) and not v & (v - 1),  # SRFront upsamples by pixel shuffles of 2: 2, 4, 8, ...
-            "expected a power of 2 >= 2 (2, 4, 8, ...): the student's super-resolution front upsamples in steps of 2"),
+    recipe=(
+        lambda v: v == "auto" or v in RECIPES,
+        f"expected auto (chosen from the data), {' or '.join(RECIPES)}",
+    ),
+    factor=(
+        lambda v: _int(2)[0](v) and not v & (v - 1),  # SRFront upsamples by pixel shuffles of 2: 2, 4, 8, ...
+        "expected a power of 2 >= 2 (2, 4, 8, ...): the student's super-resolution front upsamples in steps of 2",
+    ),
 )
 
 # %% ../nbs/cli_reference.ipynb #c7302c18
-def check_args(cfg:dict, # the run's settings: defaults merged with what was given; the recipe's may be missing yet
-               warmup_given:bool, # whether `warmup` came from the user (else it is a default, clamped)
-              ) -> dict:
+def check_args(
+    cfg: dict,  # the run's settings: defaults merged with what was given; the recipe's may be missing yet
+    warmup_given: bool,  # whether `warmup` came from the user (else it is a default, clamped)
+) -> dict:
     "`cfg` with its warm-up settled, or an `ArgumentError` for the first argument out of range."
     for k, (ok, expected) in ARG_RULES.items():
-        if cfg.get(k) is not None and not ok(cfg[k]): raise ArgumentError(k, cfg[k], expected)
-    if cfg["arch"] not in MODELS: raise ArgumentError("arch", cfg["arch"], f"expected one of {', '.join(MODELS)}")
+        if cfg.get(k) is not None and not ok(cfg[k]):
+            raise ArgumentError(k, cfg[k], expected)
+    if cfg["arch"] not in MODELS:
+        raise ArgumentError("arch", cfg["arch"], f"expected one of {', '.join(MODELS)}")
     w, n = cfg.get("warmup"), cfg["epochs"]
-    if w is not None and not warmup_given: w = min(w, n - 1)  # a default warm-up shrinks to fit a short run
-    elif w is not None and not (_int(0)[0](w) and w < n): raise ArgumentError("warmup", w, f"expected an integer in [0, epochs - 1 = {n - 1}]")
+    if w is not None and not warmup_given:
+        w = min(w, n - 1)  # a default warm-up shrinks to fit a short run
+    elif w is not None and not (_int(0)[0](w) and w < n):
+        raise ArgumentError("warmup", w, f"expected an integer in [0, epochs - 1 = {n - 1}]")
     if (cfg.get("mixup") or cfg.get("cutmix")) and cfg.get("bs") is not None and cfg["bs"] % 2:
-        raise ArgumentError("bs", cfg["bs"], "expected an even number: mixup and cutmix pair up the images of a batch (or pass --mixup 0 --cutmix 0)")
+        raise ArgumentError(
+            "bs",
+            cfg["bs"],
+            "expected an even number: mixup and cutmix pair up the images of a batch (or pass --mixup 0 --cutmix 0)",
+        )
     return cfg | (dict(warmup=w) if w is not None else {})
+
 
 def check_paths(data, split, pretrained):
     "An `ArgumentError` unless `data` is a folder, `split` a known split or a folder, `pretrained` a file."
     if data is not None and not Path(data).is_dir():
-        raise ArgumentError("data", data, ("is a file" if Path(data).exists() else "does not exist") + "; expected the dataset's root folder (train600x600/, val600x600/)")
+        raise ArgumentError(
+            "data",
+            data,
+            ("is a file" if Path(data).exists() else "does not exist")
+            + "; expected the dataset's root folder (train600x600/, val600x600/)",
+        )
     if split not in ("paper", "random") and not Path(split).is_dir():
-        raise ArgumentError("split", split, "expected paper, random, or an existing folder holding train.txt, val.txt and test.txt")
-    if pretrained is not None and not Path(pretrained).is_file(): raise ArgumentError("pretrained", pretrained, "no such file; expected a checkpoint file")
+        raise ArgumentError(
+            "split",
+            split,
+            "expected paper, random, or an existing folder holding train.txt, val.txt and test.txt",
+        )
+    if pretrained is not None and not Path(pretrained).is_file():
+        raise ArgumentError("pretrained", pretrained, "no such file; expected a checkpoint file")
 
 # %% ../nbs/cli_reference.ipynb #16bdb35c
-def make_settings(data=None, # dataset root (CNFOOD-241 layout); None: the demo on generated data
-                  arch=None, epochs=None, size=None, # None: the paper's with data (resvmamba_small, 150, 224), the demo's without
-                  warmup=None, lr=None, bs=None, # None: the recipe's (`recipe_args`)
-                  recipe="auto", # 'auto' (chosen from the training set, chapter 08's `choose_recipe`), 'paper' or 'light'
-                  pretrained=None, # official VMamba checkpoint to start from
-                  resume=False, # continue the run in `out` from its checkpoint
-                  overwrite=False, # replace the run that `out` holds
-                  out=None, # run folder (default runs/<arch>, then runs/<arch>-2, ...)
-                  split="paper", # 'paper', 'random', or a folder of split lists
-                  workers=None, # loader processes per GPU process
-                  seed=0, # seeds Python, NumPy and torch
-                  ema=True, # keep and report a model EMA
-                  mixup=None, cutmix=None, # batch mixing alphas (0 disables; None: the recipe's, paper 0.8/1.0, light 0)
-                  cpu=False, # train on the CPU even if there is a GPU
-                  compile="auto", # torch.compile the model: 'auto' (on a GPU), 'yes' or 'no'
-                  skip_corrupt=False, # leave out images that cannot be decoded
-                  model_kw=None, # extra create_model overrides
-                  quiet=False, # print only the result
-                  teacher=None, # a run folder or checkpoint of an HR teacher: distil it into an LR student (chapter 12)
-                  factor=4, # with a teacher: the student sees images `factor` times smaller
-                  grad_checkpointing=False, # recompute each block's activations in the backward pass: less memory, more time
-                  lr_find=False, # only run fastai's lr_find: print the suggestion, save lr_find.png in the run folder, train nothing
-                 ) -> TrainSettings:
+def make_settings(
+    data=None,  # dataset root (CNFOOD-241 layout); None: the demo on generated data
+    arch=None,
+    epochs=None,
+    size=None,  # None: the paper's with data (resvmamba_small, 150, 224), the demo's without
+    warmup=None,
+    lr=None,
+    bs=None,  # None: the recipe's (`recipe_args`)
+    recipe="auto",  # 'auto' (chosen from the training set, chapter 08's `choose_recipe`), 'paper' or 'light'
+    pretrained=None,  # official VMamba checkpoint to start from
+    resume=False,  # continue the run in `out` from its checkpoint
+    overwrite=False,  # replace the run that `out` holds
+    out=None,  # run folder (default runs/<arch>, then runs/<arch>-2, ...)
+    split="paper",  # 'paper', 'random', or a folder of split lists
+    workers=None,  # loader processes per GPU process
+    seed=0,  # seeds Python, NumPy and torch
+    ema=True,  # keep and report a model EMA
+    mixup=None,
+    cutmix=None,  # batch mixing alphas (0 disables; None: the recipe's, paper 0.8/1.0, light 0)
+    cpu=False,  # train on the CPU even if there is a GPU
+    compile="auto",  # torch.compile the model: 'auto' (on a GPU), 'yes' or 'no'
+    skip_corrupt=False,  # leave out images that cannot be decoded
+    model_kw=None,  # extra create_model overrides
+    quiet=False,  # print only the result
+    teacher=None,  # a run folder or checkpoint of an HR teacher: distil it into an LR student (chapter 12)
+    factor=4,  # with a teacher: the student sees images `factor` times smaller
+    grad_checkpointing=False,  # recompute each block's activations in the backward pass: less memory, more time
+    lr_find=False,  # only run fastai's lr_find: print the suggestion, save lr_find.png in the run folder, train nothing
+) -> TrainSettings:
     "The settings of a run from `train`'s arguments, defaults filled in, or an `ArgumentError` for the first bad one."
     if teacher is not None:
-        if not Path(teacher).exists(): raise ArgumentError("teacher", teacher, "expected a run folder or a checkpoint file of resvmamba_train")
-        mixup, cutmix = mixup or 0., cutmix or 0.  # distillation takes unmixed images
-    given = {k: v for k, v in dict(arch=arch, epochs=epochs, warmup=warmup, lr=lr, bs=bs, size=size, mixup=mixup, cutmix=cutmix).items() if v is not None}
-    fixed = dict(workers=workers, seed=seed, compile="auto" if compile is None else compile, recipe=recipe) | (dict(factor=factor) if teacher is not None else {})
+        if not Path(teacher).exists():
+            raise ArgumentError(
+                "teacher", teacher, "expected a run folder or a checkpoint file of resvmamba_train"
+            )
+        mixup, cutmix = mixup or 0.0, cutmix or 0.0  # distillation takes unmixed images
+    given = {
+        k: v
+        for k, v in dict(
+            arch=arch, epochs=epochs, warmup=warmup, lr=lr, bs=bs, size=size, mixup=mixup, cutmix=cutmix
+        ).items()
+        if v is not None
+    }
+    fixed = dict(
+        workers=workers, seed=seed, compile="auto" if compile is None else compile, recipe=recipe
+    ) | (dict(factor=factor) if teacher is not None else {})
     base = {k: (DEMO if data is None else PAPER)[k] for k in ("arch", "epochs", "size")} | given
-    named = recipe_args(RECIPES[recipe], base["epochs"]) if recipe in RECIPES else {}  # 'auto': known once the data is listed
+    named = (
+        recipe_args(RECIPES[recipe], base["epochs"]) if recipe in RECIPES else {}
+    )  # 'auto': known once the data is listed
     cfg = check_args(named | base | fixed, warmup_given=warmup is not None)
-    if lr_find and (resume or overwrite): raise ArgumentError("lr_find", True, "expected without --resume or --overwrite: it trains nothing")
+    if lr_find and (resume or overwrite):
+        raise ArgumentError("lr_find", True, "expected without --resume or --overwrite: it trains nothing")
     if teacher is not None and cfg["size"] % factor:
-        raise ArgumentError("size", cfg["size"], f"expected a multiple of --factor {factor}: the student sees images --factor times smaller")
+        raise ArgumentError(
+            "size",
+            cfg["size"],
+            f"expected a multiple of --factor {factor}: the student sees images --factor times smaller",
+        )
     check_paths(data, split, pretrained)
-    return TrainSettings(**cfg, given=sorted(given), data=data, pretrained=pretrained, split=split, ema=ema, cpu=cpu,
-                         skip_corrupt=skip_corrupt, teacher=teacher, grad_checkpointing=grad_checkpointing,
-                         out=out, resume=resume, overwrite=overwrite, model_kw=model_kw, quiet=quiet, lr_find=lr_find)
+    return TrainSettings(
+        **cfg,
+        given=sorted(given),
+        data=data,
+        pretrained=pretrained,
+        split=split,
+        ema=ema,
+        cpu=cpu,
+        skip_corrupt=skip_corrupt,
+        teacher=teacher,
+        grad_checkpointing=grad_checkpointing,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        model_kw=model_kw,
+        quiet=quiet,
+        lr_find=lr_find,
+    )
 
-def with_checked_recipe(s:TrainSettings, recipe) -> TrainSettings:
+
+def with_checked_recipe(s: TrainSettings, recipe) -> TrainSettings:
     "`s` with the recipe's values (chapter 10's `with_recipe`), checked as the user's are."
     s = s.with_recipe(recipe)
     return replace(s, **check_args(asdict(s), warmup_given="warmup" in s.given))
 
 # %% ../nbs/cli_reference.ipynb #568e3e2b
-RUN_FILES = ("config.json", "log.csv", "ckpt", "model_ema.pth", "test.json", "curves.png", "confusion.png", "per_class.csv")
+RUN_FILES = (
+    "config.json",
+    "log.csv",
+    "ckpt",
+    "model_ema.pth",
+    "test.json",
+    "curves.png",
+    "confusion.png",
+    "per_class.csv",
+)
 
-def _holds(p:Path) -> bool: return p.is_file() or (p.is_dir() and any(q.is_file() for q in p.iterdir()))
+
+def _holds(p: Path) -> bool:
+    return p.is_file() or (p.is_dir() and any(q.is_file() for q in p.iterdir()))
+
 
 def run_files(folder) -> list[str]:
     "The files of a run that `folder` holds (empty for a new or unrelated folder; an empty `ckpt/` is no run)."
     return [f for f in RUN_FILES if _holds(Path(folder) / f)]
 
-def _numbered(arch:str, i:int) -> Path: return Path("runs") / (arch if i == 1 else f"{arch}-{i}")
 
-def run_folder(out, # the folder asked for, or None for runs/<arch>, runs/<arch>-2, ...
-               arch:str, resume:bool=False, overwrite:bool=False) -> Path:
+def _numbered(arch: str, i: int) -> Path:
+    return Path("runs") / (arch if i == 1 else f"{arch}-{i}")
+
+
+def run_folder(
+    out,  # the folder asked for, or None for runs/<arch>, runs/<arch>-2, ...
+    arch: str,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Path:
     "Where a run goes: never into a folder that holds another run, unless resuming it or replacing it on purpose."
-    if resume and overwrite: raise ArgumentError("overwrite", True, "expected either --resume (continue the run) or --overwrite (replace it), not both")
+    if resume and overwrite:
+        raise ArgumentError(
+            "overwrite",
+            True,
+            "expected either --resume (continue the run) or --overwrite (replace it), not both",
+        )
     if out is None:  # numbered like timm's and YOLO's output folders: a new run gets the next free number
         taken = [i for i in range(1, 10_000) if _numbered(arch, i).exists()]
-        if resume: return _numbered(arch, max(taken, default=1))    # the latest run
+        if resume:
+            return _numbered(arch, max(taken, default=1))  # the latest run
         return _numbered(arch, max(taken, default=0) + 1)
     out = Path(out)
-    if out.exists() and not out.is_dir(): raise ArgumentError("out", out, "is a file; expected a folder for the run")
+    if out.exists() and not out.is_dir():
+        raise ArgumentError("out", out, "is a file; expected a folder for the run")
     found = run_files(out)
     if found and not (resume or overwrite):
-        raise ArgumentError("out", out, f"already holds a run ({', '.join(found)}); continue it with --resume, "
-                                        "replace it with --overwrite, or choose another --out")
+        raise ArgumentError(
+            "out",
+            out,
+            f"already holds a run ({', '.join(found)}); continue it with --resume, "
+            "replace it with --overwrite, or choose another --out",
+        )
     return out
 
 # %% ../nbs/cli_reference.ipynb #8210f108
-def check_folder(out:Path) -> Path:
+def check_folder(out: Path) -> Path:
     "`out`, or an `ArgumentError` if the run folder and its `ckpt/` could not be made or written there; creates nothing."
     target = out / "ckpt"
-    base = next(p for p in (target, *target.parents) if p.exists())  # the deepest part of the path that exists already
-    if not base.is_dir(): raise ArgumentError("out", out, f"cannot be created: {base} is a file; expected a path to a folder")
+    base = next(
+        p for p in (target, *target.parents) if p.exists()
+    )  # the deepest part of the path that exists already
+    if not base.is_dir():
+        raise ArgumentError("out", out, f"cannot be created: {base} is a file; expected a path to a folder")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise ArgumentError("out", out, f"cannot be written: {base} is read-only; expected a folder you can write to")
+        raise ArgumentError(
+            "out", out, f"cannot be written: {base} is read-only; expected a folder you can write to"
+        )
     return out
 
-def prepare_folder(out:Path):
+
+def prepare_folder(out: Path):
     "Create the run folder and `ckpt/`, and fail now, naming the folder, if they cannot be written."
     try:
         (out / "ckpt").mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out / "ckpt"): pass
-    except OSError as e: raise OSError(f"cannot write the run folder {out}: {e.strerror or e}") from e
+        with tempfile.TemporaryFile(dir=out / "ckpt"):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write the run folder {out}: {e.strerror or e}") from e
 
-def clear_run(out:Path):
+
+def clear_run(out: Path):
     "Delete the files of the run that `out` holds (for --overwrite, once the new run is known to start)."
     for f in run_files(out):
         p = out / f
-        if p.is_dir(): [q.unlink() for q in p.iterdir() if q.is_file()]
-        else: p.unlink()
+        if p.is_dir():
+            [q.unlink() for q in p.iterdir() if q.is_file()]
+        else:
+            p.unlink()
 
-def _checkpoint_in(out:Path) -> bool: return any((out / "ckpt").glob("*.pth"))
+
+def _checkpoint_in(out: Path) -> bool:
+    return any((out / "ckpt").glob("*.pth"))
 
 # %% ../nbs/cli_reference.ipynb #94e2f99b
-def distill_run_learner(s:TrainSettings, **kwargs):
+def distill_run_learner(s: TrainSettings, **kwargs):
     "A run's learner for `--teacher`: chapter 12's `distill_learner`, the teacher's overrides from its run folder's config.json."
     conf = Path(s.teacher) / "config.json"
     teacher_kwargs = read_config(conf)["model_overrides"] if conf.is_file() else None
-    if kwargs["compile"] == "auto": kwargs = kwargs | dict(compile=False)  # a compiled student (feature hooks) has not been run on a GPU yet
-    return distill_learner(s.data, teacher=s.teacher, student=s.arch, factor=s.factor, teacher_kwargs=teacher_kwargs, **kwargs)
+    if kwargs["compile"] == "auto":
+        kwargs = kwargs | dict(
+            compile=False
+        )  # a compiled student (feature hooks) has not been run on a GPU yet
+    return distill_learner(
+        s.data, teacher=s.teacher, student=s.arch, factor=s.factor, teacher_kwargs=teacher_kwargs, **kwargs
+    )
 
-LEARNERS = dict(food=food_run_learner, distill=distill_run_learner)  # learner factories: (settings, **learner_kwargs) -> Learner
 
-def learner_factory(s:TrainSettings):
+LEARNERS = dict(
+    food=food_run_learner, distill=distill_run_learner
+)  # learner factories: (settings, **learner_kwargs) -> Learner
+
+
+def learner_factory(s: TrainSettings):
     "The learner factory of a run: distillation with a teacher, else the plain learner."
     return LEARNERS["distill" if s.teacher is not None else "food"]
 
@@ -203,115 +355,187 @@ def train(data=None, **kwargs) -> dict:
     s = make_settings(data, **kwargs)
     dev = start_distributed(s.cpu)
     try:
-        with (redirect_stdout(open(os.devnull, "w")) if rank_distrib() else nullcontext()):  # rank 0 alone prints
+        with (
+            redirect_stdout(open(os.devnull, "w")) if rank_distrib() else nullcontext()
+        ):  # rank 0 alone prints
             return _train(s, learner_factory(s), dev, t0)
-    finally: end_distributed()
+    finally:
+        end_distributed()
 
-def _train(s:TrainSettings, make_learner, dev, t0:float) -> dict:
+
+def _train(s: TrainSettings, make_learner, dev, t0: float) -> dict:
     "The body of `train`, in every process: the folder, the learner and the checks that need the data; then chapter 10's `fit_run`."
-    out = from_rank0(lambda: check_folder(run_folder(s.out, s.arch, s.resume, s.overwrite)))  # decided and checked; nothing made yet
+    out = from_rank0(
+        lambda: check_folder(run_folder(s.out, s.arch, s.resume, s.overwrite))
+    )  # decided and checked; nothing made yet
     resume = s.resume and _checkpoint_in(out)
-    if s.resume and not resume: print(f"--resume: nothing to resume in {out} (no checkpoint in {out / 'ckpt'}); starting a new run", flush=True)
+    if s.resume and not resume:
+        print(
+            f"--resume: nothing to resume in {out} (no checkpoint in {out / 'ckpt'}); starting a new run",
+            flush=True,
+        )
     s = replace(s, out=out, resume=resume)
     set_seed(s.seed + rank_distrib())
     learn = make_learner(s, **learner_kwargs(s, dev))
     s = with_checked_recipe(s, learn.recipe_settings)
     check_batches(learn, s.bs)
-    if s.lr_find: return _lr_find(learn, s)
+    if s.lr_find:
+        return _lr_find(learn, s)
+
     def _start():  # only now, with data, split, teacher and batch size checked: a run that cannot start creates nothing
         prepare_folder(out)
-        if s.overwrite: clear_run(out)  # and leaves the old run as it was
+        if s.overwrite:
+            clear_run(out)  # and leaves the old run as it was
         save_config(learn, s)
+
     from_rank0(_start)
     return fit_run(learn, s, dev, t0)
 
-def _lr_find(learn, s:TrainSettings) -> dict:
+
+def _lr_find(learn, s: TrainSettings) -> dict:
     "fastai's `lr_find` on the run's model and data (chapter 09's `run_lr_find`): the suggestion printed, the plot in the run folder."
-    if num_distrib() > 1: raise ArgumentError("lr_find", True, "expected a single process (not under torchrun or accelerate launch)")
-    s.out.mkdir(parents=True, exist_ok=True)  # the plot alone: no config.json or checkpoint, so the folder does not hold a run
-    if not s.quiet: print("\n".join(run_header(learn, s)), flush=True)
-    if s.quiet or not (sys.stdout.isatty() or in_notebook()): learn.remove_cb(ProgressCallback)  # no bars in a file
+    if num_distrib() > 1:
+        raise ArgumentError(
+            "lr_find", True, "expected a single process (not under torchrun or accelerate launch)"
+        )
+    s.out.mkdir(
+        parents=True, exist_ok=True
+    )  # the plot alone: no config.json or checkpoint, so the folder does not hold a run
+    if not s.quiet:
+        print("\n".join(run_header(learn, s)), flush=True)
+    if s.quiet or not (sys.stdout.isatty() or in_notebook()):
+        learn.remove_cb(ProgressCallback)  # no bars in a file
     suggested = run_lr_find(learn, s.out / "lr_find.png")
-    print(f"lr_find: suggested peak learning rate {suggested:.2g} (fastai's valley; the recipe's is {s.lr:g}); "
-          f"plot {s.out / 'lr_find.png'}; nothing trained: train with --lr {suggested:.2g}", flush=True)
+    print(
+        f"lr_find: suggested peak learning rate {suggested:.2g} (fastai's valley; the recipe's is {s.lr:g}); "
+        f"plot {s.out / 'lr_find.png'}; nothing trained: train with --lr {suggested:.2g}",
+        flush=True,
+    )
     return dict(lr_find=suggested, recipe_lr=s.lr, plot=str(s.out / "lr_find.png"))
 
-def check_batches(learn, bs:int):
+
+def check_batches(learn, bs: int):
     "An `ArgumentError` before training if not one full batch of `bs` (per process) fits in the training set."
     n, procs = len(learn.dls.train_ds), max(num_distrib(), 1)
     if n // procs < bs:
-        raise ArgumentError("bs", bs, f"expected at most {n // procs}: the training set has {n} images{f' for {procs} processes' if procs > 1 else ''}, "
-                                      "and a partial last batch is dropped, so no batch would train")
+        raise ArgumentError(
+            "bs",
+            bs,
+            f"expected at most {n // procs}: the training set has {n} images{f' for {procs} processes' if procs > 1 else ''}, "
+            "and a partial last batch is dropped, so no batch would train",
+        )
 
 # %% ../nbs/cli_reference.ipynb #f0d62b9f
 Run = namedtuple("Run", "model transform classes config")
 
-def _student_of(cfg:dict) -> dict|None:
+
+def _student_of(cfg: dict) -> dict | None:
     "A distilled run's student front; runs written before config.json recorded it used the `sr` front of `--teacher`."
-    if cfg.get("student"): return cfg["student"]
+    if cfg.get("student"):
+        return cfg["student"]
     settings = cfg.get("settings") or {}
     return dict(front="sr", factor=settings["factor"], sr_kwargs={}) if settings.get("teacher") else None
 
-def run_model(cfg:dict) -> torch.nn.Module:
+
+def run_model(cfg: dict) -> torch.nn.Module:
     "The (untrained) network a run's config describes; for a distilled run, the student with its front (chapter 12)."
     arch, size, student = cfg["arch"], cfg["eval_transform"]["size"], _student_of(cfg)
-    if student is not None and student["front"] == "native": size //= student["factor"]  # the classifier itself sees LR images
-    model = create_model(arch, num_classes=cfg["num_classes"], **(image_size_override(arch, size) | cfg["model_overrides"]))
-    if student is None: return model
+    if student is not None and student["front"] == "native":
+        size //= student["factor"]  # the classifier itself sees LR images
+    model = create_model(
+        arch, num_classes=cfg["num_classes"], **(image_size_override(arch, size) | cfg["model_overrides"])
+    )
+    if student is None:
+        return model
     return LRStudent(model, student["front"], student["factor"], **student.get("sr_kwargs", {}))
+
 
 class LowRes:
     "An image tensor `(3, H, W)` made `factor` times smaller the way a distilled student saw its batches (chapter 12's `low_res_pair`)."
-    def __init__(self, factor:int): self.factor = factor
-    def __call__(self, x:torch.Tensor) -> torch.Tensor: return low_res_pair(x[None], self.factor)[1][0]
 
-def _weights(f:Path) -> dict:
+    def __init__(self, factor: int):
+        self.factor = factor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return low_res_pair(x[None], self.factor)[1][0]
+
+
+def _weights(f: Path) -> dict:
     "The state dict in `f`: a weights file (`model_ema.pth`), or a training checkpoint's EMA (else model) weights."
     sd = read_checkpoint(f)
-    if isinstance(sd, dict) and {"model", "opt"} <= set(sd): sd = sd.get("ema") or sd["model"]  # e.g. ckpt/last.pth
+    if isinstance(sd, dict) and {"model", "opt"} <= set(sd):
+        sd = sd.get("ema") or sd["model"]  # e.g. ckpt/last.pth
     return sd
 
-def load_run(out, # a run folder of `resvmamba_train`
-             device="cpu", weights:str="model_ema.pth", # a weights file of the run, or its training checkpoint ckpt/last.pth
-            ) -> Run:
+
+def load_run(
+    out,  # a run folder of `resvmamba_train`
+    device="cpu",
+    weights: str = "model_ema.pth",  # a weights file of the run, or its training checkpoint ckpt/last.pth
+) -> Run:
     "The trained model of a run (EMA weights, eval mode), its evaluation transform (PIL image -> tensor), class names and config."
     from timm.data.transforms_factory import transforms_imagenet_eval
+
     out = Path(out)
     for f in (out / "config.json", out / weights):
-        if not f.is_file(): raise FileNotFoundError(f"{f} not found: load_run needs a finished run folder of resvmamba_train (config.json and {weights})")
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"{f} not found: load_run needs a finished run folder of resvmamba_train (config.json and {weights})"
+            )
     cfg = read_config(out / "config.json")
     model, sd = run_model(cfg), _weights(out / weights)
     if _student_of(cfg) is not None and isinstance(sd, dict):
-        sd = {k: v for k, v in sd.items() if not k.startswith("projectors.")}  # 1x1 convs to the teacher's widths: training only
+        sd = {
+            k: v for k, v in sd.items() if not k.startswith("projectors.")
+        }  # 1x1 convs to the teacher's widths: training only
     load_fitting(model, sd, str(out / weights))
     t = cfg["eval_transform"]
-    tfm = transforms_imagenet_eval(t["size"], crop_pct=t["crop_pct"], interpolation=t["interpolation"], mean=t["mean"], std=t["std"])
-    if _student_of(cfg) is not None: tfm.transforms.append(LowRes(_student_of(cfg)["factor"]))  # what the student saw
+    tfm = transforms_imagenet_eval(
+        t["size"], crop_pct=t["crop_pct"], interpolation=t["interpolation"], mean=t["mean"], std=t["std"]
+    )
+    if _student_of(cfg) is not None:
+        tfm.transforms.append(LowRes(_student_of(cfg)["factor"]))  # what the student saw
     return Run(model.to(device).eval(), tfm, cfg["class_names"], cfg)
 
 # %% ../nbs/cli_reference.ipynb #6eb63154
 class _Parser(argparse.ArgumentParser):
     "argparse, with its errors on one line (no usage block), and negative numbers as values of numeric options."
-    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
     def parse_known_args(self, args=None, namespace=None):
-        return super().parse_known_args(self._join_numbers(sys.argv[1:] if args is None else [str(a) for a in args]), namespace)
-    def _join_numbers(self, args:list[str]) -> list[str]:
+        return super().parse_known_args(
+            self._join_numbers(sys.argv[1:] if args is None else [str(a) for a in args]), namespace
+        )
+
+    def _join_numbers(self, args: list[str]) -> list[str]:
         "`--lr -1e-3` as `--lr=-1e-3`: argparse takes a token starting with '-' for an option unless it looks like -4 or -.5"
         numeric = {s for a in self._actions if a.type in (int, float) for s in a.option_strings}
         joined = []
         for t in args:
-            if joined and joined[-1] in numeric and t.startswith("-") and _is_number(t): joined[-1] += f"={t}"
-            else: joined.append(t)
+            if joined and joined[-1] in numeric and t.startswith("-") and _is_number(t):
+                joined[-1] += f"={t}"
+            else:
+                joined.append(t)
         return joined
 
-def _is_number(t:str) -> bool:
-    try: float(t); return True
-    except ValueError: return False
+
+def _is_number(t: str) -> bool:
+    try:
+        float(t)
+        return True
+    except ValueError:
+        return False
+
 
 def cli_parser() -> argparse.ArgumentParser:
     "The options of `resvmamba_train`, each with its default and range in the help."
-    p = _Parser(prog="resvmamba_train", description="Train a (Res-)VMamba on CNFOOD-241 with the paper's recipe and print test top-1/top-5; "
-                "without --data, a CPU demo on a generated dataset.")
+    p = _Parser(
+        prog="resvmamba_train",
+        description="Train a (Res-)VMamba on CNFOOD-241 with the paper's recipe and print test top-1/top-5; "
+        "without --data, a CPU demo on a generated dataset.",
+    )
     a = p.add_argument
     d = lambda k: f"default {PAPER[k]}; demo {DEMO[k]}"
     r = lambda k: f"default: the recipe's, paper {PAPER[k]:g}, light {DEMO[k]:g}"
@@ -321,47 +545,107 @@ def cli_parser() -> argparse.ArgumentParser:
     a("--bs", type=int, help=f"batch size per process, >= 1, even with mixup/cutmix ({r('bs')})")
     a("--size", type=int, help=f"image side in pixels, 32..2048 ({d('size')})")
     a("--lr", type=float, help=f"peak learning rate, in (0, 1] ({r('lr')})")
-    a("--warmup", type=int, help=f"warm-up epochs, 0..epochs-1 (default: the recipe's share of --epochs, paper 20 of 150, light 1 of 14, "
-                                 "at most epochs-1)")
-    a("--recipe", default="auto", help=f"auto | {' | '.join(RECIPES)}: augmentation, mixing, lr, batch and warm-up (chapter 08). Default auto: "
-                                       f"light for fewer than {SMALL_SET:,} training images or images under {LOW_RES} px, else paper")
-    a("--pretrained", help="weights to start from: an official VMamba checkpoint, or a run's model_ema.pth or ckpt/last.pth")
-    a("--resume", action="store_true", help="continue the run in --out (default: the latest runs/<arch>*) from its checkpoint")
+    a(
+        "--warmup",
+        type=int,
+        help="warm-up epochs, 0..epochs-1 (default: the recipe's share of --epochs, paper 20 of 150, light 1 of 14, "
+        "at most epochs-1)",
+    )
+    a(
+        "--recipe",
+        default="auto",
+        help=f"auto | {' | '.join(RECIPES)}: augmentation, mixing, lr, batch and warm-up (chapter 08). Default auto: "
+        f"light for fewer than {SMALL_SET:,} training images or images under {LOW_RES} px, else paper",
+    )
+    a(
+        "--pretrained",
+        help="weights to start from: an official VMamba checkpoint, or a run's model_ema.pth or ckpt/last.pth",
+    )
+    a(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (default: the latest runs/<arch>*) from its checkpoint",
+    )
     a("--overwrite", action="store_true", help="replace the run that --out already holds")
     a("--out", help="run folder (default: a new runs/<arch>, runs/<arch>-2, ...)")
-    a("--split", default="paper", help="paper | random | a folder holding train.txt, val.txt, test.txt (default paper)")
-    a("--workers", type=int, help="data loader processes per process, >= 0 (default: min(8, cpus) with a GPU, 0 on the CPU)")
+    a(
+        "--split",
+        default="paper",
+        help="paper | random | a folder holding train.txt, val.txt, test.txt (default paper)",
+    )
+    a(
+        "--workers",
+        type=int,
+        help="data loader processes per process, >= 0 (default: min(8, cpus) with a GPU, 0 on the CPU)",
+    )
     a("--seed", type=int, default=0, help="random seed, 0..2**32-1 (default 0)")
     a("--no_ema", action="store_true", help="train without the model EMA")
     a("--mixup", type=float, help=f"mixup alpha, >= 0; 0 disables ({r('mixup')})")
     a("--cutmix", type=float, help=f"cutmix alpha, >= 0; 0 disables ({r('cutmix')})")
     a("--cpu", action="store_true", help="use the CPU even if a GPU is present")
-    a("--compile", default="auto", help="torch.compile the model: auto | yes | no (default auto: on a GPU, not with --teacher; "
-                                        "~2.5 min per process, then ~1.2x faster training)")
-    a("--skip_corrupt", action="store_true", help="leave out images that cannot be decoded (and say how many)")
-    a("--quiet", action="store_true", help="print only the final result (no progress bars or per-epoch lines)")
-    a("--teacher", help="distil: a run folder (or its ckpt/last.pth) of a teacher trained at --size; the --arch student sees images --factor times smaller")
-    a("--factor", type=int, default=4, help="with --teacher: how many times smaller the student's images are, a power of 2 >= 2 (default 4)")
-    a("--grad_checkpointing", action="store_true", help="recompute each block's activations in the backward pass: less GPU memory, more time")
-    a("--lr_find", action="store_true", help="run fastai's lr_find on the run's model and data, print the suggested lr, save lr_find.png "
-                                             "in the run folder, and exit without training")
+    a(
+        "--compile",
+        default="auto",
+        help="torch.compile the model: auto | yes | no (default auto: on a GPU, not with --teacher; "
+        "~2.5 min per process, then ~1.2x faster training)",
+    )
+    a(
+        "--skip_corrupt",
+        action="store_true",
+        help="leave out images that cannot be decoded (and say how many)",
+    )
+    a(
+        "--quiet",
+        action="store_true",
+        help="print only the final result (no progress bars or per-epoch lines)",
+    )
+    a(
+        "--teacher",
+        help="distil: a run folder (or its ckpt/last.pth) of a teacher trained at --size; the --arch student sees images --factor times smaller",
+    )
+    a(
+        "--factor",
+        type=int,
+        default=4,
+        help="with --teacher: how many times smaller the student's images are, a power of 2 >= 2 (default 4)",
+    )
+    a(
+        "--grad_checkpointing",
+        action="store_true",
+        help="recompute each block's activations in the backward pass: less GPU memory, more time",
+    )
+    a(
+        "--lr_find",
+        action="store_true",
+        help="run fastai's lr_find on the run's model and data, print the suggested lr, save lr_find.png "
+        "in the run folder, and exit without training",
+    )
     return p
 
 # %% ../nbs/cli_reference.ipynb #83ded1c1
-def _fail(msg:str, code:int):
+def _fail(msg: str, code: int):
     print(f"resvmamba_train: error: {msg}", file=sys.stderr, flush=True)
     sys.exit(code)
 
-def _message(e:Exception) -> str:
+
+def _message(e: Exception) -> str:
     "The library's own message on one line, without the 'Exception occured in `Callback`' line fastai puts before it."
     m = str(e) or type(e).__name__
-    if m.startswith("Exception occured in `") and ":\n\t" in m: m = m.split(":\n\t", 1)[1]
+    if m.startswith("Exception occured in `") and ":\n\t" in m:
+        m = m.split(":\n\t", 1)[1]
     return " ".join(l.strip() for l in m.splitlines() if l.strip())
+
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"resvmamba_train: warning: {message}", file=sys.stderr, flush=True)
 
-USER_ERRORS = (ValueError, OSError, NonFiniteLossError)  # explained by the library: one line; anything else is a bug: traceback
+
+USER_ERRORS = (
+    ValueError,
+    OSError,
+    NonFiniteLossError,
+)  # explained by the library: one line; anything else is a bug: traceback
+
 
 def resvmamba_train(argv=None):
     "The console script: parse the options, train, and turn every user-facing failure into one line and an exit code."
@@ -369,9 +653,13 @@ def resvmamba_train(argv=None):
     a["ema"] = not a.pop("no_ema")
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
-        try: train(**a)
+        try:
+            train(**a)
         except ArgumentError as e:
-            if rank_distrib() == 0: print(f"resvmamba_train: error: {e.cli()}", file=sys.stderr, flush=True)
+            if rank_distrib() == 0:
+                print(f"resvmamba_train: error: {e.cli()}", file=sys.stderr, flush=True)
             sys.exit(2)
-        except USER_ERRORS as e: _fail(_message(e), 1)
-        except KeyboardInterrupt: _fail("interrupted; continue with --resume", 130)
+        except USER_ERRORS as e:
+            _fail(_message(e), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted; continue with --resume", 130)

@@ -12,40 +12,51 @@ from .scan import selective_scan_ref, require_float, require_negative_A
 # %% ../nbs/03_cross_scan.ipynb #04302964
 def _check_image(x, name="x"):
     "Raise a ValueError unless x is a (b, d, H, W) feature map."
-    if x.dim() != 4: raise ValueError(f"{name} must be a (b, d, H, W) feature map, got shape {tuple(x.shape)}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be a (b, d, H, W) feature map, got shape {tuple(x.shape)}")
+
 
 def _route(x, k):
     "Read an image-layout tensor (..., H, W) along route k as a sequence (..., H*W)."
-    if k % 2: x = x.transpose(-1, -2)                    # routes 1 and 3 read column by column
+    if k % 2:
+        x = x.transpose(-1, -2)  # routes 1 and 3 read column by column
     x = x.flatten(-2)
-    return x.flip(-1) if k >= 2 else x                   # routes 2 and 3 run backwards
+    return x.flip(-1) if k >= 2 else x  # routes 2 and 3 run backwards
+
 
 def _unroute(y, k, H, W):
     "Put a sequence (..., H*W) read along route k back in image order (..., H, W): the inverse of `_route`."
-    if k >= 2: y = y.flip(-1)
+    if k >= 2:
+        y = y.flip(-1)
     return y.unflatten(-1, (W, H)).transpose(-1, -2) if k % 2 else y.unflatten(-1, (H, W))
 
 # %% ../nbs/03_cross_scan.ipynb #afed0412
-def cross_scan(x): # feature map, (b, d, H, W)
+def cross_scan(x):  # feature map, (b, d, H, W)
     "The four sequences VMamba reads from an image: row-major, column-major, and both reversed; (b, 4, d, H*W)."
     _check_image(x)
     return torch.stack([_route(x, k) for k in range(4)], dim=1)
 
 # %% ../nbs/03_cross_scan.ipynb #cebf81f3
-def cross_merge(ys, # one sequence per route, (b, 4, d, H*W)
-                H,  # image height
-                W,  # image width
-               ):
+def cross_merge(
+    ys,  # one sequence per route, (b, 4, d, H*W)
+    H,  # image height
+    W,  # image width
+):
     "Put each route's sequence back in image order and sum the four: (b, d, H, W); the adjoint of `cross_scan`."
     if ys.dim() != 4 or ys.shape[1] != 4 or ys.shape[-1] != H * W:
-        raise ValueError(f"cross_merge: ys must be (b, 4, d, H*W) with H*W={H * W}, got shape {tuple(ys.shape)}")
-    return sum(_unroute(y, k, H, W) for k, y in enumerate(ys.unbind(1)))   # unbind: one backward for all four
+        raise ValueError(
+            f"cross_merge: ys must be (b, 4, d, H*W) with H*W={H * W}, got shape {tuple(ys.shape)}"
+        )
+    return sum(_unroute(y, k, H, W) for k, y in enumerate(ys.unbind(1)))  # unbind: one backward for all four
 
 # %% ../nbs/03_cross_scan.ipynb #fbde1f58
 def _cross_each(t, name):
     "Route k of direction k's own tensor: (b, 4, d, H, W) -> (b, 4, d, H*W)."
-    if t.dim() != 5 or t.shape[1] != 4: raise ValueError(f"{name} must be (b, 4, *, H, W), one map per direction, got shape {tuple(t.shape)}")
-    return torch.stack([_route(tk, k) for k, tk in enumerate(t.unbind(1))], dim=1)  # unbind, not t[:, k]: one backward
+    if t.dim() != 5 or t.shape[1] != 4:
+        raise ValueError(f"{name} must be (b, 4, *, H, W), one map per direction, got shape {tuple(t.shape)}")
+    return torch.stack(
+        [_route(tk, k) for k, tk in enumerate(t.unbind(1))], dim=1
+    )  # unbind, not t[:, k]: one backward
 
 # %% ../nbs/03_cross_scan.ipynb #a6a766f0
 def _check_cross_args(x, delta, A, B, C, D, delta_bias):
@@ -54,34 +65,49 @@ def _check_cross_args(x, delta, A, B, C, D, delta_bias):
     _check_image(x)
     b, d, H, W = x.shape
     N = A.shape[-1] if A.dim() == 3 else None
-    want = {"delta": (delta, (b, 4, d, H, W)), "A": (A, (4, d, N)), "B": (B, (b, 4, N, H, W)), "C": (C, (b, 4, N, H, W)),
-            "D": (D, (4, d)), "delta_bias": (delta_bias, (4, d))}
+    want = {
+        "delta": (delta, (b, 4, d, H, W)),
+        "A": (A, (4, d, N)),
+        "B": (B, (b, 4, N, H, W)),
+        "C": (C, (b, 4, N, H, W)),
+        "D": (D, (4, d)),
+        "delta_bias": (delta_bias, (4, d)),
+    }
     for name, (t, shape) in want.items():
         if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"cross_selective_scan_ref: {name} must be {shape} (b, 4 directions, ...), got {tuple(t.shape)}")
+            raise ValueError(
+                f"cross_selective_scan_ref: {name} must be {shape} (b, 4 directions, ...), got {tuple(t.shape)}"
+            )
     require_negative_A("cross_selective_scan_ref", A)
 
 # %% ../nbs/03_cross_scan.ipynb #a7b8c9d0
-def cross_selective_scan_ref(x,                    # input feature map, (b, d, H, W)
-                             delta,                # per-direction Δ in image layout, (b, 4, d, H, W)
-                             A,                    # per-direction state matrices, (4, d, N)
-                             B,                    # per-direction input matrices in image layout, (b, 4, N, H, W)
-                             C,                    # per-direction output matrices in image layout, (b, 4, N, H, W)
-                             D=None,               # per-direction skip, (4, d)
-                             delta_bias=None,      # per-direction Δ bias, (4, d)
-                             delta_softplus=True,  # softplus on Δ + bias?
-                             scan_fn=None,         # a 1-D selective scan; `selective_scan_ref` by default
-                            ):
+def cross_selective_scan_ref(
+    x,  # input feature map, (b, d, H, W)
+    delta,  # per-direction Δ in image layout, (b, 4, d, H, W)
+    A,  # per-direction state matrices, (4, d, N)
+    B,  # per-direction input matrices in image layout, (b, 4, N, H, W)
+    C,  # per-direction output matrices in image layout, (b, 4, N, H, W)
+    D=None,  # per-direction skip, (4, d)
+    delta_bias=None,  # per-direction Δ bias, (4, d)
+    delta_softplus=True,  # softplus on Δ + bias?
+    scan_fn=None,  # a 1-D selective scan; `selective_scan_ref` by default
+):
     "The 2-D selective scan: y = Σ_k uncross_k(scan_k(cross_k(inputs))), all inputs in image layout; (b, d, H, W)."
     _check_cross_args(x, delta, A, B, C, D, delta_bias)
     (b, d, H, W), L, N, dtype = x.shape, x.shape[2] * x.shape[3], A.shape[-1], x.dtype
-    ct = torch.promote_types(dtype, torch.float32)                  # compute in float32 (float64 stays): the four routes'
-    x, delta, B, C = (t.to(ct) for t in (x, delta, B, C))           # outputs are summed before the one final rounding
-    xs = cross_scan(x).reshape(b, 4 * d, L)                         # directions folded into channels
+    ct = torch.promote_types(dtype, torch.float32)  # compute in float32 (float64 stays): the four routes'
+    x, delta, B, C = (t.to(ct) for t in (x, delta, B, C))  # outputs are summed before the one final rounding
+    xs = cross_scan(x).reshape(b, 4 * d, L)  # directions folded into channels
     deltas = _cross_each(delta, "delta").reshape(b, 4 * d, L)
-    Bs, Cs = _cross_each(B, "B"), _cross_each(C, "C")               # (b, 4, N, L): 4 groups of d channels
-    ys = (scan_fn or selective_scan_ref)(xs, deltas, A.reshape(4 * d, N), Bs, Cs,
-                                         D=None if D is None else D.reshape(-1),
-                                         delta_bias=None if delta_bias is None else delta_bias.reshape(-1),
-                                         delta_softplus=delta_softplus)
+    Bs, Cs = _cross_each(B, "B"), _cross_each(C, "C")  # (b, 4, N, L): 4 groups of d channels
+    ys = (scan_fn or selective_scan_ref)(
+        xs,
+        deltas,
+        A.reshape(4 * d, N),
+        Bs,
+        Cs,
+        D=None if D is None else D.reshape(-1),
+        delta_bias=None if delta_bias is None else delta_bias.reshape(-1),
+        delta_softplus=delta_softplus,
+    )
     return cross_merge(ys.view(b, 4, d, L), H, W).to(dtype)

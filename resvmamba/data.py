@@ -4,7 +4,15 @@
 
 # %% ../nbs/08_data.ipynb #b101d033
 from __future__ import annotations
-import colorsys, dataclasses, gzip, math, os, random, re, unicodedata, warnings
+import colorsys
+import dataclasses
+import gzip
+import math
+import os
+import random
+import re
+import unicodedata
+import warnings
 from collections import Counter
 from operator import itemgetter
 from importlib import resources
@@ -17,7 +25,7 @@ from fastcore.parallel import parallel
 from fastai.data.block import DataBlock, TransformBlock, CategoryBlock
 from fastai.data.transforms import IndexSplitter, Normalize, IntToFloatTensor
 from fastai.vision.core import PILImage, imagenet_stats
-import fastai.vision.data  # registers fastai's `show_batch` for images: one grid of pictures
+import fastai.vision.data  # noqa: F401 (registers fastai's `show_batch` for images: one grid of pictures)
 from fasttransform import Transform, retain_type
 
 # %% auto #0
@@ -28,37 +36,52 @@ __all__ = ['SPLIT_FOLDERS', 'MINI_FOOD_VERSION', 'RECIPES', 'SMALL_SET', 'LOW_RE
            'food_dls', 'food_test_dl', 'image_sizes']
 
 # %% ../nbs/08_data.ipynb #cc5ec9f5
-SPLIT_FOLDERS = {"train": "train600x600", "val": "train600x600", "test": "val600x600"}  # where each list's files live
+SPLIT_FOLDERS = {
+    "train": "train600x600",
+    "val": "train600x600",
+    "test": "val600x600",
+}  # where each list's files live
 _ENTRY = re.compile(r"(\d+)/[^/\s]+")  # '<class>/<file>': a class folder of digits, then a file name
+
 
 def _split_name(source) -> str:
     "How messages name split list `source`."
     return f"the packaged '{source}' list" if source in SPLIT_FOLDERS else f"split list {source}"
+
 
 def _split_text(source) -> str:
     "The text of split list `source`: a file, or 'train', 'val', 'test' for the paper's lists in the package."
     if source in SPLIT_FOLDERS:
         with resources.files("resvmamba").joinpath("splits", f"{source}.txt.gz").open("rb") as f:
             return gzip.decompress(f.read()).decode()
-    if not Path(source).is_file(): raise FileNotFoundError(f"split list {source} not found; expected a text file of '<class>/<file>.jpg <label>' lines")
+    if not Path(source).is_file():
+        raise FileNotFoundError(
+            f"split list {source} not found; expected a text file of '<class>/<file>.jpg <label>' lines"
+        )
     return Path(source).read_text()
+
 
 def numbered_split(source) -> list[tuple[str, int, int]]:
     "The entries of a split list as [(relative path, label, line number)], checked line by line."
     text, name = _split_text(source), _split_name(source)
     entries, seen = [], {}
     for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip(): continue
+        if not line.strip():
+            continue
         parts = line.split()
         m = _ENTRY.fullmatch(parts[0]) if len(parts) == 2 and parts[1].isdigit() else None
-        if m is None: raise ValueError(f"{name}, line {i}: {line!r} is not '<class>/<file>.jpg <label>'")
+        if m is None:
+            raise ValueError(f"{name}, line {i}: {line!r} is not '<class>/<file>.jpg <label>'")
         f, label = parts[0], int(parts[1])
         # the label is the class folder's number; a list that disagrees would train on wrong labels without a sound
-        if int(m[1]) != label: raise ValueError(f"{name}, line {i}: {f} is in class folder {m[1]}/ but labelled {label}")
-        if f in seen: raise ValueError(f"{name}: {f} is listed twice, lines {seen[f]} and {i}")
+        if int(m[1]) != label:
+            raise ValueError(f"{name}, line {i}: {f} is in class folder {m[1]}/ but labelled {label}")
+        if f in seen:
+            raise ValueError(f"{name}: {f} is listed twice, lines {seen[f]} and {i}")
         seen[f] = i
         entries.append((f, label, i))
     return entries
+
 
 def read_split(source) -> list[tuple[str, int]]:
     "Read a split list ('<class>/<file>.jpg <label>' per line) as [(relative path, label)]."
@@ -66,13 +89,19 @@ def read_split(source) -> list[tuple[str, int]]:
     return [(f, l) for f, l, _ in numbered_split(source)]
 
 # %% ../nbs/08_data.ipynb #a6ce3f08
-def normalized_entropy(labels_or_counts, # a sequence of labels, or a mapping class -> count
-                       n_classes:int=None, # number of classes; default: the labels seen (or the mapping's size)
-                      ) -> float:
+def normalized_entropy(
+    labels_or_counts,  # a sequence of labels, or a mapping class -> count
+    n_classes: int = None,  # number of classes; default: the labels seen (or the mapping's size)
+) -> float:
     "The paper's imbalance measure H/log2(n), H = -sum p_i log2 p_i over the class shares p_i."
-    counts = dict(labels_or_counts) if isinstance(labels_or_counts, (dict, Counter)) else Counter(np.asarray(labels_or_counts).tolist())
+    counts = (
+        dict(labels_or_counts)
+        if isinstance(labels_or_counts, (dict, Counter))
+        else Counter(np.asarray(labels_or_counts).tolist())
+    )
     n = n_classes or len(counts)
-    if n < 2: raise ValueError(f"normalized entropy needs at least 2 classes, got {n}")
+    if n < 2:
+        raise ValueError(f"normalized entropy needs at least 2 classes, got {n}")
     c = np.array([v for v in counts.values() if v > 0], dtype=np.float64)
     p = c / c.sum()
     return float(-(p * np.log2(p)).sum() / math.log2(n))
@@ -80,53 +109,69 @@ def normalized_entropy(labels_or_counts, # a sequence of labels, or a mapping cl
 # %% ../nbs/08_data.ipynb #a51ac53f
 _SYSTEM_FILES = {"thumbs.db", "desktop.ini"}  # written into folders by Windows Explorer
 
-def _visible(name:str) -> bool:
+
+def _visible(name: str) -> bool:
     "Whether a folder entry is data: not hidden ('.DS_Store', '.ipynb_checkpoints', ...) and not a system file."
     return not name.startswith(".") and name.lower() not in _SYSTEM_FILES
 
-def _class_folders(folder:Path) -> list[str]:
+
+def _class_folders(folder: Path) -> list[str]:
     "Class folders of `folder`, checked to be CNFOOD-241's '000', '001', ... names."
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is missing: a CNFOOD-241 root holds train600x600/<class>/<file>.jpg and val600x600/<class>/<file>.jpg")
+        raise FileNotFoundError(
+            f"{folder} is missing: a CNFOOD-241 root holds train600x600/<class>/<file>.jpg and val600x600/<class>/<file>.jpg"
+        )
     subs = sorted(e.name for e in os.scandir(folder) if e.is_dir() and _visible(e.name))
     bad = [s for s in subs if not (s.isdigit() and len(s) == 3)]
     if not subs or bad:
-        raise ValueError(f"{folder} is not CNFOOD-241's layout: expected class folders named 000, 001, ..., found {(bad or ['nothing'])[:3]}")
+        raise ValueError(
+            f"{folder} is not CNFOOD-241's layout: expected class folders named 000, 001, ..., found {(bad or ['nothing'])[:3]}"
+        )
     return subs
+
 
 def check_layout(root) -> Path:
     "Check that `root` holds CNFOOD-241's train600x600/ and val600x600/ class folders; return it as a Path."
     root = Path(root).expanduser()
     expected = "expected a CNFOOD-241 folder holding train600x600/ and val600x600/"
-    if root.exists() and not root.is_dir(): raise NotADirectoryError(f"dataset root {root} is a file, not a folder; {expected}")
-    if not root.is_dir(): raise FileNotFoundError(f"dataset root {root} does not exist; {expected}")
-    for f in ("train600x600", "val600x600"): _class_folders(root / f)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"dataset root {root} is a file, not a folder; {expected}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist; {expected}")
+    for f in ("train600x600", "val600x600"):
+        _class_folders(root / f)
     return root
 
 # %% ../nbs/08_data.ipynb #2f3daec7
-def _images(folder:Path) -> list[str]:
+def _images(folder: Path) -> list[str]:
     "Names of the files in `folder`, leaving out hidden and system files."
     return sorted(e.name for e in os.scandir(folder) if e.is_file() and _visible(e.name))
 
-def _nfc(name:str) -> str:
+
+def _nfc(name: str) -> str:
     "`name` in Unicode's composed form (NFC): macOS writes 'é' as 'e' + accent (NFD), most editors and lists as one 'é'."
     return unicodedata.normalize("NFC", name)
 
-def _listing(folder:Path) -> dict[str, str]:
+
+def _listing(folder: Path) -> dict[str, str]:
     "Every '<class>/<file>' under `folder`'s class folders: {its NFC form: the name on disk}."
     return {_nfc(f"{c}/{f}"): f"{c}/{f}" for c in _class_folders(folder) for f in _images(folder / c)}
 
-def _resolve(entries, folder:Path, name:str) -> list[tuple[Path, int]]:
+
+def _resolve(entries, folder: Path, name: str) -> list[tuple[Path, int]]:
     "Turn split entries into (full path, label), failing with the first entries that are not on disk."
-    have = _listing(folder)  # names compared in NFC on both sides: the same name typed on macOS or elsewhere matches
+    have = _listing(
+        folder
+    )  # names compared in NFC on both sides: the same name typed on macOS or elsewhere matches
     missing = [f for f, _ in entries if _nfc(f) not in have]
     if missing:
-        raise FileNotFoundError(f"split '{name}': {len(missing)} of {len(entries)} entries are not in {folder}, e.g. {folder / missing[0]}")
+        raise FileNotFoundError(
+            f"split '{name}': {len(missing)} of {len(entries)} entries are not in {folder}, e.g. {folder / missing[0]}"
+        )
     return [(folder / have[_nfc(f)], l) for f, l in entries]
 
-
 # %% ../nbs/08_data.ipynb #fd35aad4
-def _random_split(root:Path, valid_pct:float, seed:int) -> dict[str, list[tuple[str, int]]]:
+def _random_split(root: Path, valid_pct: float, seed: int) -> dict[str, list[tuple[str, int]]]:
     "A seeded class-by-class draw of `valid_pct` of train600x600/ for validation; the test set is all of val600x600/."
     rng, out = random.Random(seed), {"train": [], "val": []}
     for c in _class_folders(root / "train600x600"):
@@ -138,55 +183,80 @@ def _random_split(root:Path, valid_pct:float, seed:int) -> dict[str, list[tuple[
     out["test"] = sorted((f, int(f.split("/")[0])) for f in _listing(root / "val600x600"))
     return out
 
-def _disjoint(lists:dict[str, tuple[str, list]]):
+
+def _disjoint(lists: dict[str, tuple[str, list]]):
     "Fail if two lists that draw from the same folder name the same file: {set: (list's name, numbered entries)}."
     first = {}
     for s, (name, entries) in lists.items():
         for f, _, line in entries:
             key = (SPLIT_FOLDERS[s], _nfc(f))  # one file, however its name is normalised
-            if key in first: raise ValueError(f"{f} is in two splits: {first[key]} and {name}, line {line}; a file belongs to one split only")
+            if key in first:
+                raise ValueError(
+                    f"{f} is in two splits: {first[key]} and {name}, line {line}; a file belongs to one split only"
+                )
             first[key] = f"{name}, line {line}"
+
 
 _SET_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
-def _check_sets(out:dict, names:dict, root:Path, split):
+
+def _check_sets(out: dict, names: dict, root: Path, split):
     "Refuse an empty training, validation or test set, and classes that are evaluated but never trained on."
     for s, v in out.items():
-        if v: continue
+        if v:
+            continue
         if split == "random" and s != "test":
             n = len(out["train"]) + len(out["val"])
-            raise ValueError(f"split='random' leaves the {_SET_WORDS[s]} set empty ({n} images in "
-                             f"{root / 'train600x600'}); expected valid_pct in (0, 1) holding out at least one image "
-                             "per class, and at least one left to train on")
+            raise ValueError(
+                f"split='random' leaves the {_SET_WORDS[s]} set empty ({n} images in "
+                f"{root / 'train600x600'}); expected valid_pct in (0, 1) holding out at least one image "
+                "per class, and at least one left to train on"
+            )
         if split == "random":
-            raise ValueError(f"{root / 'val600x600'} holds no images: the test set (all of val600x600/) would be empty; "
-                             "expected <class>/<file>.jpg files there")
-        raise ValueError(f"{names[s]} has no entries: the {_SET_WORDS[s]} set would be empty; "
-                         "expected '<class>/<file>.jpg <label>' lines")
+            raise ValueError(
+                f"{root / 'val600x600'} holds no images: the test set (all of val600x600/) would be empty; "
+                "expected <class>/<file>.jpg files there"
+            )
+        raise ValueError(
+            f"{names[s]} has no entries: the {_SET_WORDS[s]} set would be empty; "
+            "expected '<class>/<file>.jpg <label>' lines"
+        )
     trained = {l for _, l in out["train"]}
     for s in ("val", "test"):
         untrained = Counter(l for _, l in out[s] if l not in trained)
         if untrained:
             c, n = min(untrained.items())
-            src = (f"{root / 'train600x600' / f'{c:03d}'}/ is empty or missing" if split == "random"
-                   else f"{names['train']} lists none")
-            raise ValueError(f"class {c:03d} has {n} {_SET_WORDS[s]} images but no training images ({src}); "
-                             f"expected training images of every class that is evaluated "
-                             f"({len(untrained)} class(es) lack them)")
+            src = (
+                f"{root / 'train600x600' / f'{c:03d}'}/ is empty or missing"
+                if split == "random"
+                else f"{names['train']} lists none"
+            )
+            raise ValueError(
+                f"class {c:03d} has {n} {_SET_WORDS[s]} images but no training images ({src}); "
+                f"expected training images of every class that is evaluated "
+                f"({len(untrained)} class(es) lack them)"
+            )
 
-def food_split(root, # dataset root (train600x600/, val600x600/)
-               split="paper", # 'paper', 'random', or a folder holding train.txt, val.txt, test.txt
-               valid_pct:float=0.3, # share of each class held out when split='random'
-               seed:int=0, # seed of the random split
-              ) -> dict[str, list[tuple[Path, int]]]:
+
+def food_split(
+    root,  # dataset root (train600x600/, val600x600/)
+    split="paper",  # 'paper', 'random', or a folder holding train.txt, val.txt, test.txt
+    valid_pct: float = 0.3,  # share of each class held out when split='random'
+    seed: int = 0,  # seed of the random split
+) -> dict[str, list[tuple[Path, int]]]:
     "The train/val/test sets of `root` as {name: [(image path, label)]}, every file checked to exist."
     root = check_layout(root)
-    if split == "random": out, names = _random_split(root, valid_pct, seed), None
+    if split == "random":
+        out, names = _random_split(root, valid_pct, seed), None
     else:
-        if split == "paper": folder = root / "splits" if (root / "splits").is_dir() else None
+        if split == "paper":
+            folder = root / "splits" if (root / "splits").is_dir() else None
         else:
             folder = Path(split)
-            if not folder.is_dir(): raise ValueError(f"split={split!r}: expected 'paper', 'random' or a folder holding train.txt, val.txt, test.txt")
+            if not folder.is_dir():
+                raise ValueError(
+                    f"split={split!r}: expected 'paper', 'random' or a folder holding train.txt, val.txt, test.txt"
+                )
         sources = {s: folder / f"{s}.txt" if folder else s for s in ("train", "val", "test")}
         lists = {s: (_split_name(src), numbered_split(src)) for s, src in sources.items()}
         _disjoint(lists)
@@ -200,17 +270,23 @@ _TEXTURES = ["smooth", "stripes", "dots", "checks"]
 _SHAPES = ["disc", "bar", "ring", "cross", "triangle", "square", "star", "diamond"]
 _GARNISH = {"plain": None, "red": (215, 40, 40), "green": (40, 170, 60), "yellow": (235, 210, 40)}
 
-def mini_food_class(c:int) -> tuple[str, str, str]:
+
+def mini_food_class(c: int) -> tuple[str, str, str]:
     "(base texture, topping shape, garnish) of generated class `c`."
     return _TEXTURES[c % 4], _SHAPES[(c // 4) % 8], list(_GARNISH)[(c // 32) % 4]
 
-def base_pattern(texture:str, S:int, period:float, angle:float, phase:float) -> np.ndarray:
+
+def base_pattern(texture: str, S: int, period: float, angle: float, phase: float) -> np.ndarray:
     "An `S`×`S` light/dark pattern of `texture`, rotated by `angle`, scaled to mean 0 and standard deviation 1."
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
     u, v = xx * math.cos(angle) + yy * math.sin(angle), -xx * math.sin(angle) + yy * math.cos(angle)
     wu, wv = np.sin(2 * math.pi * u / period + phase), np.sin(2 * math.pi * v / period)
-    pat = {"smooth": np.zeros_like(u), "stripes": np.sign(wu), "checks": np.sign(wu * wv),
-           "dots": (wu + wv > 1.0).astype(np.float32)}[texture]  # dots: where two waves' crests meet
+    pat = {
+        "smooth": np.zeros_like(u),
+        "stripes": np.sign(wu),
+        "checks": np.sign(wu * wv),
+        "dots": (wu + wv > 1.0).astype(np.float32),
+    }[texture]  # dots: where two waves' crests meet
     pat = pat - pat.mean()
     return pat / pat.std() if pat.std() > 0 else pat
 
@@ -220,30 +296,60 @@ def _turned(points, x, y, angle):
     c, s = math.cos(angle), math.sin(angle)
     return [(x + px * c - py * s, y + px * s + py * c) for px, py in points]
 
+
 def _star(k, r, inner):
     "Corners of a `k`-pointed star (or, with inner = r·cos(π/k), a regular polygon) of radius `r`."
-    return [((r, inner)[i % 2] * math.cos(math.pi * i / k), (r, inner)[i % 2] * math.sin(math.pi * i / k)) for i in range(2 * k)]
+    return [
+        ((r, inner)[i % 2] * math.cos(math.pi * i / k), (r, inner)[i % 2] * math.sin(math.pi * i / k))
+        for i in range(2 * k)
+    ]
+
 
 _OUTLINES = {  # corners of each polygon topping, for radius r
     "bar": lambda r: [(-1.3 * r, -0.35 * r), (1.3 * r, -0.35 * r), (1.3 * r, 0.35 * r), (-1.3 * r, 0.35 * r)],
-    "cross": lambda r: [(a * r, b * r) for a, b in [(-.33, -1), (.33, -1), (.33, -.33), (1, -.33), (1, .33), (.33, .33),
-                                                    (.33, 1), (-.33, 1), (-.33, .33), (-1, .33), (-1, -.33), (-.33, -.33)]],
-    "triangle": lambda r: _star(3, r, r * math.cos(math.pi / 3)), "square": lambda r: _star(4, r, r * math.cos(math.pi / 4)),
-    "star": lambda r: _star(5, r, 0.45 * r), "diamond": lambda r: _star(2, r, 0.55 * r)}
+    "cross": lambda r: [
+        (a * r, b * r)
+        for a, b in [
+            (-0.33, -1),
+            (0.33, -1),
+            (0.33, -0.33),
+            (1, -0.33),
+            (1, 0.33),
+            (0.33, 0.33),
+            (0.33, 1),
+            (-0.33, 1),
+            (-0.33, 0.33),
+            (-1, 0.33),
+            (-1, -0.33),
+            (-0.33, -0.33),
+        ]
+    ],
+    "triangle": lambda r: _star(3, r, r * math.cos(math.pi / 3)),
+    "square": lambda r: _star(4, r, r * math.cos(math.pi / 4)),
+    "star": lambda r: _star(5, r, 0.45 * r),
+    "diamond": lambda r: _star(2, r, 0.55 * r),
+}
 
-def draw_topping(d:ImageDraw.ImageDraw, shape:str, x:float, y:float, r:float, angle:float, colour):
+
+def draw_topping(d: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: float, angle: float, colour):
     "One topping of `shape`, radius `r`, centred at (x, y), turned by `angle`."
-    if shape == "disc": d.ellipse([x - r, y - r, x + r, y + r], fill=colour)
-    elif shape == "ring": d.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=max(2, int(0.4 * r)))
-    else: d.polygon(_turned(_OUTLINES[shape](r), x, y, angle), fill=colour)
+    if shape == "disc":
+        d.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+    elif shape == "ring":
+        d.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=max(2, int(0.4 * r)))
+    else:
+        d.polygon(_turned(_OUTLINES[shape](r), x, y, angle), fill=colour)
 
 # %% ../nbs/08_data.ipynb #9e5adb3e
-def _hsv(h, s, v): return tuple(int(255 * x) for x in colorsys.hsv_to_rgb(h, s, v))
+def _hsv(h, s, v):
+    return tuple(int(255 * x) for x in colorsys.hsv_to_rgb(h, s, v))
 
-def draw_dish(c:int, # class
-              size:int=64, # image side in pixels
-              rng:np.random.Generator=None, # the image's random generator
-             ) -> Image.Image:
+
+def draw_dish(
+    c: int,  # class
+    size: int = 64,  # image side in pixels
+    rng: np.random.Generator = None,  # the image's random generator
+) -> Image.Image:
     "One generated dish of class `c`."
     rng = rng or np.random.default_rng()
     texture, shape, garnish = mini_food_class(c)
@@ -266,26 +372,33 @@ def draw_dish(c:int, # class
         a, rr, r = u(0, 2 * math.pi / n) + 2 * math.pi * j / n, br * u(0.35, 0.6), S * u(0.11, 0.14)
         x, y = cx + rr * math.cos(a), cy + rr * math.sin(a)
         draw_topping(d, shape, x, y, r, u(0, 2 * math.pi), _hsv(u(0, 1), u(0.3, 0.9), u(0.3, 1.0)))
-        if _GARNISH[garnish]: d.ellipse([x - 0.3 * r, y - 0.3 * r, x + 0.3 * r, y + 0.3 * r], fill=_GARNISH[garnish])
+        if _GARNISH[garnish]:
+            d.ellipse([x - 0.3 * r, y - 0.3 * r, x + 0.3 * r, y + 0.3 * r], fill=_GARNISH[garnish])
     # 4. lighting: a global brightness factor, then downsample
     img = Image.eval(img, lambda v, f=u(0.8, 1.15): min(255, int(v * f)))
     return img.resize((size, size), Image.BICUBIC)
 
 # %% ../nbs/08_data.ipynb #bff67eb5
-MINI_FOOD_VERSION = 3  # raised whenever the generator draws other images, so caches of generated datasets can tell
+MINI_FOOD_VERSION = (
+    3  # raised whenever the generator draws other images, so caches of generated datasets can tell
+)
 
-def make_mini_food(dest, # folder to create (the dataset root)
-                   n_classes:int=8, # number of classes (at most 128)
-                   per_class:int=60, # images per class in train600x600/ (split into train and val)
-                   valid_tenths:int=3, # of every ten images of a class in train600x600/, the last `valid_tenths` go to val.txt
-                   size:int=64, # image side in pixels
-                   seed:int=0, # same seed, byte-identical files
-                   n_test:int=None, # test images per class in val600x600/ (default per_class // 3)
-                   quality:int=90, # JPEG quality
-                  ) -> Path:
+
+def make_mini_food(
+    dest,  # folder to create (the dataset root)
+    n_classes: int = 8,  # number of classes (at most 128)
+    per_class: int = 60,  # images per class in train600x600/ (split into train and val)
+    valid_tenths: int = 3,  # of every ten images of a class in train600x600/, the last `valid_tenths` go to val.txt
+    size: int = 64,  # image side in pixels
+    seed: int = 0,  # same seed, byte-identical files
+    n_test: int = None,  # test images per class in val600x600/ (default per_class // 3)
+    quality: int = 90,  # JPEG quality
+) -> Path:
     "Generate a deterministic mini CNFOOD (procedural dishes) in CNFOOD-241's layout, with split lists."
-    if not 2 <= n_classes <= 128: raise ValueError(f"n_classes={n_classes}: the generator has 2 to 128 classes")
-    if not 1 <= valid_tenths <= 9: raise ValueError(f"valid_tenths={valid_tenths}: expected 1 to 9 of every ten images in validation")
+    if not 2 <= n_classes <= 128:
+        raise ValueError(f"n_classes={n_classes}: the generator has 2 to 128 classes")
+    if not 1 <= valid_tenths <= 9:
+        raise ValueError(f"valid_tenths={valid_tenths}: expected 1 to 9 of every ten images in validation")
     dest, n_test = Path(dest), n_test if n_test is not None else max(1, per_class // 3)
     lists = {"train": [], "val": [], "test": []}
     for part, n, folder in ((0, per_class, "train600x600"), (1, n_test, "val600x600")):
@@ -295,56 +408,98 @@ def make_mini_food(dest, # folder to create (the dataset root)
                 rng = np.random.default_rng([seed, part, c, i])  # one stream per image: order-independent
                 f = f"{c:03d}/{c:03d}{i:05d}.jpg"
                 draw_dish(c, size, rng).save(dest / folder / f, quality=quality)
-                name = "test" if part else ("val" if i % 10 >= 10 - valid_tenths else "train")  # e.g. 7:3 inside each class
+                name = (
+                    "test" if part else ("val" if i % 10 >= 10 - valid_tenths else "train")
+                )  # e.g. 7:3 inside each class
                 lists[name].append(f"{f} {c}")
     (dest / "splits").mkdir(exist_ok=True)
-    for s, v in lists.items(): (dest / "splits" / f"{s}.txt").write_text("\n".join(v) + "\n")
-    names = ["_".join(mini_food_class(c)[:2] if n_classes <= 32 else mini_food_class(c)) for c in range(n_classes)]
+    for s, v in lists.items():
+        (dest / "splits" / f"{s}.txt").write_text("\n".join(v) + "\n")
+    names = [
+        "_".join(mini_food_class(c)[:2] if n_classes <= 32 else mini_food_class(c)) for c in range(n_classes)
+    ]
     (dest / "classes.txt").write_text("\n".join(names) + "\n")
     return dest
 
 # %% ../nbs/08_data.ipynb #46a3e493
 def _posterize(img, bits_to_keep, **__):
     "timm's posterize with Pillow < 11's meaning of 0 bits kept (a black image), which newer Pillow rejects."
-    if bits_to_keep >= 8: return img
-    if bits_to_keep <= 0: return Image.new(img.mode, img.size)
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
     return ImageOps.posterize(img, bits_to_keep)
+
 
 def _fix_timm_posterize():
     "RandAugment 'inc1' at magnitude 10 asks for 0 bits: route timm's posterize ops through `_posterize`."
     from timm.data import auto_augment
+
     for k in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
-        if k in auto_augment.NAME_TO_OP: auto_augment.NAME_TO_OP[k] = _posterize
+        if k in auto_augment.NAME_TO_OP:
+            auto_augment.NAME_TO_OP[k] = _posterize
+
 
 class TimmTrainAug(Transform):
     "Training-only PIL augmentation: timm's random resized crop, flip, and RandAugment or colour jitter."
+
     split_idx, order = 0, 1
-    def __init__(self, size:int=224, rand_augment:str|None="rand-m9-mstd0.5-inc1", color_jitter:float=0.4, interpolation:str="bicubic",
-                 scale=(0.08, 1.0)):  # random resized crop's area range (timm's default)
+
+    def __init__(
+        self,
+        size: int = 224,
+        rand_augment: str | None = "rand-m9-mstd0.5-inc1",
+        color_jitter: float = 0.4,
+        interpolation: str = "bicubic",
+        scale=(0.08, 1.0),
+    ):  # random resized crop's area range (timm's default)
         from timm.data.transforms_factory import transforms_imagenet_train
+
         _fix_timm_posterize()
-        primary, secondary, _ = transforms_imagenet_train(size, scale=tuple(scale), hflip=0.5, color_jitter=color_jitter or None, auto_augment=rand_augment,
-                                                          interpolation=interpolation, separate=True)
+        primary, secondary, _ = transforms_imagenet_train(
+            size,
+            scale=tuple(scale),
+            hflip=0.5,
+            color_jitter=color_jitter or None,
+            auto_augment=rand_augment,
+            interpolation=interpolation,
+            separate=True,
+        )
         self.tfm = __import__("torchvision").transforms.Compose([*primary.transforms, *secondary.transforms])
-    def encodes(self, x:PILImage): return retain_type(self.tfm(x), x)
+
+    def encodes(self, x: PILImage):
+        return retain_type(self.tfm(x), x)
+
 
 class TimmEvalResize(Transform):
     "Validation/test PIL transform: resize the short side to `size/crop_pct` (bicubic), centre-crop `size`."
+
     split_idx, order = 1, 1
-    def __init__(self, size:int=224, crop_pct:float=0.875, interpolation:str="bicubic"):
+
+    def __init__(self, size: int = 224, crop_pct: float = 0.875, interpolation: str = "bicubic"):
         from timm.data.transforms_factory import transforms_imagenet_eval
+
         self.tfm = __import__("torchvision").transforms.Compose(
-            transforms_imagenet_eval(size, crop_pct=crop_pct, interpolation=interpolation).transforms[:2])  # resize + crop, no tensor/normalise
-    def encodes(self, x:PILImage): return retain_type(self.tfm(x), x)
+            transforms_imagenet_eval(size, crop_pct=crop_pct, interpolation=interpolation).transforms[:2]
+        )  # resize + crop, no tensor/normalise
+
+    def encodes(self, x: PILImage):
+        return retain_type(self.tfm(x), x)
+
 
 class BatchRandomErasing(Transform):
     "timm's random erasing ('pixel' mode) applied to a normalised training batch, on the batch's device."
+
     split_idx, order = 0, 100  # after Normalize (order 99)
-    def __init__(self, p:float=0.25):
+
+    def __init__(self, p: float = 0.25):
         from timm.data.random_erasing import RandomErasing
+
         self.p, self.re = p, RandomErasing(p, mode="pixel", max_count=1, device="cpu")
-    def encodes(self, x:torch.Tensor):
-        if self.p <= 0 or x.ndim != 4: return x
+
+    def encodes(self, x: torch.Tensor):
+        if self.p <= 0 or x.ndim != 4:
+            return x
         self.re.device = x.device
         return self.re(x)
 
@@ -352,158 +507,233 @@ class BatchRandomErasing(Transform):
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     "The settings of a training recipe that depend on the data: augmentation, mixing, batch, learning rate, warm-up."
-    rand_augment:str|None # timm RandAugment policy; None: none (colour jitter instead)
-    color_jitter:float # colour jitter strength; timm applies it only when RandAugment is off
-    re_prob:float # random erasing probability (on the normalised batch)
-    crop_scale:tuple # area range of the training random resized crop
-    mixup:float # mixup's Beta(α, α) parameter; 0 turns mixup off
-    cutmix:float # cutmix's Beta(α, α) parameter; 0 turns cutmix off
-    label_smoothing:float # label smoothing of the loss and of mixed targets
-    lr:float # peak learning rate (AdamW)
-    bs:int # batch size per process
-    warmup:tuple # warm-up epochs as (k, n): k of every n epochs of a run, rounded down
-    max_warmup:int # at most this many warm-up epochs
-    wd:float=0.05 # AdamW's decoupled weight decay
 
-    def warmup_epochs(self, n_epoch:int) -> int:
+    rand_augment: str | None  # timm RandAugment policy; None: none (colour jitter instead)
+    color_jitter: float  # colour jitter strength; timm applies it only when RandAugment is off
+    re_prob: float  # random erasing probability (on the normalised batch)
+    crop_scale: tuple  # area range of the training random resized crop
+    mixup: float  # mixup's Beta(α, α) parameter; 0 turns mixup off
+    cutmix: float  # cutmix's Beta(α, α) parameter; 0 turns cutmix off
+    label_smoothing: float  # label smoothing of the loss and of mixed targets
+    lr: float  # peak learning rate (AdamW)
+    bs: int  # batch size per process
+    warmup: tuple  # warm-up epochs as (k, n): k of every n epochs of a run, rounded down
+    max_warmup: int  # at most this many warm-up epochs
+    wd: float = 0.05  # AdamW's decoupled weight decay
+
+    def warmup_epochs(self, n_epoch: int) -> int:
         "Warm-up epochs for a run of `n_epoch` epochs."
         k, n = self.warmup
         return min(self.max_warmup, n_epoch * k // n)
 
+
 RECIPES = dict(
     # §4.3 of the paper and the official VMamba configs: ImageNet's augmentation, 20 of 150 epochs warm-up
-    paper=Recipe(rand_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, re_prob=0.25, crop_scale=(0.08, 1.0), mixup=0.8,
-                 cutmix=1.0, label_smoothing=0.1, lr=1e-3, bs=128, warmup=(20, 150), max_warmup=20),
+    paper=Recipe(
+        rand_augment="rand-m9-mstd0.5-inc1",
+        color_jitter=0.4,
+        re_prob=0.25,
+        crop_scale=(0.08, 1.0),
+        mixup=0.8,
+        cutmix=1.0,
+        label_smoothing=0.1,
+        lr=1e-3,
+        bs=128,
+        warmup=(20, 150),
+        max_warmup=20,
+    ),
     # small or low-resolution sets: crops that keep most of the image, flips and colour jitter only, no mixing;
     # more, smaller steps at a higher rate (chapter 09 measures it against the paper's recipe)
-    light=Recipe(rand_augment=None, color_jitter=0.4, re_prob=0.0, crop_scale=(0.8, 1.0), mixup=0.0, cutmix=0.0,
-                 label_smoothing=0.1, lr=3e-3, bs=32, warmup=(1, 14), max_warmup=20),
+    light=Recipe(
+        rand_augment=None,
+        color_jitter=0.4,
+        re_prob=0.0,
+        crop_scale=(0.8, 1.0),
+        mixup=0.0,
+        cutmix=0.0,
+        label_smoothing=0.1,
+        lr=3e-3,
+        bs=32,
+        warmup=(1, 14),
+        max_warmup=20,
+    ),
 )
-SMALL_SET = 10_000 # training images: fewer is a small set
-LOW_RES = 96 # pixels: a typical short side below this is a low-resolution set
+SMALL_SET = 10_000  # training images: fewer is a small set
+LOW_RES = 96  # pixels: a typical short side below this is a low-resolution set
 
 # %% ../nbs/08_data.ipynb #rec1pe02
-def typical_size(files, n:int=256, seed:int=0) -> tuple[int, int]:
+def typical_size(files, n: int = 256, seed: int = 0) -> tuple[int, int]:
     "The most common (width, height) among up to `n` of `files` (a seeded sample), read from the image headers only."
     files = list(files)
     sample = random.Random(seed).sample(files, min(n, len(files)))
+
     def _size(f):
-        with Image.open(f) as im: return im.size
+        with Image.open(f) as im:
+            return im.size
+
     return Counter(map(_size, sample)).most_common(1)[0][0]
 
-def choose_recipe(n_train:int, # number of training images
-                  image_size, # their typical (width, height), or one side
-                 ) -> tuple[str, str]:
+
+def choose_recipe(
+    n_train: int,  # number of training images
+    image_size,  # their typical (width, height), or one side
+) -> tuple[str, str]:
     "(name, reason): 'light' for a small (< `SMALL_SET` images) or low-resolution (< `LOW_RES` px) set, else 'paper'."
     w, h = (image_size, image_size) if isinstance(image_size, int) else image_size
     small, low = n_train < SMALL_SET, min(w, h) < LOW_RES
     what = " and ".join([w_ for w_, on in (("small", small), ("low-resolution", low)) if on])
     name = "light" if small or low else "paper"
-    why = f"{what} set" if what else f"at least {SMALL_SET:,} images of at least {LOW_RES} px, like CNFOOD-241"
+    why = (
+        f"{what} set" if what else f"at least {SMALL_SET:,} images of at least {LOW_RES} px, like CNFOOD-241"
+    )
     return name, f"{n_train:,} training images of {w}x{h} px: {name} ({why})"
+
 
 def get_recipe(recipe) -> Recipe:
     "The `Recipe` named `recipe` ('paper', 'light'), or `recipe` itself if it is one."
-    if isinstance(recipe, Recipe): return recipe
+    if isinstance(recipe, Recipe):
+        return recipe
     if recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r}: expected 'auto', {', '.join(map(repr, RECIPES))} or a Recipe")
     return RECIPES[recipe]
 
 # %% ../nbs/08_data.ipynb #0ea6427c
-def _why(e:Exception) -> str:
+def _why(e: Exception) -> str:
     "What an exception raised while decoding an image says about the file, in words."
     if isinstance(e, Image.DecompressionBombError):  # a size limit, not damage: say so, and how to lift it
         return f"PIL refuses it as a possible decompression bomb ({e}); if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS"
-    if isinstance(e, FileNotFoundError): return "it does not exist"
+    if isinstance(e, FileNotFoundError):
+        return "it does not exist"
     return f"it is corrupt or not an image ({type(e).__name__}: {e})"
 
-def to_rgb(im:Image.Image) -> Image.Image:
+
+def to_rgb(im: Image.Image) -> Image.Image:
     "An 8-bit RGB copy of `im`, turned upright by its EXIF orientation; 16-bit grey is scaled to 8 bits, not clipped."
     im = ImageOps.exif_transpose(im)  # phones store pictures sideways plus an orientation tag
-    if im.mode in ("I", "I;16", "I;16L", "I;16B"):  # 0..65535: PIL's convert would clip everything above 255 to white
+    if im.mode in (
+        "I",
+        "I;16",
+        "I;16L",
+        "I;16B",
+    ):  # 0..65535: PIL's convert would clip everything above 255 to white
         im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
     return im.convert("RGB")
 
-def open_food_image(fn:str|Path|Image.Image) -> PILImage:
+
+def open_food_image(fn: str | Path | Image.Image) -> PILImage:
     "Open `fn` (a path, or a PIL image) as an RGB `PILImage`, naming the file when it cannot be decoded."
     # the annotation tells fastai's `test_dl` (and `predict`) that a bare path or image enters here
-    if isinstance(fn, Image.Image): return PILImage(to_rgb(fn))
+    if isinstance(fn, Image.Image):
+        return PILImage(to_rgb(fn))
     try:
-        with Image.open(fn) as im: return PILImage(to_rgb(im))
+        with Image.open(fn) as im:
+            return PILImage(to_rgb(im))
     except Exception as e:
-        raise OSError(f"cannot read image {fn}: {_why(e)}. food_dls(..., skip_corrupt=True) leaves such files out") from e
+        raise OSError(
+            f"cannot read image {fn}: {_why(e)}. food_dls(..., skip_corrupt=True) leaves such files out"
+        ) from e
 
 # %% ../nbs/08_data.ipynb #c0rrup7a
-def _problem(fn) -> str|None:
+def _problem(fn) -> str | None:
     "None if `fn` decodes (at reduced size for speed, as fastai's `verify_image`), else why it does not."
     try:
-        with Image.open(fn) as im: im.draft(im.mode, (32, 32)); im.load()
-    except Exception as e: return _why(e)
+        with Image.open(fn) as im:
+            im.draft(im.mode, (32, 32))
+            im.load()
+    except Exception as e:
+        return _why(e)
 
-def find_corrupt(files, n_workers:int=None) -> dict:
+
+def find_corrupt(files, n_workers: int = None) -> dict:
     "{file: why} for the files among `files` that PIL cannot decode."
-    why = parallel(_problem, list(files), threadpool=True, n_workers=n_workers or min(16, os.cpu_count() or 1), progress=False)
+    why = parallel(
+        _problem,
+        list(files),
+        threadpool=True,
+        n_workers=n_workers or min(16, os.cpu_count() or 1),
+        progress=False,
+    )
     return {f: w for f, w in zip(files, why) if w is not None}
 
-def _drop_corrupt(sets:dict, skip_corrupt:bool) -> tuple[dict, int]:
+
+def _drop_corrupt(sets: dict, skip_corrupt: bool) -> tuple[dict, int]:
     "Check every image of `sets`; raise on broken ones, or leave them out when `skip_corrupt`."
     bad = find_corrupt([p for v in sets.values() for p, _ in v])
     if bad:
         first = min(bad)
         if not skip_corrupt:
-            raise OSError(f"{len(bad)} image(s) cannot be decoded, e.g. {first}: {bad[first]}; "
-                          "fix or remove them, or pass skip_corrupt=True to leave them out")
+            raise OSError(
+                f"{len(bad)} image(s) cannot be decoded, e.g. {first}: {bad[first]}; "
+                "fix or remove them, or pass skip_corrupt=True to leave them out"
+            )
         warnings.warn(f"skipped {len(bad)} corrupt image(s), e.g. {first}: {bad[first]}")
     kept = {s: [(p, l) for p, l in v if p not in bad] for s, v in sets.items()}
     for s, v in kept.items():
         if sets[s] and not v:
-            raise OSError(f"none of the {len(sets[s])} images of the {s} set can be decoded, e.g. {first}: {bad[first]}")
+            raise OSError(
+                f"none of the {len(sets[s])} images of the {s} set can be decoded, e.g. {first}: {bad[first]}"
+            )
     return kept, len(bad)
 
 # %% ../nbs/08_data.ipynb #e020c3c6
-def class_names(root, n:int) -> list[str]:
+def class_names(root, n: int) -> list[str]:
     "Names of the `n` classes: `<root>/classes.txt` if present, else the folder names '000', '001', ..."
     f = Path(root) / "classes.txt"
     if f.is_file():
         names = [l.strip() for l in f.read_text().splitlines() if l.strip()]
-        if len(names) != n: raise ValueError(f"{f} names {len(names)} classes, the split has {n}")
+        if len(names) != n:
+            raise ValueError(f"{f} names {len(names)} classes, the split has {n}")
         return names
     return [f"{c:03d}" for c in range(n)]
 
+
 class _LabelName:
     "Class name of a (path, label) item (a class, not a lambda, so the DataLoaders pickle for `learn.export`)."
-    def __init__(self, vocab): self.vocab = vocab
-    def __call__(self, o): return self.vocab[o[1]]
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def __call__(self, o):
+        return self.vocab[o[1]]
+
 
 class _FromRecipe:
     "The default of an augmentation argument of `food_dls`: the recipe's value."
-    def __repr__(self): return "<the recipe's>"
+
+    def __repr__(self):
+        return "<the recipe's>"
+
+
 FROM_RECIPE = _FromRecipe()
 
-def food_dls(path, # dataset root in CNFOOD-241's layout
-             size:int=224, # training/eval image side
-             bs:int|None=None, # batch size; None: the recipe's
-             split="paper", # 'paper', 'random', or a folder of split lists (see `food_split`)
-             recipe="auto", # 'auto' (`choose_recipe` on the training set), 'paper', 'light' or a `Recipe`: the augmentation
-             rand_augment:str|None=FROM_RECIPE, # timm RandAugment policy, None for none
-             color_jitter:float=FROM_RECIPE, # colour jitter (timm uses it only without RandAugment)
-             re_prob:float=FROM_RECIPE, # random erasing probability
-             crop_pct:float=0.875, # evaluation centre crop
-             crop_scale=FROM_RECIPE, # area range of the training random resized crop
-             interpolation:str="bicubic", # resize interpolation
-             verify:bool=True, # decode every image once before training
-             skip_corrupt:bool=False, # leave out images that cannot be decoded (and say how many)
-             num_workers:int=None, # loader processes; default: min(8, cpus) with a GPU, 0 without
-             device=None, # where batches go (default: the GPU when there is one)
-             seed:int=0, # seed of split='random'
-             valid_pct:float=0.3, # share of each class held out for validation when split='random'
-             **kwargs, # passed on to `DataBlock.dataloaders`
-            ):
+
+def food_dls(
+    path,  # dataset root in CNFOOD-241's layout
+    size: int = 224,  # training/eval image side
+    bs: int | None = None,  # batch size; None: the recipe's
+    split="paper",  # 'paper', 'random', or a folder of split lists (see `food_split`)
+    recipe="auto",  # 'auto' (`choose_recipe` on the training set), 'paper', 'light' or a `Recipe`: the augmentation
+    rand_augment: str | None = FROM_RECIPE,  # timm RandAugment policy, None for none
+    color_jitter: float = FROM_RECIPE,  # colour jitter (timm uses it only without RandAugment)
+    re_prob: float = FROM_RECIPE,  # random erasing probability
+    crop_pct: float = 0.875,  # evaluation centre crop
+    crop_scale=FROM_RECIPE,  # area range of the training random resized crop
+    interpolation: str = "bicubic",  # resize interpolation
+    verify: bool = True,  # decode every image once before training
+    skip_corrupt: bool = False,  # leave out images that cannot be decoded (and say how many)
+    num_workers: int = None,  # loader processes; default: min(8, cpus) with a GPU, 0 without
+    device=None,  # where batches go (default: the GPU when there is one)
+    seed: int = 0,  # seed of split='random'
+    valid_pct: float = 0.3,  # share of each class held out for validation when split='random'
+    **kwargs,  # passed on to `DataBlock.dataloaders`
+):
     "fastai `DataLoaders` (train, valid) of CNFOOD-241 (or a dataset in its layout) with the augmentation of `recipe`."
-    if recipe != "auto": get_recipe(recipe)  # a wrong name fails before the folders are read
+    if recipe != "auto":
+        get_recipe(recipe)  # a wrong name fails before the folders are read
     sets = food_split(path, split, valid_pct=valid_pct, seed=seed)
     n_skipped = 0
-    if verify: sets, n_skipped = _drop_corrupt(sets, skip_corrupt)
+    if verify:
+        sets, n_skipped = _drop_corrupt(sets, skip_corrupt)
     px = typical_size([p for p, _ in sets["train"]])
     name, reason = choose_recipe(len(sets["train"]), px)
     if recipe != "auto":
@@ -515,38 +745,72 @@ def food_dls(path, # dataset root in CNFOOD-241's layout
     bs = bs or chosen.bs
     n = max(l for v in sets.values() for _, l in v) + 1
     vocab = class_names(path, n)
-    items = [[p, l] for p, l in sets["train"] + sets["val"]]  # lists, not tuples: fastai maps a transform over a tuple's parts
-    dblock = DataBlock(blocks=(TransformBlock(type_tfms=open_food_image, batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab, sort=False)),
-                       get_x=itemgetter(0), get_y=_LabelName(vocab),
-                       splitter=IndexSplitter(range(len(sets["train"]), len(items))),
-                       item_tfms=[TimmTrainAug(size, aug.rand_augment, aug.color_jitter, interpolation, aug.crop_scale),
-                                  TimmEvalResize(size, crop_pct, interpolation)],
-                       batch_tfms=[Normalize.from_stats(*imagenet_stats), BatchRandomErasing(aug.re_prob)])
-    if num_workers is None: num_workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
+    items = [
+        [p, l] for p, l in sets["train"] + sets["val"]
+    ]  # lists, not tuples: fastai maps a transform over a tuple's parts
+    dblock = DataBlock(
+        blocks=(
+            TransformBlock(type_tfms=open_food_image, batch_tfms=IntToFloatTensor),
+            CategoryBlock(vocab=vocab, sort=False),
+        ),
+        get_x=itemgetter(0),
+        get_y=_LabelName(vocab),
+        splitter=IndexSplitter(range(len(sets["train"]), len(items))),
+        item_tfms=[
+            TimmTrainAug(size, aug.rand_augment, aug.color_jitter, interpolation, aug.crop_scale),
+            TimmEvalResize(size, crop_pct, interpolation),
+        ],
+        batch_tfms=[Normalize.from_stats(*imagenet_stats), BatchRandomErasing(aug.re_prob)],
+    )
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
     dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, device=device, **kwargs)
-    dls.food = dict(path=Path(path), split=split, seed=seed, sets=sets, n_skipped=n_skipped, skip_corrupt=skip_corrupt,
-                    verify=verify, recipe=name, recipe_reason=reason, recipe_settings=chosen, augmentation=aug,
-                    image_size=px)
+    dls.food = dict(
+        path=Path(path),
+        split=split,
+        seed=seed,
+        sets=sets,
+        n_skipped=n_skipped,
+        skip_corrupt=skip_corrupt,
+        verify=verify,
+        recipe=name,
+        recipe_reason=reason,
+        recipe_settings=chosen,
+        augmentation=aug,
+        image_size=px,
+    )
     return dls
 
 # %% ../nbs/08_data.ipynb #8a78bb41
-def food_test_dl(dls, # from `food_dls`
-                 path=None, # dataset root; default: the one `dls` was made from
-                 split=None, # default: the split `dls` was made with
-                 bs:int=None, # default: the validation batch size
-                ):
+def food_test_dl(
+    dls,  # from `food_dls`
+    path=None,  # dataset root; default: the one `dls` was made from
+    split=None,  # default: the split `dls` was made with
+    bs: int = None,  # default: the validation batch size
+):
     "A labelled `DataLoader` over the test set (all of val600x600/), with the validation transforms."
     info = getattr(dls, "food", {})
     path = path or info.get("path")
-    if path is None: raise ValueError("food_test_dl: pass the dataset root `path` (these DataLoaders were not made by food_dls)")
-    if path == info.get("path") and split in (None, info.get("split")): test = info["sets"]["test"]
-    else: test = food_split(path, split or info.get("split", "paper"))["test"]
-    if info.get("verify", True): test = _drop_corrupt({"test": test}, info.get("skip_corrupt", False))[0]["test"]
+    if path is None:
+        raise ValueError(
+            "food_test_dl: pass the dataset root `path` (these DataLoaders were not made by food_dls)"
+        )
+    if path == info.get("path") and split in (None, info.get("split")):
+        test = info["sets"]["test"]
+    else:
+        test = food_split(path, split or info.get("split", "paper"))["test"]
+    if info.get("verify", True):
+        test = _drop_corrupt({"test": test}, info.get("skip_corrupt", False))[0]["test"]
     return dls.test_dl([[p, l] for p, l in test], with_labels=True, bs=bs or dls.valid.bs)
 
 # %% ../nbs/08_data.ipynb #6bbf5e6c
 def image_sizes(files) -> Counter:
     "How many of `files` have each (width, height), read from the headers only."
+
     def _size(f):
-        with Image.open(f) as im: return im.size
-    return Counter(parallel(_size, list(files), threadpool=True, n_workers=min(16, os.cpu_count() or 1), progress=False))
+        with Image.open(f) as im:
+            return im.size
+
+    return Counter(
+        parallel(_size, list(files), threadpool=True, n_workers=min(16, os.cpu_count() or 1), progress=False)
+    )

@@ -11,130 +11,165 @@ import torch
 from .ssm import as_float, is_diagonal, check_vec, batch_shape, state_flow
 
 # %% ../nbs/01_discretization.ipynb #59f482cd
-def discretize_zoh(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
-                   B:torch.Tensor, # input vector (..., n)
-                   delta:torch.Tensor|float, # step size, broadcasting with the batch dims of A and B
-                   diag:bool|None=None, # True: A holds diagonals; None: only a 1-d A is diagonal
-                  )->tuple: # (Ab, Bb)
+def discretize_zoh(
+    A: torch.Tensor,  # state matrix (..., n, n), or diagonals (..., n)
+    B: torch.Tensor,  # input vector (..., n)
+    delta: torch.Tensor | float,  # step size, broadcasting with the batch dims of A and B
+    diag: bool | None = None,  # True: A holds diagonals; None: only a 1-d A is diagonal
+) -> tuple:  # (Ab, Bb)
     "Zero-order hold: $\\bar A = e^{\\Delta A}$, $\\bar B = \\int_0^\\Delta e^{As}ds\\,B$, exact for input held over each step."
-    return state_flow(A, B, delta, diag=diag)   # Van Loan's block exponential (dense) or expm1 (diagonal): no inverse of A
+    return state_flow(
+        A, B, delta, diag=diag
+    )  # Van Loan's block exponential (dense) or expm1 (diagonal): no inverse of A
 
 # %% ../nbs/01_discretization.ipynb #7eea44b2
 def _delta_for(A, B, delta, diag):
     "Common dtype, checked shapes, and `delta` with singleton state axes ready to multiply A and B."
     A, B, delta = as_float(A, B, delta)
-    diag = is_diagonal(A, diag); n = A.shape[-1]
-    check_vec('B', B, n)
+    diag = is_diagonal(A, diag)
+    n = A.shape[-1]
+    check_vec("B", B, n)
     batch_shape(A=A.shape[:-1] if diag else A.shape[:-2], B=B.shape[:-1], delta=delta.shape)
-    return A, B, delta[..., None], diag        # delta (..., 1) multiplies B (..., n) and diagonal A
+    return A, B, delta[..., None], diag  # delta (..., 1) multiplies B (..., n) and diagonal A
 
-def discretize_euler(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
-                     B:torch.Tensor, # input vector (..., n)
-                     delta:torch.Tensor|float, # step size, broadcasting with the batch dims of A and B
-                     diag:bool|None=None, # see `discretize_zoh`
-                    )->tuple: # (Ab, Bb)
+
+def discretize_euler(
+    A: torch.Tensor,  # state matrix (..., n, n), or diagonals (..., n)
+    B: torch.Tensor,  # input vector (..., n)
+    delta: torch.Tensor | float,  # step size, broadcasting with the batch dims of A and B
+    diag: bool | None = None,  # see `discretize_zoh`
+) -> tuple:  # (Ab, Bb)
     "Forward Euler: $\\bar A = I + \\Delta A$, $\\bar B = \\Delta B$."
     A, B, delta, diag = _delta_for(A, B, delta, diag)
-    if diag: return 1 + delta * A, delta * B
+    if diag:
+        return 1 + delta * A, delta * B
     return torch.eye(A.shape[-1], dtype=A.dtype, device=A.device) + delta[..., None] * A, delta * B
 
 # %% ../nbs/01_discretization.ipynb #fea4b19e
-def discretize_bilinear(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
-                        B:torch.Tensor, # input vector (..., n)
-                        delta:torch.Tensor|float, # step size, broadcasting with the batch dims of A and B
-                        diag:bool|None=None, # see `discretize_zoh`
-                       )->tuple: # (Ab, Bb)
+def discretize_bilinear(
+    A: torch.Tensor,  # state matrix (..., n, n), or diagonals (..., n)
+    B: torch.Tensor,  # input vector (..., n)
+    delta: torch.Tensor | float,  # step size, broadcasting with the batch dims of A and B
+    diag: bool | None = None,  # see `discretize_zoh`
+) -> tuple:  # (Ab, Bb)
     "Bilinear (Tustin): $\\bar A = (I - \\frac\\Delta2 A)^{-1}(I + \\frac\\Delta2 A)$, $\\bar B = (I - \\frac\\Delta2 A)^{-1}\\Delta B$."
     A, B, delta, diag = _delta_for(A, B, delta, diag)
-    if diag: return (1 + delta / 2 * A) / (1 - delta / 2 * A), delta * B / (1 - delta / 2 * A)
+    if diag:
+        return (1 + delta / 2 * A) / (1 - delta / 2 * A), delta * B / (1 - delta / 2 * A)
     I = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    lhs = I - delta[..., None] / 2 * A                                     # solve, not inv: one factorization, better accuracy
+    lhs = I - delta[..., None] / 2 * A  # solve, not inv: one factorization, better accuracy
     Bb = torch.linalg.solve(lhs, (delta * B)[..., None])[..., 0]
     return torch.linalg.solve(lhs, I + delta[..., None] / 2 * A), Bb
 
 # %% ../nbs/01_discretization.ipynb #b8bf2b93
-def discretize_mamba(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
-                     B:torch.Tensor, # input vector (..., n)
-                     delta:torch.Tensor|float, # step size, broadcasting with the batch dims of A and B
-                     diag:bool|None=None, # see `discretize_zoh`
-                    )->tuple: # (Ab, Bb)
+def discretize_mamba(
+    A: torch.Tensor,  # state matrix (..., n, n), or diagonals (..., n)
+    B: torch.Tensor,  # input vector (..., n)
+    delta: torch.Tensor | float,  # step size, broadcasting with the batch dims of A and B
+    diag: bool | None = None,  # see `discretize_zoh`
+) -> tuple:  # (Ab, Bb)
     "Mamba's rule: ZOH for A, Euler for B: $\\bar A = e^{\\Delta A}$, $\\bar B = \\Delta B$."
     A, B, delta, diag = _delta_for(A, B, delta, diag)
     Ab = torch.exp(delta * A) if diag else torch.linalg.matrix_exp(delta[..., None] * A)
-    return Ab, delta * B   # the simplification of selective_scan_ref in state-spaces/mamba: deltaB_u = delta * B * u
+    return (
+        Ab,
+        delta * B,
+    )  # the simplification of selective_scan_ref in state-spaces/mamba: deltaB_u = delta * B * u
 
 # %% ../nbs/01_discretization.ipynb #c1d2e3f4
 def _check_time_axes(L, **coefs):
     "Each coefficient name=(tensor, axis) of a per-step system needs a time axis of length L at `axis`, before its state axes."
     for name, (v, ax) in coefs.items():
         if v.ndim < -ax or v.shape[ax] != L:
-            raise ValueError(f"with per_step=True, {name} needs a time axis of length L={L} before its state axes, got {tuple(v.shape)}")
+            raise ValueError(
+                f"with per_step=True, {name} needs a time axis of length L={L} before its state axes, got {tuple(v.shape)}"
+            )
+
 
 def _at_step(v, k, time_axis):
     "Coefficient v at step k: v itself when fixed (time_axis None), else its slice k along time_axis."
     return v if time_axis is None else v.select(time_axis, k)
 
 # %% ../nbs/01_discretization.ipynb #e3636ef2
-def ssm_recurrent(Ab:torch.Tensor, # discrete state matrix (..., n, n), or diagonals (..., n); with per_step an L axis before the state axes
-                  Bb:torch.Tensor, # discrete input vector (..., n); with per_step (..., L, n)
-                  C:torch.Tensor, # output vector (..., n); with per_step (..., L, n)
-                  D:torch.Tensor|float|None, # feedthrough (...), or None for 0
-                  x:torch.Tensor, # input sequence (..., L)
-                  h0:torch.Tensor|None=None, # initial state (..., n), default 0
-                  diag:bool|None=None, # True: Ab holds diagonals; None: only a 1-d Ab is diagonal
-                  per_step:bool=False, # Ab, Bb, C change at each step (a selective SSM), with a time axis of length L
-                  return_last_state:bool=False, # also return h_L
-                 ): # y (..., L), or (y, h_L)
+def ssm_recurrent(
+    Ab: torch.Tensor,  # discrete state matrix (..., n, n), or diagonals (..., n); with per_step an L axis before the state axes
+    Bb: torch.Tensor,  # discrete input vector (..., n); with per_step (..., L, n)
+    C: torch.Tensor,  # output vector (..., n); with per_step (..., L, n)
+    D: torch.Tensor | float | None,  # feedthrough (...), or None for 0
+    x: torch.Tensor,  # input sequence (..., L)
+    h0: torch.Tensor | None = None,  # initial state (..., n), default 0
+    diag: bool | None = None,  # True: Ab holds diagonals; None: only a 1-d Ab is diagonal
+    per_step: bool = False,  # Ab, Bb, C change at each step (a selective SSM), with a time axis of length L
+    return_last_state: bool = False,  # also return h_L
+):  # y (..., L), or (y, h_L)
     "Run $h_k = \\bar A h_{k-1} + \\bar B x_k$, $y_k = C h_k + D x_k$ step by step: the reference recurrence."
     Ab, Bb, C, x = as_float(Ab, Bb, C, x)
-    if diag is None: diag = Ab.ndim == 1 + per_step                       # a lone diagonal: (n,), or (L, n) per step
+    if diag is None:
+        diag = Ab.ndim == 1 + per_step  # a lone diagonal: (n,), or (L, n) per step
     diag = is_diagonal(Ab, diag)
     n, L = Ab.shape[-1], x.shape[-1]
-    check_vec('Bb', Bb, n); check_vec('C', C, n)
-    ta, tv = (-2 if diag else -3, -2) if per_step else (None, None)     # time axis of Ab, and of Bb and C
-    if per_step: _check_time_axes(L, Ab=(Ab, ta), Bb=(Bb, tv), C=(C, tv))
-    h = torch.zeros(n, dtype=Ab.dtype, device=Ab.device) if h0 is None else torch.as_tensor(h0, dtype=Ab.dtype, device=Ab.device)
-    if h0 is not None: check_vec('h0', h, n)
+    check_vec("Bb", Bb, n)
+    check_vec("C", C, n)
+    ta, tv = (-2 if diag else -3, -2) if per_step else (None, None)  # time axis of Ab, and of Bb and C
+    if per_step:
+        _check_time_axes(L, Ab=(Ab, ta), Bb=(Bb, tv), C=(C, tv))
+    h = (
+        torch.zeros(n, dtype=Ab.dtype, device=Ab.device)
+        if h0 is None
+        else torch.as_tensor(h0, dtype=Ab.dtype, device=Ab.device)
+    )
+    if h0 is not None:
+        check_vec("h0", h, n)
     ys = []
-    for k in range(L):                                                    # sequential on purpose: this is the reference
+    for k in range(L):  # sequential on purpose: this is the reference
         a = _at_step(Ab, k, ta)
-        h = a * h if diag else (a @ h[..., None])[..., 0]                 # (..., n)
+        h = a * h if diag else (a @ h[..., None])[..., 0]  # (..., n)
         h = h + _at_step(Bb, k, tv) * x[..., k, None]
         ys.append((_at_step(C, k, tv) * h).sum(-1))
-    y = torch.stack(ys, -1)                                               # (..., L)
-    if D is not None: y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * x
+    y = torch.stack(ys, -1)  # (..., L)
+    if D is not None:
+        y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * x
     return (y, h) if return_last_state else y
 
 # %% ../nbs/01_discretization.ipynb #e0ffa1e8
-def ssm_conv_kernel(Ab:torch.Tensor, # discrete state matrix (..., n, n), or diagonals (..., n)
-                    Bb:torch.Tensor, # discrete input vector (..., n)
-                    C:torch.Tensor, # output vector (..., n)
-                    L:int, # kernel length
-                    diag:bool|None=None, # True: Ab holds diagonals; None: only a 1-d Ab is diagonal
-                   )->torch.Tensor: # K (..., L)
+def ssm_conv_kernel(
+    Ab: torch.Tensor,  # discrete state matrix (..., n, n), or diagonals (..., n)
+    Bb: torch.Tensor,  # discrete input vector (..., n)
+    C: torch.Tensor,  # output vector (..., n)
+    L: int,  # kernel length
+    diag: bool | None = None,  # True: Ab holds diagonals; None: only a 1-d Ab is diagonal
+) -> torch.Tensor:  # K (..., L)
     "The convolution kernel $\\bar K_k = C \\bar A^k \\bar B$, $k = 0..L-1$, of a time-invariant discrete SSM."
     Ab, Bb, C = as_float(Ab, Bb, C)
-    diag = is_diagonal(Ab, diag); n = Ab.shape[-1]
-    check_vec('Bb', Bb, n); check_vec('C', C, n)
-    if diag:                                                        # powers Ab^k by cumulative product: (..., L, n)
-        pows = torch.cat([torch.ones_like(Ab[..., None, :]), Ab[..., None, :].expand(*Ab.shape[:-1], L - 1, n)], -2).cumprod(-2)
+    diag = is_diagonal(Ab, diag)
+    n = Ab.shape[-1]
+    check_vec("Bb", Bb, n)
+    check_vec("C", C, n)
+    if diag:  # powers Ab^k by cumulative product: (..., L, n)
+        pows = torch.cat(
+            [torch.ones_like(Ab[..., None, :]), Ab[..., None, :].expand(*Ab.shape[:-1], L - 1, n)], -2
+        ).cumprod(-2)
         return ((C * Bb)[..., None, :] * pows).sum(-1)
     v, K = Bb, []
-    for _ in range(L):                                               # v = Ab^k Bb, one matrix-vector product per tap
-        K.append((C * v).sum(-1)); v = (Ab @ v[..., None])[..., 0]
+    for _ in range(L):  # v = Ab^k Bb, one matrix-vector product per tap
+        K.append((C * v).sum(-1))
+        v = (Ab @ v[..., None])[..., 0]
     return torch.stack(K, -1)
 
 # %% ../nbs/01_discretization.ipynb #717877b6
-def causal_conv(x:torch.Tensor, # input sequence (..., L)
-                K:torch.Tensor, # kernel (..., L_K) with L_K >= L; taps beyond L are unused
-                D:torch.Tensor|float|None=None, # feedthrough (...), or None for 0
-               )->torch.Tensor: # y (..., L)
+def causal_conv(
+    x: torch.Tensor,  # input sequence (..., L)
+    K: torch.Tensor,  # kernel (..., L_K) with L_K >= L; taps beyond L are unused
+    D: torch.Tensor | float | None = None,  # feedthrough (...), or None for 0
+) -> torch.Tensor:  # y (..., L)
     "Causal convolution $y_k = \\sum_{j \\le k} K_{k-j} x_j + D x_k$, computed with the FFT."
     x, K = as_float(x, K)
     L = x.shape[-1]
-    if K.shape[-1] < L: raise ValueError(f"K needs at least L={L} taps for an input of length {L}, got {K.shape[-1]}")
-    nfft = 2 * L                                                     # zero-padding to 2L turns the FFT's circular convolution into a linear one
+    if K.shape[-1] < L:
+        raise ValueError(f"K needs at least L={L} taps for an input of length {L}, got {K.shape[-1]}")
+    nfft = 2 * L  # zero-padding to 2L turns the FFT's circular convolution into a linear one
     fft, ifft = (torch.fft.fft, torch.fft.ifft) if x.is_complex() else (torch.fft.rfft, torch.fft.irfft)
     y = ifft(fft(x, n=nfft) * fft(K[..., :L], n=nfft), n=nfft)[..., :L]
-    if D is not None: y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * x
+    if D is not None:
+        y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * x
     return y

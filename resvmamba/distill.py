@@ -9,102 +9,160 @@ __all__ = ['FRONTS', 'low_res_pair', 'SRResBlock', 'SRFront', 'Bicubic', 'LRStud
 # %% ../nbs/12_distill.ipynb #7db01e4c
 import math
 from pathlib import Path
-import torch, torch.nn as nn, torch.nn.functional as F
-from fastai.learner import Learner
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from fastai.callback.core import Callback
 from .models import create_model, MODELS
 from .learner import FoodLoss, food_learner, head_of
 from .checkpoint import load_fitting
 from .vmamba import read_checkpoint
 from .vim import Vim
-from .vmamba import VMamba
 
 # %% ../nbs/12_distill.ipynb #66c2ceff
-def low_res_pair(hr,        # a batch of HR images (B, 3, H, W), normalised or not
-                 factor=4): # the resolution ratio; H and W must be multiples of it
+def low_res_pair(
+    hr,  # a batch of HR images (B, 3, H, W), normalised or not
+    factor=4,
+):  # the resolution ratio; H and W must be multiples of it
     "The pair (HR, LR) of one crop: LR is HR downsampled by `factor` (bicubic, antialiased); `(B, 3, H/f, W/f)`."
-    if hr.ndim != 4: raise ValueError(f"low_res_pair expects images (B, C, H, W), got {tuple(hr.shape)}")
+    if hr.ndim != 4:
+        raise ValueError(f"low_res_pair expects images (B, C, H, W), got {tuple(hr.shape)}")
     if factor < 1 or hr.shape[-1] % factor or hr.shape[-2] % factor:
-        raise ValueError(f"low_res_pair: image size {tuple(hr.shape[-2:])} is not a multiple of factor={factor}")
-    lr = F.interpolate(hr, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False) if factor > 1 else hr
+        raise ValueError(
+            f"low_res_pair: image size {tuple(hr.shape[-2:])} is not a multiple of factor={factor}"
+        )
+    lr = (
+        F.interpolate(hr, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False)
+        if factor > 1
+        else hr
+    )
     return hr, lr
 
 # %% ../nbs/12_distill.ipynb #5c31daf5
 class SRResBlock(nn.Module):
     "SRResNet's residual block: conv3×3–BN–PReLU–conv3×3–BN, plus the input."
+
     def __init__(self, ch):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.PReLU(),
-                                  nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch))
-    def forward(self, x): return x + self.body(x)
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(ch),
+            nn.PReLU(),
+            nn.Conv2d(ch, ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(ch),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
 
 class SRFront(nn.Module):
     "A small SRResNet-style ×`factor` super-resolution net added to the bicubic upsampling; equals bicubic at init."
+
     def __init__(self, factor=4, channels=32, n_blocks=2, in_chans=3):
         super().__init__()
-        if factor < 2 or factor & (factor - 1): raise ValueError(f"SRFront: factor must be a power of 2 >= 2 (2, 4, 8, ...), got {factor}")
+        if factor < 2 or factor & (factor - 1):
+            raise ValueError(f"SRFront: factor must be a power of 2 >= 2 (2, 4, 8, ...), got {factor}")
         self.factor = factor
         self.head = nn.Sequential(nn.Conv2d(in_chans, channels, 9, padding=4), nn.PReLU())
         self.blocks = nn.Sequential(*[SRResBlock(channels) for _ in range(n_blocks)])
-        self.up = nn.Sequential(*[m for _ in range(int(math.log2(factor)))
-                                  for m in (nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.PReLU())])
+        self.up = nn.Sequential(
+            *[
+                m
+                for _ in range(int(math.log2(factor)))
+                for m in (nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.PReLU())
+            ]
+        )
         self.tail = nn.Conv2d(channels, in_chans, 9, padding=4)
-        nn.init.zeros_(self.tail.weight); nn.init.zeros_(self.tail.bias)   # start as plain bicubic
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)  # start as plain bicubic
 
-    def forward(self, lr): # (B, 3, h, w) -> (B, 3, h·factor, w·factor)
+    def forward(self, lr):  # (B, 3, h, w) -> (B, 3, h·factor, w·factor)
         f = self.head(lr)
         sr = self.tail(self.up(f + self.blocks(f)))
         return F.interpolate(lr, scale_factor=self.factor, mode="bicubic", align_corners=False) + sr
 
+
 class Bicubic(nn.Module):
     "Bicubic ×`factor` upsampling as a module (no parameters)."
-    def __init__(self, factor=4): super().__init__(); self.factor = factor
-    def forward(self, lr): return F.interpolate(lr, scale_factor=self.factor, mode="bicubic", align_corners=False)
+
+    def __init__(self, factor=4):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, lr):
+        return F.interpolate(lr, scale_factor=self.factor, mode="bicubic", align_corners=False)
 
 # %% ../nbs/12_distill.ipynb #c9ea21eb
 FRONTS = ("bicubic", "sr", "native")
 
+
 class LRStudent(nn.Module):
     "The student: a front (`bicubic`, `sr` or `native`) and a classifier `net`; `(B, 3, h, w)` LR images → logits."
+
     def __init__(self, net, front="sr", factor=4, **sr_kwargs):
         super().__init__()
-        if front not in FRONTS: raise ValueError(f"front must be one of {FRONTS}, got {front!r}")
+        if front not in FRONTS:
+            raise ValueError(f"front must be one of {FRONTS}, got {front!r}")
         self.front_name, self.factor = front, factor
-        self.front = dict(bicubic=lambda: Bicubic(factor), sr=lambda: SRFront(factor, **sr_kwargs), native=nn.Identity)[front]()
+        self.front = dict(
+            bicubic=lambda: Bicubic(factor), sr=lambda: SRFront(factor, **sr_kwargs), native=nn.Identity
+        )[front]()
         self.net = net
-        self.projectors = nn.ModuleDict()   # 1×1 convs to the teacher's widths (training only), made by `distill_learner`
-    def get_classifier(self): return head_of(self.net)   # the head, for fastai's body/head parameter groups
-    def forward(self, lr): return self.net(self.front(lr))
+        self.projectors = (
+            nn.ModuleDict()
+        )  # 1×1 convs to the teacher's widths (training only), made by `distill_learner`
+
+    def get_classifier(self):
+        return head_of(self.net)  # the head, for fastai's body/head parameter groups
+
+    def forward(self, lr):
+        return self.net(self.front(lr))
 
 # %% ../nbs/12_distill.ipynb #99ce771c
 def _level_modules(model, levels):
     "The modules whose outputs are the levels: Vim blocks, or VMamba stages' block sequences."
-    if isinstance(model, LRStudent): model = model.net
-    if isinstance(model, Vim): mods, n, what = model.layers, len(model.layers), "Vim blocks"
+    if isinstance(model, LRStudent):
+        model = model.net
+    if isinstance(model, Vim):
+        mods, n, what = model.layers, len(model.layers), "Vim blocks"
     elif hasattr(model, "layers") and all(hasattr(l, "blocks") for l in model.layers):
         mods, n, what = [l.blocks for l in model.layers], len(model.layers), "stages"
-    else: raise TypeError(f"no distillation levels known for {type(model).__name__}: expected a Vim, VMamba or Res-VMamba")
+    else:
+        raise TypeError(
+            f"no distillation levels known for {type(model).__name__}: expected a Vim, VMamba or Res-VMamba"
+        )
     bad = [l for l in levels if not -n <= l < n]
-    if bad: raise ValueError(f"levels {bad} out of range: the model has {n} {what}")
+    if bad:
+        raise ValueError(f"levels {bad} out of range: the model has {n} {what}")
     return model, [mods[l] for l in levels]
+
 
 class LevelRecorder:
     "Forward hooks that keep the features of `levels` from every forward pass of `model` (Vim: normalised streams)."
+
     def __init__(self, model, levels):
         self.levels, self.feats = list(levels), {}
         self.model, mods = _level_modules(model, self.levels)
         norm = self.model.norm_f if isinstance(self.model, Vim) else None
+
         def hook(i):
             def f(mod, inp, out):
                 self.feats[i] = norm(out[1] + out[0].to(out[1].dtype)) if norm is not None else out
+
             return f
+
         self.handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(mods)]
+
     def pop(self):
         "The recorded features, in level order; cleared for the next pass."
-        out = [self.feats[i] for i in range(len(self.levels))]; self.feats = {}
+        out = [self.feats[i] for i in range(len(self.levels))]
+        self.feats = {}
         return out
+
     def remove(self):
-        for h in self.handles: h.remove()
+        for h in self.handles:
+            h.remove()
 
 # %% ../nbs/12_distill.ipynb #d529ff87
 def _as_map(f, model):
@@ -113,49 +171,79 @@ def _as_map(f, model):
         M = f.shape[1] - 1
         t = model.cls_index_for(M)
         g = int(math.isqrt(M))
-        if g * g != M: raise ValueError(f"match_level: {M} patch tokens do not form a square grid")
-        patches = torch.cat([f[:, :t], f[:, t + 1:]], dim=1)                  # (B, M, C)
+        if g * g != M:
+            raise ValueError(f"match_level: {M} patch tokens do not form a square grid")
+        patches = torch.cat([f[:, :t], f[:, t + 1 :]], dim=1)  # (B, M, C)
         return patches.mT.unflatten(-1, (g, g)), f[:, t]
-    return f.permute(0, 3, 1, 2), None                                        # VMamba: (B, H, W, C) -> (B, C, H, W)
+    return f.permute(0, 3, 1, 2), None  # VMamba: (B, H, W, C) -> (B, C, H, W)
 
-def match_level(s, t,              # student and teacher features of one level
-                s_model, t_model,  # the models they come from (their kind says how to read the features)
-                projector=None):   # a 1×1 conv from the student's width to the teacher's, when they differ
+
+def match_level(
+    s,
+    t,  # student and teacher features of one level
+    s_model,
+    t_model,  # the models they come from (their kind says how to read the features)
+    projector=None,
+):  # a 1×1 conv from the student's width to the teacher's, when they differ
     "Student and teacher features of one level brought to one shape: pooled teacher grid, projected student width."
     (sm, sc), (tm, tc) = _as_map(s, s_model), _as_map(t, t_model)
-    if tm.shape[-2:] != sm.shape[-2:]: tm = F.adaptive_avg_pool2d(tm, sm.shape[-2:])
+    if tm.shape[-2:] != sm.shape[-2:]:
+        tm = F.adaptive_avg_pool2d(tm, sm.shape[-2:])
     if projector is not None:
         sm = projector(sm)
-        if sc is not None: sc = projector(sc[..., None, None])[..., 0, 0]
+        if sc is not None:
+            sc = projector(sc[..., None, None])[..., 0, 0]
     if sm.shape[1] != tm.shape[1]:
-        raise ValueError(f"match_level: student width {sm.shape[1]} and teacher width {tm.shape[1]} differ; a projector is needed")
-    s_out = torch.cat([sm.flatten(2), sc[..., None]], -1) if sc is not None and tc is not None else sm.flatten(2)
-    t_out = torch.cat([tm.flatten(2), tc[..., None]], -1) if sc is not None and tc is not None else tm.flatten(2)
+        raise ValueError(
+            f"match_level: student width {sm.shape[1]} and teacher width {tm.shape[1]} differ; a projector is needed"
+        )
+    s_out = (
+        torch.cat([sm.flatten(2), sc[..., None]], -1) if sc is not None and tc is not None else sm.flatten(2)
+    )
+    t_out = (
+        torch.cat([tm.flatten(2), tc[..., None]], -1) if sc is not None and tc is not None else tm.flatten(2)
+    )
     return s_out, t_out
 
 # %% ../nbs/12_distill.ipynb #b46f960a
 class DistillLoss(nn.Module):
     "L = CE(label smoothing) + β·HSD + α·LD; returns the total and the three terms."
-    def __init__(self, alpha=1.,             # weight of the logit term LD
-                 beta=5.,                    # weight of the hidden-state term HSD
-                 T=4.,                       # temperature of the logit term
-                 levels=(-1,),               # the matched levels (used to check the number of features)
-                 last_only=False,            # HSD from the last level alone (the released code's behaviour)
-                 label_smoothing=0.1):
+
+    def __init__(
+        self,
+        alpha=1.0,  # weight of the logit term LD
+        beta=5.0,  # weight of the hidden-state term HSD
+        T=4.0,  # temperature of the logit term
+        levels=(-1,),  # the matched levels (used to check the number of features)
+        last_only=False,  # HSD from the last level alone (the released code's behaviour)
+        label_smoothing=0.1,
+    ):
         super().__init__()
-        if T <= 0: raise ValueError(f"DistillLoss: temperature T must be > 0, got {T}")
+        if T <= 0:
+            raise ValueError(f"DistillLoss: temperature T must be > 0, got {T}")
         self.alpha, self.beta, self.T, self.levels, self.last_only = alpha, beta, T, list(levels), last_only
         self.ce = FoodLoss(label_smoothing)
 
     def kl(self, s_logits, t_logits):
         "T² · KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch."
         T = self.T
-        return F.kl_div(F.log_softmax(s_logits / T, -1), F.log_softmax(t_logits / T, -1), reduction="batchmean", log_target=True) * T * T
+        return (
+            F.kl_div(
+                F.log_softmax(s_logits / T, -1),
+                F.log_softmax(t_logits / T, -1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            * T
+            * T
+        )
 
     def hsd(self, pairs):
         "Mean over levels of the MSE between matched (student, teacher) features; the last level only if last_only."
-        if len(pairs) != len(self.levels): raise ValueError(f"DistillLoss: {len(pairs)} feature pairs for levels {self.levels}")
-        if self.last_only: pairs = pairs[-1:]
+        if len(pairs) != len(self.levels):
+            raise ValueError(f"DistillLoss: {len(pairs)} feature pairs for levels {self.levels}")
+        if self.last_only:
+            pairs = pairs[-1:]
         return sum(F.mse_loss(s, t) for s, t in pairs) / len(pairs)
 
     def forward(self, s_logits, target, t_logits=None, pairs=()):
@@ -167,73 +255,121 @@ class DistillLoss(nn.Module):
 # %% ../nbs/12_distill.ipynb #1ec972df
 class Distill(Callback):
     "ViMD training: LR to the student, HR to the frozen teacher, L = CE + β·HSD + α·LD; the terms are kept in `history`."
+
     order = -5  # before PlainTensors and the metrics see the batch
-    def __init__(self, teacher, loss:DistillLoss, factor=4, s_levels=(-1,), t_levels=(-1,)):
+
+    def __init__(self, teacher, loss: DistillLoss, factor=4, s_levels=(-1,), t_levels=(-1,)):
         super().__init__()
-        if len(s_levels) != len(t_levels): raise ValueError(f"{len(s_levels)} student levels but {len(t_levels)} teacher levels")
-        self.teacher, self.loss, self.factor, self.s_levels, self.t_levels = teacher, loss, factor, list(s_levels), list(t_levels)
+        if len(s_levels) != len(t_levels):
+            raise ValueError(f"{len(s_levels)} student levels but {len(t_levels)} teacher levels")
+        self.teacher, self.loss, self.factor, self.s_levels, self.t_levels = (
+            teacher,
+            loss,
+            factor,
+            list(s_levels),
+            list(t_levels),
+        )
         self.history, self._rec = [], None
 
     def before_fit(self):
         self.teacher.to(next(self.learn.model.parameters()).device).eval().requires_grad_(False)
-        self.s_rec, self.t_rec = LevelRecorder(self.learn.model, self.s_levels), LevelRecorder(self.teacher, self.t_levels)
+        self.s_rec, self.t_rec = (
+            LevelRecorder(self.learn.model, self.s_levels),
+            LevelRecorder(self.teacher, self.t_levels),
+        )
 
-    def after_fit(self): self.s_rec.remove(); self.t_rec.remove()
-    def before_epoch(self): self._sums, self._n = dict(ce=0., hsd=0., ld=0.), 0
+    def after_fit(self):
+        self.s_rec.remove()
+        self.t_rec.remove()
+
+    def before_epoch(self):
+        self._sums, self._n = dict(ce=0.0, hsd=0.0, ld=0.0), 0
 
     def before_batch(self):
-        hr, lr = low_res_pair(self.xb[0].as_subclass(torch.Tensor), self.factor)  # plain tensors: fastai's types stay out of losses and checkpoints
+        hr, lr = low_res_pair(
+            self.xb[0].as_subclass(torch.Tensor), self.factor
+        )  # plain tensors: fastai's types stay out of losses and checkpoints
         self.learn.xb = (lr,)
         self._hr = hr if self.training else None
 
     def after_loss(self):
-        if not self.training: self.s_rec.feats = {}; return  # validation and later predictions: LR cross-entropy alone
+        if not self.training:
+            self.s_rec.feats = {}
+            return  # validation and later predictions: LR cross-entropy alone
         s_feats = self.s_rec.pop()
-        with torch.no_grad(): t_logits = self.teacher(self._hr)
+        with torch.no_grad():
+            t_logits = self.teacher(self._hr)
         t_feats = self.t_rec.pop()
         proj = self.learn.model.projectors
-        pairs = [match_level(s, t, self.learn.model.net, self.teacher, proj[str(i)] if str(i) in proj else None)
-                 for i, (s, t) in enumerate(zip(s_feats, t_feats))]
+        pairs = [
+            match_level(s, t, self.learn.model.net, self.teacher, proj[str(i)] if str(i) in proj else None)
+            for i, (s, t) in enumerate(zip(s_feats, t_feats))
+        ]
         total, terms = self.loss(self.pred, *self.yb, t_logits, pairs)
-        self.learn.loss_grad = total; self.learn.loss = total.detach()
-        for k, v in terms.items(): self._sums[k] += v.item()
+        self.learn.loss_grad = total
+        self.learn.loss = total.detach()
+        for k, v in terms.items():
+            self._sums[k] += v.item()
         self._n += 1
 
     def after_epoch(self):
-        if self._n: self.history.append({k: v / self._n for k, v in self._sums.items()})
+        if self._n:
+            self.history.append({k: v / self._n for k, v in self._sums.items()})
 
 # %% ../nbs/12_distill.ipynb #b27ec118
 def _depth_and_widths(model):
     "Number of levels and each level's width: Vim blocks (all `embed_dim`) or VMamba stages (`dims`)."
     model, _ = _level_modules(model, [])
-    return (len(model.layers), [model.num_features] * len(model.layers)) if isinstance(model, Vim) else (len(model.layers), list(model.dims))
+    return (
+        (len(model.layers), [model.num_features] * len(model.layers))
+        if isinstance(model, Vim)
+        else (len(model.layers), list(model.dims))
+    )
+
 
 def default_levels(student, teacher):
     "All student levels, each paired with the teacher level at the same relative depth: (student levels, teacher levels)."
     ns, nt = _depth_and_widths(student)[0], _depth_and_widths(teacher)[0]
     return list(range(ns)), [math.ceil((i + 1) * nt / ns) - 1 for i in range(ns)]
 
+
 def _classifier(arch, n_classes, img_size, overrides, pretrained=None):
     "A `create_model` name built for `img_size` (Vim's position embeddings need it), or a given model."
     if isinstance(arch, nn.Module):
-        if pretrained: raise ValueError("pretrained= needs the student given by name")
+        if pretrained:
+            raise ValueError("pretrained= needs the student given by name")
         return arch
-    if arch not in MODELS: raise ValueError(f"unknown model {arch!r}; available: {', '.join(MODELS)}")
-    if issubclass(MODELS[arch].cls, Vim): overrides = {"img_size": img_size, **overrides}
+    if arch not in MODELS:
+        raise ValueError(f"unknown model {arch!r}; available: {', '.join(MODELS)}")
+    if issubclass(MODELS[arch].cls, Vim):
+        overrides = {"img_size": img_size, **overrides}
     return create_model(arch, num_classes=n_classes, pretrained=pretrained, **overrides)
 
-def load_teacher(teacher,             # a model, a training checkpoint file (`Checkpoint`'s last.pth), or a folder holding last.pth or ckpt/last.pth
-                 n_classes, img_size, # the head and input size the teacher must have
-                 use_ema=True,        # take the checkpoint's EMA weights when it has them
-                 **overrides):        # constructor arguments the checkpoint's arch was trained with
+
+def load_teacher(
+    teacher,  # a model, a training checkpoint file (`Checkpoint`'s last.pth), or a folder holding last.pth or ckpt/last.pth
+    n_classes,
+    img_size,  # the head and input size the teacher must have
+    use_ema=True,  # take the checkpoint's EMA weights when it has them
+    **overrides,
+):  # constructor arguments the checkpoint's arch was trained with
     "The teacher as a model, rebuilt from a checkpoint of `food_learner` training when given a path."
-    if isinstance(teacher, nn.Module): return teacher
+    if isinstance(teacher, nn.Module):
+        return teacher
     p = Path(teacher)
-    if p.is_dir(): p = next((f for f in (p / "last.pth", p / "ckpt" / "last.pth") if f.is_file()), p / "last.pth")  # a ckpt folder or a run folder
-    if not p.is_file(): raise FileNotFoundError(f"teacher: no checkpoint at {p} (expected a file, or a folder holding last.pth or ckpt/last.pth)")
+    if p.is_dir():
+        p = next(
+            (f for f in (p / "last.pth", p / "ckpt" / "last.pth") if f.is_file()), p / "last.pth"
+        )  # a ckpt folder or a run folder
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"teacher: no checkpoint at {p} (expected a file, or a folder holding last.pth or ckpt/last.pth)"
+        )
     state = read_checkpoint(p)  # names the file and what is wrong with it
     if not isinstance(state, dict) or "model" not in state or not isinstance(state.get("arch"), str):
-        raise ValueError(f"teacher: {p} is not a resvmamba training checkpoint with an arch name (keys arch, model, ...)")
+        raise ValueError(
+            f"teacher: {p} is not a resvmamba training checkpoint with an arch name (keys arch, model, ...)"
+        )
     model = _classifier(state["arch"], n_classes, img_size, overrides)
     sd = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
     load_fitting(model, sd, f"teacher checkpoint {p} (arch {state['arch']})")
@@ -242,44 +378,76 @@ def load_teacher(teacher,             # a model, a training checkpoint file (`Ch
 # %% ../nbs/12_distill.ipynb #00455769
 def _resolve_levels(levels, student, teacher):
     "(student levels, teacher levels) from `levels`: None (the default pairing), one list for both, or a pair of lists."
-    if levels is None: return default_levels(student, teacher)
-    if isinstance(levels, tuple) and len(levels) == 2 and not isinstance(levels[0], int): return list(levels[0]), list(levels[1])
+    if levels is None:
+        return default_levels(student, teacher)
+    if isinstance(levels, tuple) and len(levels) == 2 and not isinstance(levels[0], int):
+        return list(levels[0]), list(levels[1])
     return list(levels), list(levels)
 
-def distill_learner(path=None,            # dataset root (CNFOOD-241 layout); None: the generated mini dataset
-                    teacher=None,         # the HR teacher: a model, a training checkpoint, or a run folder holding last.pth
-                    student="vim_test",   # the student's classifier: a `create_model` name, or a model
-                    factor:int=4,         # LR = HR / factor
-                    front:str="sr",       # "bicubic" | "sr" | "native"
-                    levels=None,          # student levels, or (student levels, teacher levels); None: `default_levels`
-                    alpha:float=1., beta:float=5., T:float=4., last_only:bool=False, # the loss (see `DistillLoss`)
-                    size:int=224,         # HR image side (the teacher's input)
-                    bs:int=128,           # batch size
-                    ema:bool=False,       # keep and report a model EMA of the student
-                    label_smoothing:float=0.1, # of the cross-entropy
-                    pretrained=None,      # a checkpoint file for the student's classifier (loaded by its family's loader)
-                    teacher_kwargs=None,  # constructor arguments of a teacher rebuilt from a checkpoint
-                    sr_kwargs=None,       # `SRFront` arguments (channels, n_blocks)
-                    **kwargs):            # as `food_learner`: split, student overrides, data and recipe options, `Learner` arguments
+
+def distill_learner(
+    path=None,  # dataset root (CNFOOD-241 layout); None: the generated mini dataset
+    teacher=None,  # the HR teacher: a model, a training checkpoint, or a run folder holding last.pth
+    student="vim_test",  # the student's classifier: a `create_model` name, or a model
+    factor: int = 4,  # LR = HR / factor
+    front: str = "sr",  # "bicubic" | "sr" | "native"
+    levels=None,  # student levels, or (student levels, teacher levels); None: `default_levels`
+    alpha: float = 1.0,
+    beta: float = 5.0,
+    T: float = 4.0,
+    last_only: bool = False,  # the loss (see `DistillLoss`)
+    size: int = 224,  # HR image side (the teacher's input)
+    bs: int = 128,  # batch size
+    ema: bool = False,  # keep and report a model EMA of the student
+    label_smoothing: float = 0.1,  # of the cross-entropy
+    pretrained=None,  # a checkpoint file for the student's classifier (loaded by its family's loader)
+    teacher_kwargs=None,  # constructor arguments of a teacher rebuilt from a checkpoint
+    sr_kwargs=None,  # `SRFront` arguments (channels, n_blocks)
+    **kwargs,
+):  # as `food_learner`: split, student overrides, data and recipe options, `Learner` arguments
     "`food_learner` for an LR student taught by an HR teacher with ViMD's loss (no mixup); train it with `fit_paper`."
-    if teacher is None: raise ValueError("distill_learner needs a teacher: a model, a training checkpoint or a run folder")
-    if size % factor: raise ValueError(f"distill_learner: size={size} is not a multiple of factor={factor}; the student sees size/factor pixels")
+    if teacher is None:
+        raise ValueError("distill_learner needs a teacher: a model, a training checkpoint or a run folder")
+    if size % factor:
+        raise ValueError(
+            f"distill_learner: size={size} is not a multiple of factor={factor}; the student sees size/factor pixels"
+        )
     if kwargs.pop("mixup", 0) or kwargs.pop("cutmix", 0):
-        raise ValueError("distill_learner: mixup/cutmix are not supported (the teacher would have to see the same mix); pass 0")
+        raise ValueError(
+            "distill_learner: mixup/cutmix are not supported (the teacher would have to see the same mix); pass 0"
+        )
     built = {}
-    def make_student(num_classes, **overrides):  # called by food_learner once the data says how many classes there are
+
+    def make_student(
+        num_classes, **overrides
+    ):  # called by food_learner once the data says how many classes there are
         t = load_teacher(teacher, num_classes, size, **(teacher_kwargs or {}))
-        net = _classifier(student, num_classes, size // factor if front == "native" else size, overrides, pretrained)
+        net = _classifier(
+            student, num_classes, size // factor if front == "native" else size, overrides, pretrained
+        )
         model = LRStudent(net, front, factor, **(sr_kwargs or {}))
         s_levels, t_levels = _resolve_levels(levels, net, t)
         ws, wt = _depth_and_widths(net)[1], _depth_and_widths(t)[1]
         for i, (ls, lt) in enumerate(zip(s_levels, t_levels)):
-            if ws[ls] != wt[lt]: model.projectors[str(i)] = nn.Conv2d(ws[ls], wt[lt], 1)
+            if ws[ls] != wt[lt]:
+                model.projectors[str(i)] = nn.Conv2d(ws[ls], wt[lt], 1)
         built.update(teacher=t, s_levels=s_levels, t_levels=t_levels)
         return model
-    make_student.__name__ = f"distill_{student if isinstance(student, str) else type(student).__name__}_{front}"
-    learn = food_learner(path, arch=make_student, size=size, bs=bs, ema=ema, label_smoothing=label_smoothing,
-                         mixup=0., cutmix=0., **kwargs)
+
+    make_student.__name__ = (
+        f"distill_{student if isinstance(student, str) else type(student).__name__}_{front}"
+    )
+    learn = food_learner(
+        path,
+        arch=make_student,
+        size=size,
+        bs=bs,
+        ema=ema,
+        label_smoothing=label_smoothing,
+        mixup=0.0,
+        cutmix=0.0,
+        **kwargs,
+    )
     loss = DistillLoss(alpha, beta, T, built["s_levels"], last_only, label_smoothing)
     learn.distill = Distill(built["teacher"], loss, factor, built["s_levels"], built["t_levels"])
     learn.add_cb(learn.distill)

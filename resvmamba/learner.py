@@ -4,12 +4,21 @@
 
 # %% ../nbs/09_learner.ipynb #e8795019
 from __future__ import annotations
-import copyreg, dataclasses, importlib.util, os, pickle, random, shutil, tempfile, time, warnings
+import copyreg
+import dataclasses
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
-import torch, torch.nn as nn, torch.nn.functional as F
-from fastcore.basics import patch, store_attr, noop
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from fastcore.basics import patch, store_attr
 from fastcore.docments import docments
 from fastcore.foundation import L
 from fastai.learner import Learner, AvgMetric
@@ -17,17 +26,34 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler, combine_scheds, SchedLin, SchedCos, SchedNo
 from fastai.callback.training import GradientClip
 from fastai.callback.fp16 import MixedPrecision, AMPMode
-import fastai.callback.hook, fastai.callback.channelslast  # Learner.summary, Learner.to_channelslast
+import fastai.callback.hook
+import fastai.callback.channelslast  # noqa: F401 (adds Learner.summary and Learner.to_channelslast)
 from fastai.losses import LabelSmoothingCrossEntropy
 from fastai.optimizer import Adam
 from fastai.torch_core import num_distrib
 from plum import Function as PlumFunction
 
-from .data import food_dls, make_mini_food, MINI_FOOD_VERSION, Recipe, RECIPES, choose_recipe, get_recipe
+from resvmamba.data import (
+    food_dls,
+    make_mini_food,
+    MINI_FOOD_VERSION,
+    Recipe,
+    RECIPES,
+    choose_recipe,
+)
 from .models import create_model, image_size_override
-from .checkpoint import Checkpoint, NonFiniteLossError, latest_checkpoint, read_training_checkpoint  # chapter 09b
+from resvmamba.checkpoint import (
+    Checkpoint,
+    NonFiniteLossError,
+    latest_checkpoint,
+    read_training_checkpoint,
+)  # chapter 09b
 
-_all_ = ["Recipe", "RECIPES", "choose_recipe"]  # chapter 08's recipes, offered here beside the learner that uses them
+_all_ = [
+    "Recipe",
+    "RECIPES",
+    "choose_recipe",
+]  # chapter 08's recipes, offered here beside the learner that uses them
 
 # %% auto #0
 __all__ = ['MODEL_KEYS', 'DATA_KEYS', 'RECIPE_KEYS', 'OPTIONS', 'TopK', 'FoodLoss', 'TimmMixUp', 'PlainTensors', 'adamw',
@@ -38,33 +64,65 @@ __all__ = ['MODEL_KEYS', 'DATA_KEYS', 'RECIPE_KEYS', 'OPTIONS', 'TopK', 'FoodLos
 # %% ../nbs/09_learner.ipynb #63dd47d4
 class TopK(AvgMetric):
     "Top-`k` accuracy (fastai `top_k_accuracy`), reported as 'top-k'."
-    def __init__(self, k:int): super().__init__(self._acc); self.k = k
+
+    def __init__(self, k: int):
+        super().__init__(self._acc)
+        self.k = k
+
     def _acc(self, inp, targ):
-        from fastai.metrics import top_k_accuracy  # fastai.metrics imports scikit-learn: load it when first needed
+        from fastai.metrics import (
+            top_k_accuracy,
+        )  # fastai.metrics imports scikit-learn: load it when first needed
+
         return top_k_accuracy(inp, targ, k=min(self.k, inp.shape[-1]))
+
     @property
-    def name(self): return f"top-{self.k}"
+    def name(self):
+        return f"top-{self.k}"
 
 # %% ../nbs/09_learner.ipynb #5bf6fddf
 class FoodLoss(LabelSmoothingCrossEntropy):
     "Label-smoothed cross-entropy for class labels; soft-target cross-entropy for (mixup/cutmix) target distributions."
+
     def forward(self, output, target):
         if target.ndim == 2:  # (B, n) soft targets, already smoothed by timm's Mixup
             loss = -(target * F.log_softmax(output.float(), dim=-1)).sum(-1)
-            return loss.mean() if self.reduction == "mean" else loss.sum() if self.reduction == "sum" else loss
+            return (
+                loss.mean() if self.reduction == "mean" else loss.sum() if self.reduction == "sum" else loss
+            )
         return super().forward(output.float(), target)
 
 # %% ../nbs/09_learner.ipynb #8151a7c8
 class TimmMixUp(Callback):
     "timm's Mixup/CutMix on each training batch, producing label-smoothed soft targets."
+
     run_valid, order = False, 20  # before the loss; after MixedPrecision (10) has entered autocast
-    def __init__(self, mixup:float=0.8, cutmix:float=1.0, label_smoothing:float=0.1, prob:float=1.0, switch_prob:float=0.5):
+
+    def __init__(
+        self,
+        mixup: float = 0.8,
+        cutmix: float = 1.0,
+        label_smoothing: float = 0.1,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+    ):
         store_attr()
+
     def before_fit(self):
         from timm.data import Mixup
-        if self.dls.train.bs % 2: raise ValueError(f"mixup/cutmix needs an even batch size, got bs={self.dls.train.bs}")
-        self.mix = Mixup(mixup_alpha=self.mixup, cutmix_alpha=self.cutmix, prob=self.prob, switch_prob=self.switch_prob,
-                         mode="batch", label_smoothing=self.label_smoothing, num_classes=self.dls.c)
+
+        if self.dls.train.bs % 2:
+            raise ValueError(f"mixup/cutmix needs an even batch size, got bs={self.dls.train.bs}")
+        self.mix = Mixup(
+            mixup_alpha=self.mixup,
+            cutmix_alpha=self.cutmix,
+            prob=self.prob,
+            switch_prob=self.switch_prob,
+            mode="batch",
+            label_smoothing=self.label_smoothing,
+            num_classes=self.dls.c,
+        )
+
     def before_batch(self):
         x, y = self.mix(self.x, self.y.long())
         self.learn.xb, self.learn.yb = (x,), (y,)
@@ -72,51 +130,77 @@ class TimmMixUp(Callback):
 # %% ../nbs/09_learner.ipynb #12a6c9ca
 class PlainTensors(Callback):
     "Strip fastai's tensor subclasses from each batch before the model sees it (no per-op Python dispatch)."
+
     order = 1  # before mixup and the model
+
     def before_batch(self):
         plain = lambda t: t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else t
         self.learn.xb, self.learn.yb = tuple(map(plain, self.xb)), tuple(map(plain, self.yb))
 
 # %% ../nbs/09_learner.ipynb #37cfa9e8
-def adamw(params, lr:float=1e-3, mom:float=0.9, sqr_mom:float=0.999, eps:float=1e-8, wd:float=0.05):
+def adamw(
+    params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.999, eps: float = 1e-8, wd: float = 0.05
+):
     "fastai's Adam with decoupled weight decay (AdamW), with the official β=(0.9, 0.999) and ε=1e-8."
     return Adam(params, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=True)
 
-def is_no_decay(name:str, p:nn.Parameter) -> bool:
-    "For models without `no_weight_decay()`: 1-D, a bias, an `A_logs`/`Ds`, or marked `_no_weight_decay`."
-    return p.ndim <= 1 or name.endswith(".bias") or name.split(".")[-1] in ("A_logs", "A_log", "Ds", "D") \
-        or getattr(p, "_no_weight_decay", False)
 
-def no_decay_names(model:nn.Module, official:bool=False) -> set[str]:
+def is_no_decay(name: str, p: nn.Parameter) -> bool:
+    "For models without `no_weight_decay()`: 1-D, a bias, an `A_logs`/`Ds`, or marked `_no_weight_decay`."
+    return (
+        p.ndim <= 1
+        or name.endswith(".bias")
+        or name.split(".")[-1] in ("A_logs", "A_log", "Ds", "D")
+        or getattr(p, "_no_weight_decay", False)
+    )
+
+
+def no_decay_names(model: nn.Module, official: bool = False) -> set[str]:
     "Parameter names kept out of weight decay: 1-D tensors and biases, plus (unless `official`) `model.no_weight_decay()`."
     model = getattr(model, "module", model)  # unwrap DDP
     named = dict(model.named_parameters())
-    names = {n for n, p in named.items() if p.ndim <= 1 or n.endswith(".bias")}  # the official optimizer's rule
-    if official: return names
-    if not hasattr(model, "no_weight_decay"): return names | {n for n, p in named.items() if is_no_decay(n, p)}
+    names = {
+        n for n, p in named.items() if p.ndim <= 1 or n.endswith(".bias")
+    }  # the official optimizer's rule
+    if official:
+        return names
+    if not hasattr(model, "no_weight_decay"):
+        return names | {n for n, p in named.items() if is_no_decay(n, p)}
     skip = set(model.no_weight_decay())  # full names, or final names such as 'A_logs'
     return names | {n for n in named if n in skip or n.split(".")[-1] in skip}
 
+
 class DecayExempt(Callback):
     "Turn weight decay off (the optimizer's `do_wd` state) for `no_decay_names(model, official)` before each fit."
+
     order = 0
-    def __init__(self, official:bool=False): self.official = official
+
+    def __init__(self, official: bool = False):
+        self.official = official
+
     def before_fit(self):
-        if self.opt is None: return  # `validate` and `get_preds` also start a 'fit'
+        if self.opt is None:
+            return  # `validate` and `get_preds` also start a 'fit'
         names = no_decay_names(self.model, self.official)
         for n, p in getattr(self.model, "module", self.model).named_parameters():
-            if n in names: self.opt.state[p]["do_wd"] = False
+            if n in names:
+                self.opt.state[p]["do_wd"] = False
 
 # %% ../nbs/09_learner.ipynb #0c412d02
-def head_of(model:nn.Module) -> nn.Module:
+def head_of(model: nn.Module) -> nn.Module:
     "The classifier head: `model.classifier` (final norm + linear), else `model.head`, else timm's `get_classifier()`."
     model = getattr(model, "module", model)
     for name in ("classifier", "head"):
-        if isinstance(getattr(model, name, None), nn.Module): return getattr(model, name)
-    if hasattr(model, "get_classifier"): return model.get_classifier()
-    raise ValueError(f"cannot find the head of {type(model).__name__} (no .classifier, .head or get_classifier()): pass splitter=")
+        if isinstance(getattr(model, name, None), nn.Module):
+            return getattr(model, name)
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    raise ValueError(
+        f"cannot find the head of {type(model).__name__} (no .classifier, .head or get_classifier()): pass splitter="
+    )
 
-def body_head_splitter(model:nn.Module) -> list[list[nn.Parameter]]:
+
+def body_head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     "Two parameter groups, [body, head], for `freeze`, `fine_tune` and `slice` learning rates."
     head = {id(p) for p in head_of(model).parameters()}
     params = list(getattr(model, "module", model).parameters())
@@ -125,47 +209,80 @@ def body_head_splitter(model:nn.Module) -> list[list[nn.Parameter]]:
 # %% ../nbs/09_learner.ipynb #dd410155
 class EMA(Callback):
     "Exponential moving average of the weights (timm `ModelEmaV3`); validation and checkpoints use it."
-    order, run_valid, _only_train_loop = 55, True, True  # after Recorder (50), before the loggers (60) print the column names
-    def __init__(self, decay:float=0.9999, warmup:bool=True, report:str="ema"):
-        if report not in ("ema", "both", "raw"): raise ValueError(f"report={report!r}: expected 'ema', 'both' or 'raw'")
-        store_attr(); self.model_ema, self.n_updates, self._raw = None, 0, None
-    def _raw_model(self): return getattr(self.learn.model, "module", self.learn.model)  # unwrap DDP
+
+    order, run_valid, _only_train_loop = (
+        55,
+        True,
+        True,
+    )  # after Recorder (50), before the loggers (60) print the column names
+
+    def __init__(self, decay: float = 0.9999, warmup: bool = True, report: str = "ema"):
+        if report not in ("ema", "both", "raw"):
+            raise ValueError(f"report={report!r}: expected 'ema', 'both' or 'raw'")
+        store_attr()
+        self.model_ema, self.n_updates, self._raw = None, 0, None
+
+    def _raw_model(self):
+        return getattr(self.learn.model, "module", self.learn.model)  # unwrap DDP
+
     def _make(self):
         from timm.utils import ModelEmaV3
-        self.model_ema = ModelEmaV3(self._raw_model(), decay=self.decay, use_warmup=self.warmup, warmup_power=3 / 4)
+
+        self.model_ema = ModelEmaV3(
+            self._raw_model(), decay=self.decay, use_warmup=self.warmup, warmup_power=3 / 4
+        )
         # The copy runs eager, also when the model is compiled. A compiled forward carried over by the copy would call the raw
         # model (validation would report the raw weights). Compiling the copy would add an inference graph (~45 s for
         # resvmamba_small on an H200) and a recompile for each last, partial batch of validation and test, for at most the
         # 1.42x of compiled inference; measured in the full loop, eager EMA validation took the same 2.9-3.9 s per 1,933
         # images in compiled and eager runs (benchmarks/RESULTS.md, 2026-12-01).
         self.model_ema.module._compiled_call_impl = None
+
     def before_fit(self):
-        if hasattr(self.learn, "lr_finder"): self.run = False; return  # fastai sets `run` back after the fit
-        if self.model_ema is None: self._make()
+        if hasattr(self.learn, "lr_finder"):
+            self.run = False
+            return  # fastai sets `run` back after the fit
+        if self.model_ema is None:
+            self._make()
         self.model_ema.module.to(next(self._raw_model().parameters()).device)
-        if self.report == "both" and hasattr(self.learn, "recorder") and "raw_top-1" not in self.recorder.metric_names:
+        if (
+            self.report == "both"
+            and hasattr(self.learn, "recorder")
+            and "raw_top-1" not in self.recorder.metric_names
+        ):
             names = self.recorder.metric_names
             self.recorder.metric_names = names[:-1] + ["raw_top-1", "raw_top-5"] + names[-1:]
+
     def after_step(self):
         self.n_updates += 1
         self.model_ema.update(self._raw_model(), step=self.n_updates)
 
 # %% ../nbs/09_learner.ipynb #9e42739a
 @patch
-def before_validate(self:EMA):
-    if self.model_ema is None or self.report == "raw": return
+def before_validate(self: EMA):
+    if self.model_ema is None or self.report == "raw":
+        return
     self._raw, self.learn.model, self._hits = self.learn.model, self.model_ema.module.eval(), [0, 0, 0]
 
-@patch
-def after_pred(self:EMA):
-    if self.training or self._raw is None or self.report != "both": return
-    with torch.no_grad(): top = self._raw(*self.xb).topk(min(5, self.dls.c), dim=-1)[1]
-    hit = top == self.y[:, None]
-    self._hits = [self._hits[0] + hit[:, 0].sum().item(), self._hits[1] + hit.any(1).sum().item(), self._hits[2] + len(hit)]
 
 @patch
-def after_validate(self:EMA):  # also runs after a cancelled validation
-    if self._raw is None: return
+def after_pred(self: EMA):
+    if self.training or self._raw is None or self.report != "both":
+        return
+    with torch.no_grad():
+        top = self._raw(*self.xb).topk(min(5, self.dls.c), dim=-1)[1]
+    hit = top == self.y[:, None]
+    self._hits = [
+        self._hits[0] + hit[:, 0].sum().item(),
+        self._hits[1] + hit.any(1).sum().item(),
+        self._hits[2] + len(hit),
+    ]
+
+
+@patch
+def after_validate(self: EMA):  # also runs after a cancelled validation
+    if self._raw is None:
+        return
     self.learn.model, self._raw = self._raw, None
     if self.report == "both" and hasattr(self.learn, "recorder"):
         self.recorder.log += [self._hits[0] / max(self._hits[2], 1), self._hits[1] / max(self._hits[2], 1)]
@@ -173,87 +290,176 @@ def after_validate(self:EMA):  # also runs after a cancelled validation
 # %% ../nbs/09_learner.ipynb #a27bfe3f
 class StopOnNonFinite(Callback):
     "Raise `NonFiniteLossError` when a training loss is NaN or infinite (fastai's `TerminateOnNaNCallback`, failing loudly)."
+
     order, run_valid = -9, False  # right after the loss, before the backward pass and the step
+
     def before_fit(self):
-        if hasattr(self.learn, "lr_finder"): self.run = False  # lr_find drives the loss up on purpose
+        if hasattr(self.learn, "lr_finder"):
+            self.run = False  # lr_find drives the loss up on purpose
+
     def after_loss(self):
-        if torch.isfinite(self.loss).all(): return
+        if torch.isfinite(self.loss).all():
+            return
         lr = self.opt.hypers[-1]["lr"]
-        fix = f"Use a lower learning rate (e.g. lr={lr / 10:.3g})" if np.isfinite(lr) else "Use a finite learning rate"
-        raise NonFiniteLossError(f"the training loss became {self.loss.item()} in epoch {self.epoch}, batch {self.iter + 1} of "
-                                 f"{self.n_iter} (learning rate {lr:.3g}): training diverged. {fix}; the last checkpoint "
-                                 f"written before this epoch is kept.")
+        fix = (
+            f"Use a lower learning rate (e.g. lr={lr / 10:.3g})"
+            if np.isfinite(lr)
+            else "Use a finite learning rate"
+        )
+        raise NonFiniteLossError(
+            f"the training loss became {self.loss.item()} in epoch {self.epoch}, batch {self.iter + 1} of "
+            f"{self.n_iter} (learning rate {lr:.3g}): training diverged. {fix}; the last checkpoint "
+            f"written before this epoch is kept."
+        )
 
 # %% ../nbs/09_learner.ipynb #f23632d1
 def check_compile(compile):
     "`compile` if it is `True`, `False` or `'auto'`, else a ValueError saying so."
-    if isinstance(compile, bool) or (isinstance(compile, str) and compile == "auto"): return compile
+    if isinstance(compile, bool) or (isinstance(compile, str) and compile == "auto"):
+        return compile
     raise ValueError(f"compile={compile!r}: expected True, False or 'auto' (compile on a CUDA device)")
 
-def should_compile(compile, # True, False or 'auto'
-                   device, # where the batches go
-                  ) -> bool:
+
+def should_compile(
+    compile,  # True, False or 'auto'
+    device,  # where the batches go
+) -> bool:
     "Whether to compile: as asked, or for `'auto'` when `device` is a CUDA device and Triton (Inductor's GPU code generator) is installed."
-    if check_compile(compile) != "auto": return compile
-    return getattr(device, "type", None) == "cuda" and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+    if check_compile(compile) != "auto":
+        return compile
+    return (
+        getattr(device, "type", None) == "cuda"
+        and torch.cuda.is_available()
+        and importlib.util.find_spec("triton") is not None
+    )
 
 
-def is_compiled(model:torch.nn.Module) -> bool:
+def is_compiled(model: torch.nn.Module) -> bool:
     "Whether `model.compile()` was called on `model` (in place: nn.Module keeps the compiled forward beside the eager one)."
     return getattr(model, "_compiled_call_impl", None) is not None
 
 # %% ../nbs/09_learner.ipynb #thr0ug01
 class Throughput(Callback):
     "Images/s of each training epoch as the recorder column 'img/s'; totals and peak GPU memory in `learn.throughput_totals`."
-    order, _only_train_loop = 54, True  # after Recorder (50); before EMA's columns and the printers that read the names (55)
+
+    order, _only_train_loop = (
+        54,
+        True,
+    )  # after Recorder (50); before EMA's columns and the printers that read the names (55)
     name_col = "img/s"
+
     def before_fit(self):
-        if hasattr(self.learn, "lr_finder"): self.run = False; return
+        if hasattr(self.learn, "lr_finder"):
+            self.run = False
+            return
         if hasattr(self.learn, "recorder") and self.name_col not in self.recorder.metric_names:
             names = self.recorder.metric_names
             self.recorder.metric_names = names[:-1] + [self.name_col] + names[-1:]  # before 'time'
         self.on_cuda = torch.cuda.is_available() and getattr(self.dls.device, "type", None) == "cuda"
-        if self.on_cuda: torch.cuda.reset_peak_memory_stats(self.dls.device)
-        self.seconds, self.images, self.per_epoch, self._epoch_rate = 0., 0, [], None
+        if self.on_cuda:
+            torch.cuda.reset_peak_memory_stats(self.dls.device)
+        self.seconds, self.images, self.per_epoch, self._epoch_rate = 0.0, 0, [], None
+
     def _sync(self):
-        if self.on_cuda: torch.cuda.synchronize(self.dls.device)
-    def before_train(self): self._sync(); self._t0, self._n = time.perf_counter(), 0
+        if self.on_cuda:
+            torch.cuda.synchronize(self.dls.device)
+
+    def before_train(self):
+        self._sync()
+        self._t0, self._n = time.perf_counter(), 0
+
     def after_batch(self):
-        if self.training: self._n += len(self.yb[0])
+        if self.training:
+            self._n += len(self.yb[0])
+
     def after_train(self):
         self._sync()
-        dt, n = time.perf_counter() - self._t0, self._n * max(num_distrib(), 1)  # every process trains on as many images
+        dt, n = (
+            time.perf_counter() - self._t0,
+            self._n * max(num_distrib(), 1),
+        )  # every process trains on as many images
         self.seconds, self.images = self.seconds + dt, self.images + n
         self._epoch_rate = round(n / dt) if dt > 0 else 0
         self.per_epoch.append(self._epoch_rate)
         peak = torch.cuda.max_memory_allocated(self.dls.device) / 2**30 if self.on_cuda else None
-        self.learn.throughput_totals = dict(train_seconds=round(self.seconds, 2), images=self.images, epochs=len(self.per_epoch),
-                                     img_per_s=round(self.images / self.seconds, 1) if self.seconds else None,
-                                     per_epoch=list(self.per_epoch), peak_mem_gib=None if peak is None else round(peak, 3))
+        self.learn.throughput_totals = dict(
+            train_seconds=round(self.seconds, 2),
+            images=self.images,
+            epochs=len(self.per_epoch),
+            img_per_s=round(self.images / self.seconds, 1) if self.seconds else None,
+            per_epoch=list(self.per_epoch),
+            peak_mem_gib=None if peak is None else round(peak, 3),
+        )
+
     def after_validate(self):
         # only in an epoch that trained: `learn.validate()` alone returns the recorder's values without this column
-        if self._epoch_rate is not None and hasattr(self.learn, "recorder"): self.recorder.log.append(self._epoch_rate)
-    def after_epoch(self): self._epoch_rate = None
+        if self._epoch_rate is not None and hasattr(self.learn, "recorder"):
+            self.recorder.log.append(self._epoch_rate)
+
+    def after_epoch(self):
+        self._epoch_rate = None
 
 # %% ../nbs/09_learner.ipynb #034d1977
-MODEL_KEYS = ("dims", "depths", "d_state", "ssm_ratio", "mlp_ratio", "drop_path_rate", "scan_backend", "dt_rank", "patch_size",
-              "drop_rate", "global_pool", "residual", "odd_sizes", "ssm_half", "conv_half", "ssm_drop_rate")
-DATA_KEYS = ("crop_pct", "interpolation", "verify", "skip_corrupt", "num_workers", "device", "seed", "valid_pct")
+MODEL_KEYS = (
+    "dims",
+    "depths",
+    "d_state",
+    "ssm_ratio",
+    "mlp_ratio",
+    "drop_path_rate",
+    "scan_backend",
+    "dt_rank",
+    "patch_size",
+    "drop_rate",
+    "global_pool",
+    "residual",
+    "odd_sizes",
+    "ssm_half",
+    "conv_half",
+    "ssm_drop_rate",
+)
+DATA_KEYS = (
+    "crop_pct",
+    "interpolation",
+    "verify",
+    "skip_corrupt",
+    "num_workers",
+    "device",
+    "seed",
+    "valid_pct",
+)
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))  # each overrides the chosen recipe's value
-OPTIONS = dict(grad_clip=5.0, ema_decay=0.9999, ema_warmup=True, ema_report="ema", wd_exempt="model", ckpt_dir=None,
-               mixed_precision="auto", compile="auto", mini=None, throughput=True)
+OPTIONS = dict(
+    grad_clip=5.0,
+    ema_decay=0.9999,
+    ema_warmup=True,
+    ema_report="ema",
+    wd_exempt="model",
+    ckpt_dir=None,
+    mixed_precision="auto",
+    compile="auto",
+    mini=None,
+    throughput=True,
+)
+
 
 def mini_food_path(**mini) -> Path:
     "The generated mini dataset with `make_mini_food` arguments `mini`, made once in the cache folder."
     args = dict(n_classes=8, per_class=60, size=64, seed=0) | mini
     root = Path(os.environ.get("RESVMAMBA_CACHE", Path.home() / ".cache" / "resvmamba"))
-    dest = root / (f"mini_food_v{MINI_FOOD_VERSION}_" + "_".join(f"{k}{v}" for k, v in sorted(args.items())))  # a new generator, a new folder
-    if not (dest / "splits" / "test.txt").is_file():  # made into a temporary folder, then renamed: never half-written
+    dest = root / (
+        f"mini_food_v{MINI_FOOD_VERSION}_" + "_".join(f"{k}{v}" for k, v in sorted(args.items()))
+    )  # a new generator, a new folder
+    if not (
+        dest / "splits" / "test.txt"
+    ).is_file():  # made into a temporary folder, then renamed: never half-written
         root.mkdir(parents=True, exist_ok=True)
         tmpd = Path(tempfile.mkdtemp(dir=root))
         make_mini_food(tmpd / "d", **args)
-        try: os.replace(tmpd / "d", dest)
-        except OSError: pass  # another process made it first
+        try:
+            os.replace(tmpd / "d", dest)
+        except OSError:
+            pass  # another process made it first
         shutil.rmtree(tmpd, ignore_errors=True)
     return dest
 
@@ -261,29 +467,46 @@ def mini_food_path(**mini) -> Path:
 def _make_model(arch, n_classes, pretrained, overrides, size=None):
     "The model: `create_model(arch)` for a name (built for `size` if its family fixes the image size, as Vim does), or `arch(num_classes=...)`."
     if isinstance(arch, str):
-        return create_model(arch, num_classes=n_classes, pretrained=pretrained, **(image_size_override(arch, size) | overrides))
-    if pretrained: raise ValueError("pretrained= needs arch given by name")
+        return create_model(
+            arch,
+            num_classes=n_classes,
+            pretrained=pretrained,
+            **(image_size_override(arch, size) | overrides),
+        )
+    if pretrained:
+        raise ValueError("pretrained= needs arch given by name")
     return arch(num_classes=n_classes, **overrides)
 
-def _recipe_cbs(options, settings:Recipe, ema):
+
+def _recipe_cbs(options, settings: Recipe, ema):
     "The callbacks of the recipe's settings and the learner's options."
     if options["wd_exempt"] not in ("model", "official"):
         raise ValueError(f"wd_exempt={options['wd_exempt']!r}: expected 'model' or 'official'")
     cbs = [PlainTensors(), StopOnNonFinite(), DecayExempt(official=options["wd_exempt"] == "official")]
-    if settings.mixup or settings.cutmix: cbs.append(TimmMixUp(settings.mixup, settings.cutmix, settings.label_smoothing))
-    if options["grad_clip"]: cbs.append(GradientClip(options["grad_clip"]))
-    if ema: cbs.append(EMA(options["ema_decay"], options["ema_warmup"], options["ema_report"]))
-    if options["throughput"]: cbs.append(Throughput())
-    if options["ckpt_dir"]: cbs.append(Checkpoint(options["ckpt_dir"]))
+    if settings.mixup or settings.cutmix:
+        cbs.append(TimmMixUp(settings.mixup, settings.cutmix, settings.label_smoothing))
+    if options["grad_clip"]:
+        cbs.append(GradientClip(options["grad_clip"]))
+    if ema:
+        cbs.append(EMA(options["ema_decay"], options["ema_warmup"], options["ema_report"]))
+    if options["throughput"]:
+        cbs.append(Throughput())
+    if options["ckpt_dir"]:
+        cbs.append(Checkpoint(options["ckpt_dir"]))
     return cbs
 
-def _grad_checkpointing(model:nn.Module, on:bool):
+
+def _grad_checkpointing(model: nn.Module, on: bool):
     "timm's convention: `model.set_grad_checkpointing(True)` recomputes each block's activations in the backward pass."
-    if not on: return
+    if not on:
+        return
     if not hasattr(model, "set_grad_checkpointing"):
-        raise ValueError(f"grad_checkpointing=True: {type(model).__name__} has no set_grad_checkpointing(); "
-                         "expected a model that follows timm's convention")
+        raise ValueError(
+            f"grad_checkpointing=True: {type(model).__name__} has no set_grad_checkpointing(); "
+            "expected a model that follows timm's convention"
+        )
     model.set_grad_checkpointing(True)
+
 
 def _add_args_doc(f):
     "Append the per-argument comments (docments) to `f.__doc__`, so that `help(f)` shows them too."
@@ -293,25 +516,30 @@ def _add_args_doc(f):
 
 # %% ../nbs/09_learner.ipynb #7a41298c
 @_add_args_doc
-def food_learner(path=None, # dataset root (CNFOOD-241 layout); None: the generated mini dataset
-                 arch="resvmamba_small", # a `create_model` name, or a callable taking num_classes
-                 pretrained=None, # a checkpoint file to start from (official VMamba, or this package's)
-                 size:int=224, # image side
-                 bs:int|None=None, # batch size (per process); None: the recipe's
-                 split="paper", # 'paper', 'random' or a folder of split lists
-                 recipe="auto", # 'auto' (`choose_recipe` on the training set), 'paper', 'light' (`RECIPES`) or a `Recipe`
-                 ema:bool=True, # keep a model EMA and report it
-                 label_smoothing:float|None=None, # label smoothing of the loss and of mixup's targets; None: the recipe's
-                 opt_func=adamw, # the optimizer (a fastai optimizer function)
-                 grad_checkpointing:bool=False, # recompute activations in the backward pass (less memory, more time)
-                 **kwargs, # recipe fields (`RECIPE_KEYS`), model overrides, data options, `OPTIONS`, or `Learner` arguments
-                ) -> Learner:
+def food_learner(
+    path=None,  # dataset root (CNFOOD-241 layout); None: the generated mini dataset
+    arch="resvmamba_small",  # a `create_model` name, or a callable taking num_classes
+    pretrained=None,  # a checkpoint file to start from (official VMamba, or this package's)
+    size: int = 224,  # image side
+    bs: int | None = None,  # batch size (per process); None: the recipe's
+    split="paper",  # 'paper', 'random' or a folder of split lists
+    recipe="auto",  # 'auto' (`choose_recipe` on the training set), 'paper', 'light' (`RECIPES`) or a `Recipe`
+    ema: bool = True,  # keep a model EMA and report it
+    label_smoothing: float
+    | None = None,  # label smoothing of the loss and of mixup's targets; None: the recipe's
+    opt_func=adamw,  # the optimizer (a fastai optimizer function)
+    grad_checkpointing: bool = False,  # recompute activations in the backward pass (less memory, more time)
+    **kwargs,  # recipe fields (`RECIPE_KEYS`), model overrides, data options, `OPTIONS`, or `Learner` arguments
+) -> Learner:
     "A fastai `Learner` for CNFOOD-241 (or a dataset in its layout) with the training recipe that suits the data."
     pick = lambda keys: {k: kwargs.pop(k) for k in list(kwargs) if k in keys}
-    given = pick(RECIPE_KEYS) | {k: v for k, v in dict(bs=bs, label_smoothing=label_smoothing).items() if v is not None}
+    given = pick(RECIPE_KEYS) | {
+        k: v for k, v in dict(bs=bs, label_smoothing=label_smoothing).items() if v is not None
+    }
     model_kw, data_kw, options = pick(MODEL_KEYS), pick(DATA_KEYS), OPTIONS | pick(OPTIONS)
     check_compile(options["compile"])  # before the data is read
-    if path is None: path = mini_food_path(**(options["mini"] or {}))
+    if path is None:
+        path = mini_food_path(**(options["mini"] or {}))
     aug = {k: given[k] for k in ("rand_augment", "color_jitter", "re_prob", "crop_scale") if k in given}
     dls = food_dls(path, size=size, bs=given.get("bs"), split=split, recipe=recipe, **aug, **data_kw)
     settings = dataclasses.replace(dls.food["recipe_settings"], **given)
@@ -321,8 +549,16 @@ def food_learner(path=None, # dataset root (CNFOOD-241 layout); None: the genera
         model.compile()  # in place: state_dict keys stay those of the eager model
     cbs = _recipe_cbs(options, settings, ema) + list(L(kwargs.pop("cbs", None)))
     kwargs = dict(splitter=body_head_splitter, train_bn=False) | kwargs
-    learn = Learner(dls, model, loss_func=FoodLoss(settings.label_smoothing), opt_func=opt_func, wd=settings.wd,
-                    metrics=[TopK(1), TopK(5)], cbs=cbs, **kwargs)
+    learn = Learner(
+        dls,
+        model,
+        loss_func=FoodLoss(settings.label_smoothing),
+        opt_func=opt_func,
+        wd=settings.wd,
+        metrics=[TopK(1), TopK(5)],
+        cbs=cbs,
+        **kwargs,
+    )
     learn.food_arch = arch if isinstance(arch, str) else getattr(arch, "__name__", str(arch))
     changed = {k: v for k, v in given.items() if getattr(dls.food["recipe_settings"], k) != v}
     learn.recipe, learn.recipe_settings = dls.food["recipe"], settings
@@ -331,85 +567,128 @@ def food_learner(path=None, # dataset root (CNFOOD-241 layout); None: the genera
     mp = options["mixed_precision"]
     if mp == "auto" and torch.cuda.is_available() and getattr(dls.device, "type", None) == "cuda":
         learn.add_cb(MixedPrecision(AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16))
-    elif mp in ("bf16", "fp16"): learn.add_cb(MixedPrecision(AMPMode.BF16 if mp == "bf16" else AMPMode.FP16))
+    elif mp in ("bf16", "fp16"):
+        learn.add_cb(MixedPrecision(AMPMode.BF16 if mp == "bf16" else AMPMode.FP16))
     return learn
 
 # %% ../nbs/09_learner.ipynb #c722415d
-def paper_schedule(lr:float=1e-3, # peak learning rate
-                   warmup_pct:float=20 / 150, # share of training spent warming up
-                   warmup_div:float=1000., # warm-up starts at lr / warmup_div
-                   final_div:float=100., # the cosine ends at lr / final_div
-                  ):
+def paper_schedule(
+    lr: float = 1e-3,  # peak learning rate
+    warmup_pct: float = 20 / 150,  # share of training spent warming up
+    warmup_div: float = 1000.0,  # warm-up starts at lr / warmup_div
+    final_div: float = 100.0,  # the cosine ends at lr / final_div
+):
     "The paper's learning rate as a function of training position p in [0, 1]: linear warm-up, then cosine."
     lo, hi, floor = lr / warmup_div, lr, lr / final_div
-    if warmup_pct <= 0: return SchedCos(hi, floor)
+    if warmup_pct <= 0:
+        return SchedCos(hi, floor)
     return combine_scheds([warmup_pct, 1 - warmup_pct], [SchedLin(lo, hi), SchedCos(hi, floor)])
 
 # %% ../nbs/09_learner.ipynb #7061f535
 def _schedule(schedule, n_epoch, lr, warmup, warmup_div, final_div):
     "The learning rate as a function of the training position, and the warm-up it uses."
     if schedule == "paper":
-        if warmup is None: warmup = min(20, n_epoch * 20 // 150)  # the paper's 20 of 150 epochs, shorter for short runs
-        if not 0 <= warmup < n_epoch: raise ValueError(f"warmup={warmup} must be in [0, n_epoch={n_epoch})")
+        if warmup is None:
+            warmup = min(20, n_epoch * 20 // 150)  # the paper's 20 of 150 epochs, shorter for short runs
+        if not 0 <= warmup < n_epoch:
+            raise ValueError(f"warmup={warmup} must be in [0, n_epoch={n_epoch})")
         return paper_schedule(lr, warmup / n_epoch, warmup_div, final_div), warmup
-    if warmup: raise ValueError(f"warmup={warmup} is used only by schedule='paper', not schedule={schedule!r}")
-    if schedule == "constant": return SchedNo(lr, lr), 0
-    if callable(schedule): return schedule, 0
-    raise ValueError(f"schedule={schedule!r}: expected 'paper', 'constant' or a function of the training position p in [0, 1]")
+    if warmup:
+        raise ValueError(f"warmup={warmup} is used only by schedule='paper', not schedule={schedule!r}")
+    if schedule == "constant":
+        return SchedNo(lr, lr), 0
+    if callable(schedule):
+        return schedule, 0
+    raise ValueError(
+        f"schedule={schedule!r}: expected 'paper', 'constant' or a function of the training position p in [0, 1]"
+    )
+
 
 def _resume_state(learn, resume, ck, allow_nonfinite=False):
     "The checkpoint `(path, state)` to resume from: an explicit path must exist; `True` looks in the Checkpoint folder."
-    if not resume: return None, None
-    if not isinstance(resume, bool): return Path(resume), read_training_checkpoint(resume, allow_nonfinite)
-    if ck is None: raise ValueError("resume=True needs a Checkpoint callback (food_learner(..., ckpt_dir=...)) or a checkpoint path")
+    if not resume:
+        return None, None
+    if not isinstance(resume, bool):
+        return Path(resume), read_training_checkpoint(resume, allow_nonfinite)
+    if ck is None:
+        raise ValueError(
+            "resume=True needs a Checkpoint callback (food_learner(..., ckpt_dir=...)) or a checkpoint path"
+        )
     fname, state = latest_checkpoint(ck.path, ck.fname, ck.prev, allow_nonfinite)
-    if fname is None: warnings.warn(f"resume=True, but {ck.path} holds no checkpoint ({ck.fname} or {ck.prev}): training starts at epoch 0")
+    if fname is None:
+        warnings.warn(
+            f"resume=True, but {ck.path} holds no checkpoint ({ck.fname} or {ck.prev}): training starts at epoch 0"
+        )
     return fname, state
 
 # %% ../nbs/09_learner.ipynb #c2f8bd8c
 @patch
 @_add_args_doc
-def fit_paper(self:Learner, n_epoch:int=150, # epochs in all (including warm-up)
-              lr:float|None=None, # peak learning rate; None: the recipe's (`learn.recipe_settings.lr`)
-              warmup:int|None=None, # warm-up epochs; None: the recipe's share (paper: 20 of 150, at most 20)
-              resume=False, # True: continue from the Checkpoint folder if it holds a checkpoint; or a checkpoint path
-              warmup_div:float=1000., final_div:float=100., # start and end of the schedule: lr/warmup_div, lr/final_div
-              cbs=None, # extra callbacks for this fit
-              schedule="paper", # 'paper' (warm-up + cosine), 'constant', or a function of the position p in [0, 1]
-              allow_nonfinite:bool=False, # resume even from weights that are NaN or infinite
-             ):
+def fit_paper(
+    self: Learner,
+    n_epoch: int = 150,  # epochs in all (including warm-up)
+    lr: float | None = None,  # peak learning rate; None: the recipe's (`learn.recipe_settings.lr`)
+    warmup: int | None = None,  # warm-up epochs; None: the recipe's share (paper: 20 of 150, at most 20)
+    resume=False,  # True: continue from the Checkpoint folder if it holds a checkpoint; or a checkpoint path
+    warmup_div: float = 1000.0,
+    final_div: float = 100.0,  # start and end of the schedule: lr/warmup_div, lr/final_div
+    cbs=None,  # extra callbacks for this fit
+    schedule="paper",  # 'paper' (warm-up + cosine), 'constant', or a function of the position p in [0, 1]
+    allow_nonfinite: bool = False,  # resume even from weights that are NaN or infinite
+):
     "Train with the paper's schedule (linear warm-up, cosine to lr/100, per step), resuming from a checkpoint if asked; sets `self.resumed_from`."
     recipe = getattr(self, "recipe_settings", None) or RECIPES["paper"]
-    if lr is None: lr = recipe.lr
-    if warmup is None and schedule == "paper": warmup = recipe.warmup_epochs(n_epoch)
+    if lr is None:
+        lr = recipe.lr
+    if warmup is None and schedule == "paper":
+        warmup = recipe.warmup_epochs(n_epoch)
     sched, warmup = _schedule(schedule, n_epoch, lr, warmup, warmup_div, final_div)
     if len(self.dls.train) == 0:
-        raise ValueError(f"no training batches: {len(self.dls.train_ds)} training images and bs={self.dls.train.bs} (an incomplete "
-                         f"last batch is dropped); use a batch size of at most {len(self.dls.train_ds)}")
+        raise ValueError(
+            f"no training batches: {len(self.dls.train_ds)} training images and bs={self.dls.train.bs} (an incomplete "
+            f"last batch is dropped); use a batch size of at most {len(self.dls.train_ds)}"
+        )
     ck = next((c for c in self.cbs if c.name == "checkpoint"), None)  # by name, as in `load_checkpoint`
-    self.fit_args = dict(n_epoch=n_epoch, lr=lr, warmup=warmup, warmup_div=warmup_div, final_div=final_div,
-                         schedule=schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"))
+    self.fit_args = dict(
+        n_epoch=n_epoch,
+        lr=lr,
+        warmup=warmup,
+        warmup_div=warmup_div,
+        final_div=final_div,
+        schedule=schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"),
+    )
     self.resumed_from, state = _resume_state(self, resume, ck, allow_nonfinite)
     if state is not None:
         saved = state.get("fit_args") or {}
         if any(saved[k] != v for k, v in self.fit_args.items() if k in saved):
-            raise ValueError(f"checkpoint {self.resumed_from} was made by fit_paper{saved}, not fit_paper{self.fit_args}: the schedule would not continue")
-        if ck is None: raise ValueError("resuming needs a Checkpoint callback to skip the finished epochs")
+            raise ValueError(
+                f"checkpoint {self.resumed_from} was made by fit_paper{saved}, not fit_paper{self.fit_args}: the schedule would not continue"
+            )
+        if ck is None:
+            raise ValueError("resuming needs a Checkpoint callback to skip the finished epochs")
         self.load_checkpoint(self.resumed_from, state)
-        if state["epoch"] + 1 >= n_epoch: warnings.warn(f"checkpoint {self.resumed_from} is already at the last epoch {state['epoch']}"); return
+        if state["epoch"] + 1 >= n_epoch:
+            warnings.warn(f"checkpoint {self.resumed_from} is already at the last epoch {state['epoch']}")
+            return
         print(f"resuming from {self.resumed_from}: epoch {state['epoch'] + 1} of {n_epoch}")
-    if ck is not None: ck.resume_state = state
+    if ck is not None:
+        ck.resume_state = state
     self.fit(n_epoch, lr=lr, cbs=[ParamScheduler({"lr": sched})] + list(L(cbs)), reset_opt=state is None)
 
 # %% ../nbs/09_learner.ipynb #lrf1nd01
-def run_lr_find(learn:Learner, fname=None, **kwargs) -> float:
+def run_lr_find(learn: Learner, fname=None, **kwargs) -> float:
     "fastai's `lr_find`, its scratch weights in a temporary folder; the plot saved to `fname`; returns the suggested lr."
     import matplotlib.pyplot as plt  # only for the plot
+
     path = learn.path
-    with tempfile.TemporaryDirectory() as d:  # fastai saves the weights under learn.path/models/ and would leave the folder
+    with (
+        tempfile.TemporaryDirectory() as d
+    ):  # fastai saves the weights under learn.path/models/ and would leave the folder
         learn.path = Path(d)
-        try: found = learn.lr_find(show_plot=fname is not None, **kwargs)
-        finally: learn.path = path
+        try:
+            found = learn.lr_find(show_plot=fname is not None, **kwargs)
+        finally:
+            learn.path = path
     if fname is not None:
         fig = plt.gcf()
         fig.savefig(fname)
@@ -417,32 +696,44 @@ def run_lr_find(learn:Learner, fname=None, **kwargs) -> float:
     return float(found.valley)
 
 # %% ../nbs/09_learner.ipynb #c011b816
-def plot_curves(learn:Learner, fname=None):
+def plot_curves(learn: Learner, fname=None):
     "Training/validation loss and validation top-1/top-5 per epoch; saved to `fname` if given."
     import matplotlib.pyplot as plt  # only for plotting
+
     names = learn.recorder.metric_names[1:-1]
     vals = np.array([r for r in learn.recorder.values if len(r) == len(names)], dtype=float)
-    if not len(vals): raise ValueError("no training history to plot: fastai's `validate` replaces the recorder's values, so plot before validating")
+    if not len(vals):
+        raise ValueError(
+            "no training history to plot: fastai's `validate` replaces the recorder's values, so plot before validating"
+        )
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3), dpi=80)
     ep = np.arange(1, len(vals) + 1)
-    a1.plot(ep, vals[:, names.index("train_loss")], "o-", label="train"); a1.plot(ep, vals[:, names.index("valid_loss")], "o-", label="valid")
-    a1.set(xlabel="epoch", ylabel="loss"); a1.legend()
+    a1.plot(ep, vals[:, names.index("train_loss")], "o-", label="train")
+    a1.plot(ep, vals[:, names.index("valid_loss")], "o-", label="valid")
+    a1.set(xlabel="epoch", ylabel="loss")
+    a1.legend()
     for k in ("top-1", "top-5", "raw_top-1"):
-        if k in names: a2.plot(ep, vals[:, names.index(k)], "o-", label=k)
-    a2.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1)); a2.legend()
+        if k in names:
+            a2.plot(ep, vals[:, names.index(k)], "o-", label=k)
+    a2.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1))
+    a2.legend()
     fig.tight_layout()
-    if fname: fig.savefig(fname)
+    if fname:
+        fig.savefig(fname)
     return fig
 
 # %% ../nbs/09_learner.ipynb #3d1da490
 def _rebuild_plum_function(first, implementations):
     "A plum `Function` with `implementations` registered again (and a new lock)."
     f = PlumFunction(first)
-    for impl in implementations: f.dispatch(impl)
+    for impl in implementations:
+        f.dispatch(impl)
     return f
 
-def _reduce_plum_function(f:PlumFunction):
+
+def _reduce_plum_function(f: PlumFunction):
     "Pickle a plum `Function` as what it dispatches to, without its lock."
     return _rebuild_plum_function, (f._f, [m.implementation for m in f.methods])
+
 
 copyreg.pickle(PlumFunction, _reduce_plum_function)

@@ -6,7 +6,8 @@
 from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
-import torch, torch.nn as nn
+import torch
+import torch.nn as nn
 from timm.layers import DropPath
 from fastcore.basics import patch
 from .vss import SS2D, PatchMerging2D, ss2d_param_count
@@ -22,42 +23,67 @@ __all__ = ['MERGINGS', 'MEDMAMBA_CONFIGS', 'MEDMAMBA_HEAD_KEYS', 'MEDMAMBA_PRETR
            'checkpoint_classes']
 
 # %% ../nbs/13_medmamba.ipynb #e6fbbf4a
-def channel_shuffle(x,         # (..., C), channels last
-                    groups=2): # g; C must be divisible by it
+def channel_shuffle(
+    x,  # (..., C), channels last
+    groups=2,
+):  # g; C must be divisible by it
     "ShuffleNet's channel shuffle on the last axis: output channel `j*groups + i` is channel `j` of group `i`."
     *lead, C = x.shape
-    if C % groups: raise ValueError(f"channel_shuffle: {C} channels do not split into {groups} groups")
-    return x.reshape(*lead, groups, C // groups).transpose(-1, -2).reshape(*lead, C)  # (..., g, C/g) -> (..., C/g, g)
+    if C % groups:
+        raise ValueError(f"channel_shuffle: {C} channels do not split into {groups} groups")
+    return (
+        x.reshape(*lead, groups, C // groups).transpose(-1, -2).reshape(*lead, C)
+    )  # (..., g, C/g) -> (..., C/g, g)
 
 # %% ../nbs/13_medmamba.ipynb #f626f11b
-def conv_stack(C): # channels of the conv half
+def conv_stack(C):  # channels of the conv half
     "The conv half, indexed as the official `conv33conv33conv11`: BN, 3×3, BN, ReLU, 3×3, BN, ReLU, 1×1, ReLU."
-    return nn.Sequential(nn.BatchNorm2d(C), nn.Conv2d(C, C, 3, padding=1), nn.BatchNorm2d(C), nn.ReLU(),
-                         nn.Conv2d(C, C, 3, padding=1), nn.BatchNorm2d(C), nn.ReLU(), nn.Conv2d(C, C, 1), nn.ReLU())
+    return nn.Sequential(
+        nn.BatchNorm2d(C),
+        nn.Conv2d(C, C, 3, padding=1),
+        nn.BatchNorm2d(C),
+        nn.ReLU(),
+        nn.Conv2d(C, C, 3, padding=1),
+        nn.BatchNorm2d(C),
+        nn.ReLU(),
+        nn.Conv2d(C, C, 1),
+        nn.ReLU(),
+    )
 
 # %% ../nbs/13_medmamba.ipynb #da3c89c8
 class SSConvSSM(nn.Module):
     "MedMamba's block: half the channels through SS2D, half through convolutions, shuffled together, plus the input."
-    def __init__(self, hidden_dim,       # C, channels (even)
-                 drop_path=0.,           # stochastic depth of the SSM half
-                 d_state=16, ssm_ratio=2.0, dt_rank="auto", # SS2D's sizes (on C/2 channels)
-                 ssm_drop_rate=0.,       # dropout at SS2D's output
-                 ssm_half=True,          # False: the SSM half passes its input through unchanged (an ablation)
-                 conv_half=True,         # False: the conv half passes its input through unchanged (an ablation)
-                 scan_backend="auto"):   # passed to SS2D
+
+    def __init__(
+        self,
+        hidden_dim,  # C, channels (even)
+        drop_path=0.0,  # stochastic depth of the SSM half
+        d_state=16,
+        ssm_ratio=2.0,
+        dt_rank="auto",  # SS2D's sizes (on C/2 channels)
+        ssm_drop_rate=0.0,  # dropout at SS2D's output
+        ssm_half=True,  # False: the SSM half passes its input through unchanged (an ablation)
+        conv_half=True,  # False: the conv half passes its input through unchanged (an ablation)
+        scan_backend="auto",
+    ):  # passed to SS2D
         super().__init__()
-        if hidden_dim % 2: raise ValueError(f"SSConvSSM splits the channels in halves: hidden_dim={hidden_dim} must be even")
+        if hidden_dim % 2:
+            raise ValueError(f"SSConvSSM splits the channels in halves: hidden_dim={hidden_dim} must be even")
         h = hidden_dim // 2
         self.ln_1 = nn.LayerNorm(h) if ssm_half else nn.Identity()
-        self.self_attention = SS2D(h, d_state, ssm_ratio, dt_rank, ssm_drop_rate, scan_backend=scan_backend) if ssm_half else nn.Identity()
+        self.self_attention = (
+            SS2D(h, d_state, ssm_ratio, dt_rank, ssm_drop_rate, scan_backend=scan_backend)
+            if ssm_half
+            else nn.Identity()
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0 and ssm_half else nn.Identity()
         self.conv33conv33conv11 = conv_stack(h) if conv_half else nn.Identity()
 
-    def forward(self, x): # (B, H, W, C)
-        conv_in, ssm_in = x.chunk(2, dim=-1)                                      # (B, H, W, C/2) each
-        ssm_out = self.drop_path(self.self_attention(self.ln_1(ssm_in)))          # (B, H, W, C/2)
+    def forward(self, x):  # (B, H, W, C)
+        conv_in, ssm_in = x.chunk(2, dim=-1)  # (B, H, W, C/2) each
+        ssm_out = self.drop_path(self.self_attention(self.ln_1(ssm_in)))  # (B, H, W, C/2)
         conv_out = self.conv33conv33conv11(conv_in.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, C/2)
-        return x + channel_shuffle(torch.cat([conv_out, ssm_out], -1), 2)         # conv half first, as the reference
+        return x + channel_shuffle(torch.cat([conv_out, ssm_out], -1), 2)  # conv half first, as the reference
 
 # %% ../nbs/13_medmamba.ipynb #e9512c3f
 def ss_conv_ssm_param_count(C, d_state=16, ssm_ratio=2.0):
@@ -68,69 +94,127 @@ def ss_conv_ssm_param_count(C, d_state=16, ssm_ratio=2.0):
 # %% ../nbs/13_medmamba.ipynb #35a13fb7
 class CropPatchMerging2D(PatchMerging2D):
     "`PatchMerging2D` that drops the last row/column of an odd-sized map (the reference MedMamba) instead of zero-padding it."
+
     @staticmethod
-    def merge(x): # (B, H, W, C)
+    def merge(x):  # (B, H, W, C)
         "Concatenate each 2×2 neighbourhood of the even part: (B, H, W, C) -> (B, ⌊H/2⌋, ⌊W/2⌋, 4C)."
         H, W = x.shape[-3:-1]
-        if H < 2 or W < 2: raise ValueError(f"cropping patch merging needs a map of at least 2×2, got {H}×{W}: use larger images or odd_sizes='pad'")
-        return PatchMerging2D.merge(x[..., :H - H % 2, :W - W % 2, :])
+        if H < 2 or W < 2:
+            raise ValueError(
+                f"cropping patch merging needs a map of at least 2×2, got {H}×{W}: use larger images or odd_sizes='pad'"
+            )
+        return PatchMerging2D.merge(x[..., : H - H % 2, : W - W % 2, :])
+
 
 MERGINGS = dict(pad=PatchMerging2D, crop=CropPatchMerging2D)
 
 # %% ../nbs/13_medmamba.ipynb #f7e66501
-def medmamba_stage(dim,             # channels of this stage
-                  drop_paths,      # stochastic-depth rate of each block (its length is the depth)
-                  out_dim=None,    # channels after patch merging; None = last stage, no merging
-                  odd_sizes="pad", # patch merging of odd sizes: "pad" (chapter 05) or "crop" (the reference)
-                  **block_kwargs): # passed to every SSConvSSM
+def medmamba_stage(
+    dim,  # channels of this stage
+    drop_paths,  # stochastic-depth rate of each block (its length is the depth)
+    out_dim=None,  # channels after patch merging; None = last stage, no merging
+    odd_sizes="pad",  # patch merging of odd sizes: "pad" (chapter 05) or "crop" (the reference)
+    **block_kwargs,
+):  # passed to every SSConvSSM
     "One stage, named as in the official code: `blocks` (SS-Conv-SSM blocks), then `downsample` (patch merging or Identity)."
-    return nn.Sequential(OrderedDict(
-        blocks=nn.Sequential(*[SSConvSSM(dim, drop_path=dp, **block_kwargs) for dp in drop_paths]),
-        downsample=MERGINGS[odd_sizes](dim, out_dim) if out_dim else nn.Identity()))
+    return nn.Sequential(
+        OrderedDict(
+            blocks=nn.Sequential(*[SSConvSSM(dim, drop_path=dp, **block_kwargs) for dp in drop_paths]),
+            downsample=MERGINGS[odd_sizes](dim, out_dim) if out_dim else nn.Identity(),
+        )
+    )
 
 # %% ../nbs/13_medmamba.ipynb #7a649bbc
 class MedMamba(nn.Module):
     "MedMamba: `(B, 3, H, W)` images → patch embedding → four stages of SS-Conv-SSM blocks → average pool → `(B, num_classes)`."
-    def __init__(self, num_classes=1000,  # classes of the head; 0 = no head (pooled features)
-                 in_chans=3,              # image channels
-                 patch_size=4,            # side of the patches embedded by the stem
-                 depths=(2, 2, 4, 2),     # blocks per stage
-                 dims=96,                 # channels per stage, or the first stage's (doubled per stage)
-                 d_state=16, ssm_ratio=2.0, dt_rank="auto", # SS2D's sizes (on half the channels)
-                 ssm_drop_rate=0.,        # dropout at SS2D's output
-                 drop_path_rate=0.1,      # stochastic depth of the last block (SSM halves only)
-                 odd_sizes="pad",         # patch merging of odd maps: "pad" (chapter 05) or "crop" (the reference)
-                 ssm_half=True, conv_half=True, # False: that half of every block is the identity (ablations)
-                 scan_backend="auto"):    # "auto" | "reference" | "parallel" | "triton"
+
+    def __init__(
+        self,
+        num_classes=1000,  # classes of the head; 0 = no head (pooled features)
+        in_chans=3,  # image channels
+        patch_size=4,  # side of the patches embedded by the stem
+        depths=(2, 2, 4, 2),  # blocks per stage
+        dims=96,  # channels per stage, or the first stage's (doubled per stage)
+        d_state=16,
+        ssm_ratio=2.0,
+        dt_rank="auto",  # SS2D's sizes (on half the channels)
+        ssm_drop_rate=0.0,  # dropout at SS2D's output
+        drop_path_rate=0.1,  # stochastic depth of the last block (SSM halves only)
+        odd_sizes="pad",  # patch merging of odd maps: "pad" (chapter 05) or "crop" (the reference)
+        ssm_half=True,
+        conv_half=True,  # False: that half of every block is the identity (ablations)
+        scan_backend="auto",
+    ):  # "auto" | "reference" | "parallel" | "triton"
         super().__init__()
-        if odd_sizes not in MERGINGS: raise ValueError(f"odd_sizes must be one of {tuple(MERGINGS)}, got {odd_sizes!r}")
+        if odd_sizes not in MERGINGS:
+            raise ValueError(f"odd_sizes must be one of {tuple(MERGINGS)}, got {odd_sizes!r}")
         depths, dims = check_stages("MedMamba", depths, dims)
         if any(c % 2 for c in dims):
-            raise ValueError("MedMamba: every stage width must be even (each block splits its channels in "
-                             f"halves), got dims {tuple(dims)}")
-        check_model_args("MedMamba", num_classes=num_classes, in_chans=in_chans, patch_size=patch_size,
-                         d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, ssm_drop_rate=ssm_drop_rate,
-                         drop_path_rate=drop_path_rate)
+            raise ValueError(
+                "MedMamba: every stage width must be even (each block splits its channels in "
+                f"halves), got dims {tuple(dims)}"
+            )
+        check_model_args(
+            "MedMamba",
+            num_classes=num_classes,
+            in_chans=in_chans,
+            patch_size=patch_size,
+            d_state=d_state,
+            ssm_ratio=ssm_ratio,
+            dt_rank=dt_rank,
+            ssm_drop_rate=ssm_drop_rate,
+            drop_path_rate=drop_path_rate,
+        )
         self.grad_checkpointing = False
-        self.num_classes, self.in_chans, self.dims, self.depths, self.num_features = num_classes, in_chans, dims, list(depths), dims[-1]
-        self.patch_embed = nn.Sequential(OrderedDict(proj=nn.Conv2d(in_chans, dims[0], patch_size, stride=patch_size),
-                                                     permute=Permute(0, 2, 3, 1), norm=nn.LayerNorm(dims[0])))  # (B, H/4, W/4, C0)
+        self.num_classes, self.in_chans, self.dims, self.depths, self.num_features = (
+            num_classes,
+            in_chans,
+            dims,
+            list(depths),
+            dims[-1],
+        )
+        self.patch_embed = nn.Sequential(
+            OrderedDict(
+                proj=nn.Conv2d(in_chans, dims[0], patch_size, stride=patch_size),
+                permute=Permute(0, 2, 3, 1),
+                norm=nn.LayerNorm(dims[0]),
+            )
+        )  # (B, H/4, W/4, C0)
         n = sum(depths)  # linspace(0, rate, n) in Python floats, so the model can be built on the meta device
-        dpr, starts = [drop_path_rate * j / max(n - 1, 1) for j in range(n)], [sum(depths[:i]) for i in range(len(depths))]
-        self.layers = nn.ModuleList([
-            medmamba_stage(dims[i], dpr[starts[i]:starts[i] + depths[i]], dims[i + 1] if i + 1 < len(dims) else None, odd_sizes,
-                           d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, ssm_drop_rate=ssm_drop_rate,
-                           ssm_half=ssm_half, conv_half=conv_half, scan_backend=scan_backend)
-            for i in range(len(depths))])
+        dpr, starts = (
+            [drop_path_rate * j / max(n - 1, 1) for j in range(n)],
+            [sum(depths[:i]) for i in range(len(depths))],
+        )
+        self.layers = nn.ModuleList(
+            [
+                medmamba_stage(
+                    dims[i],
+                    dpr[starts[i] : starts[i] + depths[i]],
+                    dims[i + 1] if i + 1 < len(dims) else None,
+                    odd_sizes,
+                    d_state=d_state,
+                    ssm_ratio=ssm_ratio,
+                    dt_rank=dt_rank,
+                    ssm_drop_rate=ssm_drop_rate,
+                    ssm_half=ssm_half,
+                    conv_half=conv_half,
+                    scan_backend=scan_backend,
+                )
+                for i in range(len(depths))
+            ]
+        )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(VMamba._init_weights)  # Linear trunc-normal(0.02)/zero bias, LayerNorm one/zero
-        for m in self.modules():           # then every Conv2d, SS2D's depthwise one included (the reference's second pass)
-            if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for (
+            m
+        ) in self.modules():  # then every Conv2d, SS2D's depthwise one included (the reference's second pass)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 # %% ../nbs/13_medmamba.ipynb #2fc92945
 @patch
-def forward_features(self:MedMamba, x): # images (B, in_chans, H, W)
+def forward_features(self: MedMamba, x):  # images (B, in_chans, H, W)
     "Patch embedding and the four stages: `(B, 3, H, W)` → `(B, h, w, dims[-1])` (h = H/32 for sizes that divide)."
     if x.ndim != 4 or x.shape[1] != self.in_chans:
         raise ValueError(f"MedMamba expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
@@ -140,56 +224,76 @@ def forward_features(self:MedMamba, x): # images (B, in_chans, H, W)
         x = layer.downsample(checkpoint_seq(layer.blocks, x)) if checkpointed else layer(x)
     return x
 
+
 @patch
-def forward_head(self:MedMamba, x): # (B, h, w, C)
+def forward_head(self: MedMamba, x):  # (B, h, w, C)
     "Global average pool and the linear head (no norm before the pool, as the reference)."
     return self.head(self.avgpool(x.permute(0, 3, 1, 2)).flatten(1))
 
-@patch
-def forward(self:MedMamba, x): return self.forward_head(self.forward_features(x))
 
 @patch
-def set_grad_checkpointing(self:MedMamba, enable=True):
+def forward(self: MedMamba, x):
+    return self.forward_head(self.forward_features(x))
+
+
+@patch
+def set_grad_checkpointing(self: MedMamba, enable=True):
     "Recompute each block's activations in the backward instead of storing them (chapter 06; timm's method)."
     self.grad_checkpointing = enable
 
 # %% ../nbs/13_medmamba.ipynb #f979b44f
 MEDMAMBA_CONFIGS = dict(
-    tiny =dict(depths=(2, 2, 4, 2),  dims=96),   # MedMamba-T, the reference code's default
-    small=dict(depths=(2, 2, 8, 2),  dims=96),   # MedMamba-S
-    base =dict(depths=(2, 2, 12, 2), dims=128),  # MedMamba-B
-    test =dict(depths=(1, 1, 1, 1),  dims=16, d_state=4),  # small, for tests and CPU experiments
+    tiny=dict(depths=(2, 2, 4, 2), dims=96),  # MedMamba-T, the reference code's default
+    small=dict(depths=(2, 2, 8, 2), dims=96),  # MedMamba-S
+    base=dict(depths=(2, 2, 12, 2), dims=128),  # MedMamba-B
+    test=dict(depths=(1, 1, 1, 1), dims=16, d_state=4),  # small, for tests and CPU experiments
 )
 
 # %% ../nbs/13_medmamba.ipynb #3bfa0970
 MEDMAMBA_HEAD_KEYS = ("head.weight", "head.bias")
 
-def medmamba_checkpoint_filter(checkpoint): # a state dict, or a dict wrapping one under "model"/"state_dict"
+
+def medmamba_checkpoint_filter(checkpoint):  # a state dict, or a dict wrapping one under "model"/"state_dict"
     "The state dict inside `checkpoint`, unwrapped from 'model' or 'state_dict' and without DataParallel's 'module.' prefix."
-    sd = next((checkpoint[k] for k in ("model", "state_dict") if isinstance(checkpoint.get(k), dict)), checkpoint)
+    sd = next(
+        (checkpoint[k] for k in ("model", "state_dict") if isinstance(checkpoint.get(k), dict)), checkpoint
+    )
     bad = [k for k, v in sd.items() if not torch.is_tensor(v)]
-    if bad: raise ValueError(f"not a state dict: entries {bad[:5]} are not tensors (top-level keys: {list(checkpoint)[:10]})")
+    if bad:
+        raise ValueError(
+            f"not a state dict: entries {bad[:5]} are not tensors (top-level keys: {list(checkpoint)[:10]})"
+        )
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 # %% ../nbs/13_medmamba.ipynb #f0b5b6d1
-def load_medmamba_checkpoint(model,          # a MedMamba
-                             checkpoint,     # path to an official MedMamba checkpoint (`net.state_dict()`), or the dict
-                             verbose=True,   # say when the head is re-initialised
-                             allow_nonfinite=False): # load NaN/inf weights (with a warning), not refuse
+def load_medmamba_checkpoint(
+    model,  # a MedMamba
+    checkpoint,  # path to an official MedMamba checkpoint (`net.state_dict()`), or the dict
+    verbose=True,  # say when the head is re-initialised
+    allow_nonfinite=False,
+):  # load NaN/inf weights (with a warning), not refuse
     "Load official MedMamba weights into `model` strictly; a head of another size is re-initialised."
     source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the checkpoint given"
     if isinstance(checkpoint, (str, Path)):
-        checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
+        checkpoint = read_checkpoint(
+            checkpoint
+        )  # chapter 06: a missing, empty, truncated or foreign file is named and explained
     elif not isinstance(checkpoint, dict):
-        raise TypeError("checkpoint must be a file path or a dict (a state dict, or one under 'model'), "
-                        f"got a {type(checkpoint).__name__}")
+        raise TypeError(
+            "checkpoint must be a file path or a dict (a state dict, or one under 'model'), "
+            f"got a {type(checkpoint).__name__}"
+        )
     sd = medmamba_checkpoint_filter(checkpoint)
     expected = "official MedMamba weights of this size, both halves on"  # chapter 06 loads strictly
     if load_state_strict(model, sd, source, expected, MEDMAMBA_HEAD_KEYS, allow_nonfinite=allow_nonfinite):
         VMamba._init_weights(model.head)
-        if verbose: print(f"load_medmamba_checkpoint: head re-initialised for {model.num_classes} classes "
-                          f"(checkpoint has {checkpoint_classes(checkpoint)})")
+        if verbose:
+            print(
+                f"load_medmamba_checkpoint: head re-initialised for {model.num_classes} classes "
+                f"(checkpoint has {checkpoint_classes(checkpoint)})"
+            )
     return model
+
 
 def checkpoint_classes(checkpoint):
     "Number of classes of a MedMamba checkpoint's head (None if it has none)."
@@ -197,9 +301,22 @@ def checkpoint_classes(checkpoint):
     return None if w is None else w.shape[0]
 
 # %% ../nbs/13_medmamba.ipynb #f007a245
-MEDMAMBA_PRETRAINED_CFG = dict(  # the reference evaluation: resize to 224×224 (no centre crop), mean and std 0.5
-    input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=1.0, crop_mode="squash", interpolation="bilinear",
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv="patch_embed.proj", classifier="head")
+MEDMAMBA_PRETRAINED_CFG = (
+    dict(  # the reference evaluation: resize to 224×224 (no centre crop), mean and std 0.5
+        input_size=(3, 224, 224),
+        pool_size=(7, 7),
+        crop_pct=1.0,
+        crop_mode="squash",
+        interpolation="bilinear",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        first_conv="patch_embed.proj",
+        classifier="head",
+    )
+)
 MEDMAMBA_PRETRAINED_CFGS = {size: MEDMAMBA_PRETRAINED_CFG for size in ("tiny", "small", "base")} | {
-    "test": {**MEDMAMBA_PRETRAINED_CFG, "input_size": (3, 64, 64), "pool_size": (2, 2)}}
-MEDMAMBA_MODELS = register_family("medmamba", MedMamba, MEDMAMBA_CONFIGS, load_medmamba_checkpoint, MEDMAMBA_PRETRAINED_CFGS)
+    "test": {**MEDMAMBA_PRETRAINED_CFG, "input_size": (3, 64, 64), "pool_size": (2, 2)}
+}
+MEDMAMBA_MODELS = register_family(
+    "medmamba", MedMamba, MEDMAMBA_CONFIGS, load_medmamba_checkpoint, MEDMAMBA_PRETRAINED_CFGS
+)

@@ -4,19 +4,19 @@
 
 # %% ../nbs/13b_medmnist.ipynb #b13b0004
 from __future__ import annotations
-import re, time
+import re
+import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch, torch.nn as nn
 import torchvision.transforms as T
 from fastai.data.block import DataBlock, CategoryBlock
 from fastai.data.transforms import IndexSplitter, Normalize
 from fastai.vision.data import ImageBlock
 from fastai.vision.core import PILImage
 from fastai.learner import Learner
-import fastai.callback.progress  # progress bars, and `Learner.no_bar`
+import fastai.callback.progress  # noqa: F401 (progress bars, and `Learner.no_bar`)
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import Adam
@@ -35,165 +35,273 @@ __all__ = ['MEDMNIST_SPLITS', 'MEDMNIST_CLASSES', 'MEDMAMBA_RECIPE', 'medmamba_a
 # %% ../nbs/13b_medmnist.ipynb #b13b1001
 MEDMNIST_SPLITS = ("train", "val", "test")
 
+
 def _check_medmnist_split(path, split, images, labels):
     "(images (n, H, W, 3) uint8, labels (n,) int64) of one split, or a clear error."
-    if images.dtype != np.uint8: raise TypeError(f"{path}: {split}_images has dtype {images.dtype}, expected uint8 pixels")
-    if images.ndim == 3: images = np.repeat(images[..., None], 3, axis=-1)               # grey -> RGB
-    elif images.ndim == 4 and images.shape[-1] == 1: images = np.repeat(images, 3, axis=-1)
+    if images.dtype != np.uint8:
+        raise TypeError(f"{path}: {split}_images has dtype {images.dtype}, expected uint8 pixels")
+    if images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=-1)  # grey -> RGB
+    elif images.ndim == 4 and images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{path}: {split}_images has shape {images.shape}, expected (n, H, W) grey or (n, H, W, 3) RGB")
+        raise ValueError(
+            f"{path}: {split}_images has shape {images.shape}, expected (n, H, W) grey or (n, H, W, 3) RGB"
+        )
     if labels.ndim == 2 and labels.shape[1] > 1:
-        raise ValueError(f"{path}: {split}_labels has shape {labels.shape}: multi-label targets (n, {labels.shape[1]}) "
-                         "are not single-class; this loader is for single-label MedMNIST datasets")
+        raise ValueError(
+            f"{path}: {split}_labels has shape {labels.shape}: multi-label targets (n, {labels.shape[1]}) "
+            "are not single-class; this loader is for single-label MedMNIST datasets"
+        )
     labels = labels.reshape(-1).astype(np.int64)
-    if len(labels) != len(images): raise ValueError(f"{path}: {len(images)} {split} images but {len(labels)} labels")
-    if len(labels) and labels.min() < 0: raise ValueError(f"{path}: {split}_labels has negative classes")
+    if len(labels) != len(images):
+        raise ValueError(f"{path}: {len(images)} {split} images but {len(labels)} labels")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"{path}: {split}_labels has negative classes")
     return images, labels
 
+
 MEDMNIST_CLASSES = dict(  # classes of MedMNIST's single-label 2-D datasets (medmnist's INFO), by file name
-    pathmnist=9, dermamnist=7, octmnist=4, pneumoniamnist=2, retinamnist=5, breastmnist=2, bloodmnist=8,
-    tissuemnist=8, organamnist=11, organcmnist=11, organsmnist=11)
+    pathmnist=9,
+    dermamnist=7,
+    octmnist=4,
+    pneumoniamnist=2,
+    retinamnist=5,
+    breastmnist=2,
+    bloodmnist=8,
+    tissuemnist=8,
+    organamnist=11,
+    organcmnist=11,
+    organsmnist=11,
+)
+
 
 def _stated_classes(path, splits, stated, whose):
     "Check every label against `stated` classes; `whose` says where the number came from."
     for split, (_, labels) in splits.items():
         if len(labels) and labels.max() >= stated:
-            raise ValueError(f"{path}: {split}_labels has label {labels.max()}, outside the {stated} classes "
-                             f"0..{stated - 1} ({whose} {stated}); check the file, or pass the n_classes")
+            raise ValueError(
+                f"{path}: {split}_labels has label {labels.max()}, outside the {stated} classes "
+                f"0..{stated - 1} ({whose} {stated}); check the file, or pass the n_classes"
+            )
     return stated
+
 
 def _label_span(path, splits, n_classes=None):
     "The number of classes: `n_classes`, else the dataset's (file name), else 1 + the largest label; checked."
     bad_count = isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1
     if n_classes is not None and bad_count:
         raise ValueError(f"n_classes must be an int >= 1 (or None: from the file), got {n_classes!r}")
-    dataset = re.sub(r"_\d+$", "", Path(path).stem.lower())          # pathmnist_224.npz -> pathmnist
-    if n_classes is not None: return _stated_classes(path, splits, n_classes, "n_classes")
+    dataset = re.sub(r"_\d+$", "", Path(path).stem.lower())  # pathmnist_224.npz -> pathmnist
+    if n_classes is not None:
+        return _stated_classes(path, splits, n_classes, "n_classes")
     if dataset in MEDMNIST_CLASSES:
         return _stated_classes(path, splits, MEDMNIST_CLASSES[dataset], f"{dataset} has")
     present = np.unique(np.concatenate([labels for _, labels in splits.values()]))
-    if not len(present): return 0
+    if not len(present):
+        return 0
     empty = sorted(set(range(int(present.max()) + 1)) - set(present.tolist()))
     if empty:  # a gap: the labels after it are most likely out of range, not classes without a single image
         stray = present[present > empty[0]]
         where = ", ".join(f"{s}_labels" for s, (_, labels) in splits.items() if np.isin(labels, stray).any())
-        raise ValueError(f"{path}: classes {empty[0]}..{empty[-1]} have no image, so the file's classes "
-                         f"look like 0..{empty[0] - 1} and label(s) {stray.tolist()} (in {where}) lie "
-                         "outside them; "
-                         f"pass n_classes={int(present.max()) + 1} if the file really has that many classes")
+        raise ValueError(
+            f"{path}: classes {empty[0]}..{empty[-1]} have no image, so the file's classes "
+            f"look like 0..{empty[0] - 1} and label(s) {stray.tolist()} (in {where}) lie "
+            "outside them; "
+            f"pass n_classes={int(present.max()) + 1} if the file really has that many classes"
+        )
     return int(present.max()) + 1
 
-def read_medmnist(path, # a MedMNIST .npz file
-                  n_classes:int|None=None): # classes; None: the dataset's (file name), or the labels'
+
+def read_medmnist(
+    path,  # a MedMNIST .npz file
+    n_classes: int | None = None,
+):  # classes; None: the dataset's (file name), or the labels'
     "The three splits of a MedMNIST `.npz` as `{split: (images (n, H, W, 3) uint8, labels (n,) int64)}`."
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"no MedMNIST file at {path}; download one (e.g. pathmnist.npz) where there is internet and pass its path")
+        raise FileNotFoundError(
+            f"no MedMNIST file at {path}; download one (e.g. pathmnist.npz) where there is internet and pass its path"
+        )
     with np.load(path) as f:
-        missing = [f"{s}_{a}" for s in MEDMNIST_SPLITS for a in ("images", "labels") if f"{s}_{a}" not in f.files]
-        if missing: raise KeyError(f"{path} is not in MedMNIST's layout: no {missing} (it has {sorted(f.files)})")
-        splits = {s: _check_medmnist_split(path, s, f[f"{s}_images"], f[f"{s}_labels"])
-                  for s in MEDMNIST_SPLITS}
+        missing = [
+            f"{s}_{a}" for s in MEDMNIST_SPLITS for a in ("images", "labels") if f"{s}_{a}" not in f.files
+        ]
+        if missing:
+            raise KeyError(f"{path} is not in MedMNIST's layout: no {missing} (it has {sorted(f.files)})")
+        splits = {
+            s: _check_medmnist_split(path, s, f[f"{s}_images"], f[f"{s}_labels"]) for s in MEDMNIST_SPLITS
+        }
     _label_span(path, splits, n_classes)
     return splits
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1003
 class MedMambaTrainAug(Transform):
     "Training-only PIL augmentation of MedMamba's recipe: torchvision's random resized crop to `size`, horizontal flip."
+
     split_idx, order = 0, 1
-    def __init__(self, size:int=224, scale=(0.08, 1.0)): self.tfm = T.Compose([T.RandomResizedCrop(size, scale=scale), T.RandomHorizontalFlip()])
-    def encodes(self, x:PILImage): return retain_type(self.tfm(x), x)
+
+    def __init__(self, size: int = 224, scale=(0.08, 1.0)):
+        self.tfm = T.Compose([T.RandomResizedCrop(size, scale=scale), T.RandomHorizontalFlip()])
+
+    def encodes(self, x: PILImage):
+        return retain_type(self.tfm(x), x)
+
 
 class MedMambaEvalResize(Transform):
     "Validation/test PIL transform of MedMamba's recipe: resize to `size`×`size` (aspect not kept, nothing cropped)."
+
     split_idx, order = 1, 1
-    def __init__(self, size:int=224): self.tfm = T.Resize((size, size))
-    def encodes(self, x:PILImage): return retain_type(self.tfm(x), x)
+
+    def __init__(self, size: int = 224):
+        self.tfm = T.Resize((size, size))
+
+    def encodes(self, x: PILImage):
+        return retain_type(self.tfm(x), x)
+
 
 class _ArrayImage:
     "Image `i` of an in-memory array (a class, not a lambda, so the DataLoaders pickle)."
-    def __init__(self, images): self.images = images
-    def __call__(self, i): return PILImage.create(self.images[i])
+
+    def __init__(self, images):
+        self.images = images
+
+    def __call__(self, i):
+        return PILImage.create(self.images[i])
+
 
 class _ArrayLabel:
     "Class name of item `i`."
-    def __init__(self, labels): self.labels = labels
-    def __call__(self, i): return str(self.labels[i])
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __call__(self, i):
+        return str(self.labels[i])
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1004
-def medmnist_dls(path,                  # a MedMNIST .npz file (train/val/test images and labels)
-                 size:int=224,          # image side after the transforms
-                 bs:int=32,             # batch size (MedMamba's recipe: 32)
-                 crop_scale=(0.08, 1.0),# area range of the training random resized crop
-                 num_workers:int=0,     # loader processes (the arrays are in memory: 0 is usually enough)
-                 device=None,           # where batches go (default: the GPU when there is one)
-                 n_classes:int|None=None, # classes; None: the dataset's (file name), or the labels'
-                 **kwargs):             # passed on to `DataBlock.dataloaders`
+def medmnist_dls(
+    path,  # a MedMNIST .npz file (train/val/test images and labels)
+    size: int = 224,  # image side after the transforms
+    bs: int = 32,  # batch size (MedMamba's recipe: 32)
+    crop_scale=(0.08, 1.0),  # area range of the training random resized crop
+    num_workers: int = 0,  # loader processes (the arrays are in memory: 0 is usually enough)
+    device=None,  # where batches go (default: the GPU when there is one)
+    n_classes: int | None = None,  # classes; None: the dataset's (file name), or the labels'
+    **kwargs,
+):  # passed on to `DataBlock.dataloaders`
     "fastai `DataLoaders` (train, valid) of a MedMNIST `.npz` with MedMamba's transforms; `medmnist_test_dl` gives the test split."
     splits = read_medmnist(path, n_classes)
-    images = np.concatenate([splits[s][0] for s in MEDMNIST_SPLITS])  # one array, so test items are indices too
+    images = np.concatenate(
+        [splits[s][0] for s in MEDMNIST_SPLITS]
+    )  # one array, so test items are indices too
     labels = np.concatenate([splits[s][1] for s in MEDMNIST_SPLITS])
     n_train, n_val = len(splits["train"][1]), len(splits["val"][1])
     vocab = [str(c) for c in range(_label_span(path, splits, n_classes))]
-    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab, sort=False)), get_x=_ArrayImage(images), get_y=_ArrayLabel(labels),
-                       splitter=IndexSplitter(range(n_train, n_train + n_val)),
-                       item_tfms=[MedMambaTrainAug(size, crop_scale), MedMambaEvalResize(size)],
-                       batch_tfms=Normalize.from_stats([0.5] * 3, [0.5] * 3))
-    dls = dblock.dataloaders(list(range(n_train + n_val)), bs=bs, num_workers=num_workers, device=device, **kwargs)
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=vocab, sort=False)),
+        get_x=_ArrayImage(images),
+        get_y=_ArrayLabel(labels),
+        splitter=IndexSplitter(range(n_train, n_train + n_val)),
+        item_tfms=[MedMambaTrainAug(size, crop_scale), MedMambaEvalResize(size)],
+        batch_tfms=Normalize.from_stats([0.5] * 3, [0.5] * 3),
+    )
+    dls = dblock.dataloaders(
+        list(range(n_train + n_val)), bs=bs, num_workers=num_workers, device=device, **kwargs
+    )
     dls.medmnist = dict(path=Path(path), test_items=list(range(n_train + n_val, len(labels))))
     return dls
 
-def medmnist_test_dl(dls, bs:int=None): # `dls` from `medmnist_dls`
+
+def medmnist_test_dl(dls, bs: int = None):  # `dls` from `medmnist_dls`
     "A labelled `DataLoader` over the file's test split, with the validation transforms."
-    if not hasattr(dls, "medmnist"): raise ValueError("medmnist_test_dl: these DataLoaders were not made by medmnist_dls")
+    if not hasattr(dls, "medmnist"):
+        raise ValueError("medmnist_test_dl: these DataLoaders were not made by medmnist_dls")
     return dls.test_dl(dls.medmnist["test_items"], with_labels=True, bs=bs or dls.valid.bs)
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1006
-def make_medmnist_like(dest,                 # .npz file to write
-                       n:tuple=(40, 12, 12), # images in train, val, test
-                       size:int=28,          # image side
-                       n_classes:int=4,      # classes
-                       rgb:bool=False,       # (n, S, S, 3) if True, else (n, S, S)
-                       seed:int=0):
+def make_medmnist_like(
+    dest,  # .npz file to write
+    n: tuple = (40, 12, 12),  # images in train, val, test
+    size: int = 28,  # image side
+    n_classes: int = 4,  # classes
+    rgb: bool = False,  # (n, S, S, 3) if True, else (n, S, S)
+    seed: int = 0,
+):
     "Random images and labels in MedMNIST's `.npz` layout (labels shaped (n, 1), uint8), for tests."
     rng, arrays = np.random.default_rng(seed), {}
     for split, k in zip(MEDMNIST_SPLITS, n):
-        arrays[f"{split}_images"] = rng.integers(0, 256, (k, size, size, 3) if rgb else (k, size, size), dtype=np.uint8)
+        arrays[f"{split}_images"] = rng.integers(
+            0, 256, (k, size, size, 3) if rgb else (k, size, size), dtype=np.uint8
+        )
         arrays[f"{split}_labels"] = (np.arange(k) % n_classes)[:, None].astype(np.uint8)
     np.savez_compressed(dest, **arrays)
     return Path(dest)
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1010
 MEDMAMBA_RECIPE = dict(
-    size=224, bs=32,                                   # RandomResizedCrop(224) + flip; validation Resize((224, 224))
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),         # Normalize(0.5, 0.5)
-    opt="adam", lr=1e-4, betas=(0.9, 0.999), eps=1e-8, wd=0.,  # torch.optim.Adam's defaults, lr 1e-4
-    n_epoch=100, schedule=None,                        # constant learning rate
-    loss="cross_entropy", label_smoothing=0., mixup=0., cutmix=0., ema=False)
+    size=224,
+    bs=32,  # RandomResizedCrop(224) + flip; validation Resize((224, 224))
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),  # Normalize(0.5, 0.5)
+    opt="adam",
+    lr=1e-4,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    wd=0.0,  # torch.optim.Adam's defaults, lr 1e-4
+    n_epoch=100,
+    schedule=None,  # constant learning rate
+    loss="cross_entropy",
+    label_smoothing=0.0,
+    mixup=0.0,
+    cutmix=0.0,
+    ema=False,
+)
 
-medmamba_adam = partial(Adam, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0.)  # fastai's Adam with torch.optim.Adam's defaults
+medmamba_adam = partial(
+    Adam, mom=0.9, sqr_mom=0.999, eps=1e-8, wd=0.0
+)  # fastai's Adam with torch.optim.Adam's defaults
 
-def medmamba_learner(dls,                    # e.g. from `medmnist_dls`
-                     arch="medmamba_tiny",   # a `create_model` name, or a callable taking num_classes
-                     pretrained=None,        # a checkpoint file for `create_model`
-                     **overrides):           # model overrides (drop_path_rate, ssm_half, ...)
+
+def medmamba_learner(
+    dls,  # e.g. from `medmnist_dls`
+    arch="medmamba_tiny",  # a `create_model` name, or a callable taking num_classes
+    pretrained=None,  # a checkpoint file for `create_model`
+    **overrides,
+):  # model overrides (drop_path_rate, ssm_half, ...)
     "A fastai `Learner` with MedMamba's recipe: Adam (torch defaults), cross-entropy, accuracy; train with `learn.fit(n, lr)`."
-    model = create_model(arch, num_classes=dls.c, pretrained=pretrained, **overrides) if isinstance(arch, str) else arch(num_classes=dls.c, **overrides)
-    return Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=medmamba_adam, lr=MEDMAMBA_RECIPE["lr"], metrics=accuracy)
+    model = (
+        create_model(arch, num_classes=dls.c, pretrained=pretrained, **overrides)
+        if isinstance(arch, str)
+        else arch(num_classes=dls.c, **overrides)
+    )
+    return Learner(
+        dls,
+        model,
+        loss_func=CrossEntropyLossFlat(),
+        opt_func=medmamba_adam,
+        lr=MEDMAMBA_RECIPE["lr"],
+        metrics=accuracy,
+    )
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1014
-def mini_food_npz(dest,   # .npz file to write
-                  **mini): # `make_mini_food` arguments (n_classes, per_class, size, seed)
+def mini_food_npz(
+    dest,  # .npz file to write
+    **mini,
+):  # `make_mini_food` arguments (n_classes, per_class, size, seed)
     "The generated mini dataset of chapter 08, written in MedMNIST's `.npz` layout (RGB, labels (n, 1))."
     import tempfile
     from PIL import Image
+
     arrays = {}
     with tempfile.TemporaryDirectory() as d:
         root = make_mini_food(Path(d) / "mini", **mini)
         for split in MEDMNIST_SPLITS:
             entries = read_split(root / "splits" / f"{split}.txt")
             folder = root / ("val600x600" if split == "test" else "train600x600")
-            arrays[f"{split}_images"] = np.stack([np.asarray(Image.open(folder / f).convert("RGB")) for f, _ in entries])
+            arrays[f"{split}_images"] = np.stack(
+                [np.asarray(Image.open(folder / f).convert("RGB")) for f, _ in entries]
+            )
             arrays[f"{split}_labels"] = np.array([[l] for _, l in entries], dtype=np.uint8)
     np.savez_compressed(dest, **arrays)
     return Path(dest)
@@ -206,11 +314,17 @@ HALVES_VARIANTS = {  # name -> (create_model name, overrides)
     "VMamba (no conv)": ("vmamba_test", {}),
 }
 
-def halves_experiment(npz,                      # a MedMNIST-layout .npz
-                      variants=HALVES_VARIANTS, # name -> (arch, overrides)
-                      seeds=(0, 1, 2),          # one run per seed and variant
-                      n_epoch:int=30, size:int=64, bs:int=32, lr:float=1e-4, # MedMamba's recipe, shorter and smaller
-                      device=None):             # where to train (default: the GPU if there is one)
+
+def halves_experiment(
+    npz,  # a MedMNIST-layout .npz
+    variants=HALVES_VARIANTS,  # name -> (arch, overrides)
+    seeds=(0, 1, 2),  # one run per seed and variant
+    n_epoch: int = 30,
+    size: int = 64,
+    bs: int = 32,
+    lr: float = 1e-4,  # MedMamba's recipe, shorter and smaller
+    device=None,
+):  # where to train (default: the GPU if there is one)
     "Train every variant from every seed with MedMamba's recipe; one dict per run (final and per-epoch validation accuracy)."
     rows = []
     for name, (arch, overrides) in variants.items():
@@ -218,17 +332,30 @@ def halves_experiment(npz,                      # a MedMNIST-layout .npz
             set_seed(seed, reproducible=True)
             learn = medmamba_learner(medmnist_dls(npz, size=size, bs=bs, device=device), arch, **overrides)
             start = time.time()
-            with learn.no_bar(), learn.no_logging(): learn.fit(n_epoch, lr)
-            rows.append(dict(model=name, arch=arch, seed=seed, accuracy=float(learn.recorder.values[-1][2]),
-                             curve=[float(v[2]) for v in learn.recorder.values], seconds=time.time() - start))
+            with learn.no_bar(), learn.no_logging():
+                learn.fit(n_epoch, lr)
+            rows.append(
+                dict(
+                    model=name,
+                    arch=arch,
+                    seed=seed,
+                    accuracy=float(learn.recorder.values[-1][2]),
+                    curve=[float(v[2]) for v in learn.recorder.values],
+                    seconds=time.time() - start,
+                )
+            )
     return rows
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1016
-def halves_table(runs,                      # [{"lr": ..., "rows": rows from `halves_experiment`}, ...]
-                 variants=HALVES_VARIANTS,  # the variants that were run
-                 size:int=64, n_classes:int=10):
+def halves_table(
+    runs,  # [{"lr": ..., "rows": rows from `halves_experiment`}, ...]
+    variants=HALVES_VARIANTS,  # the variants that were run
+    size: int = 64,
+    n_classes: int = 10,
+):
     "Accuracy over seeds (mean, standard deviation, ddof 1) per learning rate, and each model's parameters and multiply-accumulates."
     import pandas as pd
+
     cols = {}
     for run in runs:
         acc = pd.DataFrame(run["rows"]).groupby("model", sort=False)["accuracy"]

@@ -21,26 +21,41 @@ from .resvmamba import ResVMamba
 @dataclass(frozen=True)
 class ModelEntry:
     "One preset: the class, its arguments, how to load its checkpoints, and the data config of its weights."
-    family: str                       # e.g. "vmamba"
-    cls: type                         # the nn.Module class
-    cfg: dict                         # constructor arguments of this size
+
+    family: str  # e.g. "vmamba"
+    cls: type  # the nn.Module class
+    cfg: dict  # constructor arguments of this size
     load_checkpoint: Callable | None  # `load_checkpoint(model, path)`, used by `pretrained=PATH`
-    pretrained_cfg: dict              # timm's data config: input size, interpolation, crop, mean/std, file name
-    timm_name: str                    # the name in timm's registry
+    pretrained_cfg: dict  # timm's data config: input size, interpolation, crop, mean/std, file name
+    timm_name: str  # the name in timm's registry
+
 
 MODELS: dict[str, ModelEntry] = {}  # name -> ModelEntry, filled by `register_family`
 TIMM_PREFIX = "rvm_"  # timm names are "rvm_" + our name, so no other library's timm model can clash
-DEFAULT_PRETRAINED_CFG = dict(  # the official VMamba evaluation: 224² input, resize to 224/0.875 = 256, bicubic, centre crop
-    input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, interpolation="bicubic",
-    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),  # ImageNet mean/std, as the official loaders
-    first_conv="patch_embed.0", classifier="classifier.head", num_classes=1000)
+DEFAULT_PRETRAINED_CFG = (
+    dict(  # the official VMamba evaluation: 224² input, resize to 224/0.875 = 256, bicubic, centre crop
+        input_size=(3, 224, 224),
+        pool_size=(7, 7),
+        crop_pct=0.875,
+        interpolation="bicubic",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),  # ImageNet mean/std, as the official loaders
+        first_conv="patch_embed.0",
+        classifier="classifier.head",
+        num_classes=1000,
+    )
+)
 
 # %% ../nbs/07b_models.ipynb #a1e0c004
 default_cfgs = {}  # timm reads the pretrained cfg of an entry point from its module's `default_cfgs`
 
+
 def _timm_entry(name, timm_name):
     "A timm entry point `timm_name(pretrained=False, **kwargs)` that calls `create_model(name, ...)`."
-    def entry(pretrained=False, cache_dir=None, **kwargs): return create_model(name, pretrained=pretrained, **kwargs)
+
+    def entry(pretrained=False, cache_dir=None, **kwargs):
+        return create_model(name, pretrained=pretrained, **kwargs)
+
     entry.__name__ = entry.__qualname__ = timm_name
     entry.__module__ = __name__
     entry.__doc__ = f"timm entry point for `resvmamba.models.create_model({name!r}, ...)`."
@@ -48,13 +63,14 @@ def _timm_entry(name, timm_name):
     return entry
 
 # %% ../nbs/07b_models.ipynb #a1e0c00b
-def register_family(family:str,                     # prefix of the names, e.g. "vmamba"
-                    cls,                            # the model class
-                    configs:dict[str, dict],        # size -> constructor arguments, e.g. {"tiny": {...}}
-                    load_checkpoint=None,           # `load_checkpoint(model, path)` for `pretrained=PATH`
-                    pretrained_cfgs:dict|None=None, # size -> entries over `DEFAULT_PRETRAINED_CFG`
-                    timm_prefix=TIMM_PREFIX         # prefix of the names in timm's registry
-                   ) -> list[str]:
+def register_family(
+    family: str,  # prefix of the names, e.g. "vmamba"
+    cls,  # the model class
+    configs: dict[str, dict],  # size -> constructor arguments, e.g. {"tiny": {...}}
+    load_checkpoint=None,  # `load_checkpoint(model, path)` for `pretrained=PATH`
+    pretrained_cfgs: dict | None = None,  # size -> entries over `DEFAULT_PRETRAINED_CFG`
+    timm_prefix=TIMM_PREFIX,  # prefix of the names in timm's registry
+) -> list[str]:
     "Register `{family}_{size}` for every size with `create_model` and, as `{timm_prefix}{family}_{size}`, with timm."
     names = []
     for size, cfg in configs.items():
@@ -64,88 +80,136 @@ def register_family(family:str,                     # prefix of the names, e.g. 
         timm_name = timm_prefix + name
         ours = is_model(timm_name) and getattr(model_entrypoint(timm_name), "resvmamba_entry", False)
         if is_model(timm_name) and not ours:
-            raise ValueError(f"timm already has a model {timm_name!r} from {model_entrypoint(timm_name).__module__}; "
-                             "pass another timm_prefix")
+            raise ValueError(
+                f"timm already has a model {timm_name!r} from {model_entrypoint(timm_name).__module__}; "
+                "pass another timm_prefix"
+            )
         pcfg = {**DEFAULT_PRETRAINED_CFG, **(pretrained_cfgs or {}).get(size, {})}
         MODELS[name] = ModelEntry(family, cls, dict(cfg), load_checkpoint, pcfg, timm_name)
         default_cfgs[timm_name] = pcfg
-        if not ours: globals()[timm_name] = register_model(_timm_entry(name, timm_name))
+        if not ours:
+            globals()[timm_name] = register_model(_timm_entry(name, timm_name))
         names.append(name)
     return names
 
 # %% ../nbs/07b_models.ipynb #a1e0c006
 TIMM_BUILD_ARGS = ("features_only", "out_indices", "feature_cls", "pretrained_cfg", "pretrained_cfg_overlay")
 
+
 def _accepted(cls):
     "Constructor arguments of `cls` and its bases (what `create_model` may override)."
-    return [p for c in cls.__mro__ if c not in (object, nn.Module) and "__init__" in vars(c)
-            for p in inspect.signature(c.__init__).parameters if p not in ("self", "args", "kwargs")]
+    return [
+        p
+        for c in cls.__mro__
+        if c not in (object, nn.Module) and "__init__" in vars(c)
+        for p in inspect.signature(c.__init__).parameters
+        if p not in ("self", "args", "kwargs")
+    ]
 
-def image_size_override(name:str, size=None) -> dict:
+
+def image_size_override(name: str, size=None) -> dict:
     "`{'img_size': size}` for a family whose models are built for one image size (Vim's position embeddings), else `{}`."
     return {"img_size": size} if size and name in MODELS and "img_size" in _accepted(MODELS[name].cls) else {}
 
+
 def _check_stage_args(name, entry, kwargs, overrides):
     "depths/dims first (they decide the stages), then a default that no longer fits them, named with depths."
-    if "depths" not in kwargs: return
+    if "depths" not in kwargs:
+        return
     dims = kwargs.get("dims", 1)  # every preset sets dims
     kwargs["depths"], _ = check_stages(entry.cls.__name__, kwargs["depths"], dims)
     n = len(kwargs["depths"])
     if "residual_stages" in _accepted(entry.cls) and "residual_stages" not in overrides:
         default = inspect.signature(entry.cls).parameters["residual_stages"].default  # Res-VMamba's (0, 1, 2)
         if max(default, default=-1) >= n - 1:
-            raise ValueError(f"{name}: depths={tuple(kwargs['depths'])} gives {n} stages, but the default "
-                             f"residual_stages={default} needs {max(default) + 2}; "
-                             f"pass residual_stages={tuple(range(n - 1))} (every stage with patch merging)")
+            raise ValueError(
+                f"{name}: depths={tuple(kwargs['depths'])} gives {n} stages, but the default "
+                f"residual_stages={default} needs {max(default) + 2}; "
+                f"pass residual_stages={tuple(range(n - 1))} (every stage with patch merging)"
+            )
+
 
 def _checkpoint_path(name, entry, pretrained, pcfg):
     "The file `pretrained` names: a path, or for `True` the preset's `pretrained_cfg['file']` if it exists."
     if pretrained is True:
         f = pcfg.get("file")
         if not f or not Path(f).is_file():
-            raise ValueError(f"{name}: pretrained=True loads pretrained_cfg['file'] ({f!r}), which is not here; there are "
-                             "no downloads: pass pretrained=PATH to a checkpoint file")
+            raise ValueError(
+                f"{name}: pretrained=True loads pretrained_cfg['file'] ({f!r}), which is not here; there are "
+                "no downloads: pass pretrained=PATH to a checkpoint file"
+            )
         pretrained = f
-    if entry.load_checkpoint is None: raise ValueError(f"{name}: family {entry.family!r} has no checkpoint loader")
+    if entry.load_checkpoint is None:
+        raise ValueError(f"{name}: family {entry.family!r} has no checkpoint loader")
     return Path(pretrained)
 
 # %% ../nbs/07b_models.ipynb #71f4e039
-def create_model(name,              # a name in `MODELS`, e.g. "resvmamba_small"
-                 num_classes=241,   # classes of the head (CNFOOD-241 has 241; 0 = no head)
-                 pretrained=None,   # path to a checkpoint file, loaded by the family's loader (True: pretrained_cfg's file)
-                 grad_checkpointing=False, # recompute each block in the backward (`set_grad_checkpointing`)
-                 **overrides):      # constructor arguments (dims, depths, drop_path_rate, drop_rate, global_pool, ...) and
-                                    # timm's features_only, out_indices, pretrained_cfg, pretrained_cfg_overlay
+def create_model(
+    name,  # a name in `MODELS`, e.g. "resvmamba_small"
+    num_classes=241,  # classes of the head (CNFOOD-241 has 241; 0 = no head)
+    pretrained=None,  # path to a checkpoint file, loaded by the family's loader (True: pretrained_cfg's file)
+    grad_checkpointing=False,  # recompute each block in the backward (`set_grad_checkpointing`)
+    **overrides,
+):  # constructor arguments (dims, depths, drop_path_rate, drop_rate, global_pool, ...) and
+    # timm's features_only, out_indices, pretrained_cfg, pretrained_cfg_overlay
     "Build a registered model by name through timm's `build_model_with_cfg`, optionally loading a checkpoint file."
-    if name not in MODELS: raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     entry = MODELS[name]
     build = {k: overrides.pop(k) for k in TIMM_BUILD_ARGS if k in overrides}
     unknown = [k for k in overrides if k not in _accepted(entry.cls)]
-    if unknown: raise ValueError(f"{name}: unknown override(s) {unknown}; accepted: {_accepted(entry.cls) + list(TIMM_BUILD_ARGS)}")
-    pcfg = {**entry.pretrained_cfg, **(build.get("pretrained_cfg") or {}), **(build.pop("pretrained_cfg_overlay", None) or {})}
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown override(s) {unknown}; accepted: {_accepted(entry.cls) + list(TIMM_BUILD_ARGS)}"
+        )
+    pcfg = {
+        **entry.pretrained_cfg,
+        **(build.get("pretrained_cfg") or {}),
+        **(build.pop("pretrained_cfg_overlay", None) or {}),
+    }
     path = _checkpoint_path(name, entry, pretrained, pcfg) if pretrained else None
+
     def construct(**kwargs):  # loads the weights before timm wraps the model (features_only)
         model = entry.cls(**kwargs)
-        if path is not None: entry.load_checkpoint(model, path)
-        if grad_checkpointing: model.set_grad_checkpointing(True)
+        if path is not None:
+            entry.load_checkpoint(model, path)
+        if grad_checkpointing:
+            model.set_grad_checkpointing(True)
         return model
+
     kwargs = {**entry.cfg, **overrides, "num_classes": num_classes}
     _check_stage_args(name, entry, kwargs, overrides)
     feature_cfg = dict(feature_cls="getter")  # features_only: the model's own `forward_intermediates`
-    if "depths" in kwargs: feature_cfg["out_indices"] = tuple(range(len(kwargs["depths"])))  # every stage by default
-    return build_model_with_cfg(construct, entry.timm_name, pretrained=False, feature_cfg=feature_cfg,
-                                **{**build, "pretrained_cfg": pcfg}, **kwargs)
+    if "depths" in kwargs:
+        feature_cfg["out_indices"] = tuple(range(len(kwargs["depths"])))  # every stage by default
+    return build_model_with_cfg(
+        construct,
+        entry.timm_name,
+        pretrained=False,
+        feature_cfg=feature_cfg,
+        **{**build, "pretrained_cfg": pcfg},
+        **kwargs,
+    )
 
 # %% ../nbs/07b_models.ipynb #a1e0c008
-VMAMBA_RELEASE = "https://github.com/MzeroMiko/VMamba/releases/tag/%2320240218"  # the v0 classification weights
+VMAMBA_RELEASE = (
+    "https://github.com/MzeroMiko/VMamba/releases/tag/%2320240218"  # the v0 classification weights
+)
 VMAMBA_PRETRAINED_CFGS = dict(  # the official v0 files (ImageNet-1k, 1000 classes)
     tiny=dict(file="vssmtiny_dp01_ckpt_epoch_292.pth", origin_url=VMAMBA_RELEASE),
     small=dict(file="vssmsmall_dp03_ckpt_epoch_238.pth", origin_url=VMAMBA_RELEASE),
     base=dict(file="vssmbase_dp05_ckpt_epoch_260.pth", origin_url=VMAMBA_RELEASE),
-    test=dict(input_size=(3, 64, 64), pool_size=(2, 2)))  # no weights: a preset for tests
-RESVMAMBA_PRETRAINED_CFGS = {**VMAMBA_PRETRAINED_CFGS,  # the VMamba files load with the residuals at zero
-    "small": dict(file="ckpt_epoch_166.pth", num_classes=241, origin_url="https://huggingface.co/ms57rd/Res-VMamba",
-                  notes="the authors' Res-VMamba-S on their CNFOOD-241 split; loads with the residuals at zero")}
+    test=dict(input_size=(3, 64, 64), pool_size=(2, 2)),
+)  # no weights: a preset for tests
+RESVMAMBA_PRETRAINED_CFGS = {
+    **VMAMBA_PRETRAINED_CFGS,  # the VMamba files load with the residuals at zero
+    "small": dict(
+        file="ckpt_epoch_166.pth",
+        num_classes=241,
+        origin_url="https://huggingface.co/ms57rd/Res-VMamba",
+        notes="the authors' Res-VMamba-S on their CNFOOD-241 split; loads with the residuals at zero",
+    ),
+}
 
 register_family("vmamba", VMamba, VMAMBA_CONFIGS, load_vmamba_checkpoint, VMAMBA_PRETRAINED_CFGS)
-register_family("resvmamba", ResVMamba, VMAMBA_CONFIGS, load_vmamba_checkpoint, RESVMAMBA_PRETRAINED_CFGS);
+register_family("resvmamba", ResVMamba, VMAMBA_CONFIGS, load_vmamba_checkpoint, RESVMAMBA_PRETRAINED_CFGS)

@@ -6,63 +6,85 @@
 __all__ = ['RESIDUALS', 'GlobalResidual', 'OfficialResidual', 'ResVMamba']
 
 # %% ../nbs/07_resvmamba.ipynb #9358cdf5
-import torch, torch.nn as nn
-from fastcore.basics import patch
-from .vmamba import VMamba, VMAMBA_CONFIGS, load_vmamba_checkpoint
+import torch.nn as nn
+from .vmamba import VMamba
 
 # %% ../nbs/07_resvmamba.ipynb #086af92d
 class GlobalResidual(nn.Module):
     "Res-VMamba's stage residual: 2×2 max-pool (ceil mode) and a zero-initialised 1×1 conv; `(B,H,W,C_in)` → `(B,⌈H/2⌉,⌈W/2⌉,C_out)`."
-    def __init__(self, in_dim,   # C_i, channels of the stage's input
-                 out_dim):       # C_{i+1}, channels of the stage's output
-        super().__init__()
-        self.pool = nn.MaxPool2d(2, ceil_mode=True)  # same windows as PatchMerging2D's padded 2×2 neighbourhoods
-        self.proj = nn.Conv2d(in_dim, out_dim, kernel_size=1)
-        nn.init.zeros_(self.proj.weight); nn.init.zeros_(self.proj.bias)  # start as "no residual"
 
-    def forward(self, x): # (B, H, W, C_in), channels-last
+    def __init__(
+        self,
+        in_dim,  # C_i, channels of the stage's input
+        out_dim,
+    ):  # C_{i+1}, channels of the stage's output
+        super().__init__()
+        self.pool = nn.MaxPool2d(
+            2, ceil_mode=True
+        )  # same windows as PatchMerging2D's padded 2×2 neighbourhoods
+        self.proj = nn.Conv2d(in_dim, out_dim, kernel_size=1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)  # start as "no residual"
+
+    def forward(self, x):  # (B, H, W, C_in), channels-last
         return self.proj(self.pool(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)  # (B, H/2, W/2, C_out)
 
 # %% ../nbs/07_resvmamba.ipynb #2869c255
 class OfficialResidual(nn.Module):
     "The authors' code's residual: 2×2 max-pool and a NEW, randomly initialised 1×1 conv on every call (no parameters)."
-    def __init__(self, in_dim, out_dim): super().__init__(); self.in_dim, self.out_dim = in_dim, out_dim
 
-    def forward(self, x): # (B, H, W, C_in), channels-last
+    def __init__(self, in_dim, out_dim):
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x):  # (B, H, W, C_in), channels-last
         # built here, as the official forward builds it: PyTorch's default init, drawn from the global RNG each call
         conv = nn.Conv2d(self.in_dim, self.out_dim, kernel_size=1, device=x.device, dtype=x.dtype)
         pooled = nn.functional.max_pool2d(x.permute(0, 3, 1, 2), 2, ceil_mode=True)  # (B, C_in, ⌈H/2⌉, ⌈W/2⌉)
-        return conv(pooled).permute(0, 2, 3, 1)                                       # (B, ⌈H/2⌉, ⌈W/2⌉, C_out)
+        return conv(pooled).permute(0, 2, 3, 1)  # (B, ⌈H/2⌉, ⌈W/2⌉, C_out)
 
 # %% ../nbs/07_resvmamba.ipynb #c7a00002
 RESIDUALS = {"trained": GlobalResidual, "official": OfficialResidual}
 
+
 class ResVMamba(VMamba):
     "VMamba with Res-VMamba's global residual around the stages in `residual_stages`."
+
     checkpoint_optional_prefixes = ("residuals.",)
-    def __init__(self, *args,
-                 residual_stages=(0, 1, 2),  # stages whose input is pooled, projected and added to their output
-                 residual="trained",         # "trained": registered, zero-initialised 1×1 conv (this package);
-                                             # "official": a new random 1×1 conv on every call (the authors' code)
-                 **kwargs):                  # VMamba's arguments
+
+    def __init__(
+        self,
+        *args,
+        residual_stages=(0, 1, 2),  # stages whose input is pooled, projected and added to their output
+        residual="trained",  # "trained": registered, zero-initialised 1×1 conv (this package);
+        # "official": a new random 1×1 conv on every call (the authors' code)
+        **kwargs,
+    ):  # VMamba's arguments
         super().__init__(*args, **kwargs)
-        if residual not in RESIDUALS: raise ValueError(f"residual must be one of {tuple(RESIDUALS)}, got {residual!r}")
+        if residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {tuple(RESIDUALS)}, got {residual!r}")
         last = len(self.dims) - 1
         bad = [i for i in residual_stages if not 0 <= i < last]
-        if bad: raise ValueError(f"residual_stages must be among {tuple(range(last))} (the stages with patch merging: "
-                                 f"{len(self.dims)} stages from depths={tuple(self.depths)}), got {bad}")
+        if bad:
+            raise ValueError(
+                f"residual_stages must be among {tuple(range(last))} (the stages with patch merging: "
+                f"{len(self.dims)} stages from depths={tuple(self.depths)}), got {bad}"
+            )
         self.residual, self.residual_stages = residual, tuple(sorted(residual_stages))
-        self.residuals = nn.ModuleDict({str(i): RESIDUALS[residual](self.dims[i], self.dims[i + 1])
-                                        for i in self.residual_stages})
+        self.residuals = nn.ModuleDict(
+            {str(i): RESIDUALS[residual](self.dims[i], self.dims[i + 1]) for i in self.residual_stages}
+        )
 
-    def _stage(self, i, x): # stage i's input (B, H, W, C_i)
+    def _stage(self, i, x):  # stage i's input (B, H, W, C_i)
         "VMamba's stage, plus the residual of its input added to the next stage's input."
         f, y = VMamba._stage(self, i, x)
-        if str(i) in self.residuals: y = y + self.residuals[str(i)](x)
+        if str(i) in self.residuals:
+            y = y + self.residuals[str(i)](x)
         return f, y
 
     def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
         "VMamba's, and the residuals of stages whose output is no longer computed."
         take = VMamba.prune_intermediate_layers(self, indices, prune_norm, prune_head)
-        for k in [k for k in self.residuals if int(k) >= len(self.layers) - 1]: del self.residuals[k]
+        for k in [k for k in self.residuals if int(k) >= len(self.layers) - 1]:
+            del self.residuals[k]
         return take

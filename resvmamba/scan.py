@@ -15,51 +15,73 @@ from torch.autograd.function import once_differentiable
 # %% ../nbs/02_selective_scan.ipynb #81575a90
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+
 def _type_name(x):
     "numpy.ndarray, list, int: what a non-tensor is, as a user would write it."
     t = type(x)
-    return t.__qualname__ if t.__module__ == 'builtins' else f"{t.__module__.split('.')[0]}.{t.__qualname__}"
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__.split('.')[0]}.{t.__qualname__}"
 
-def require_float(fn_name: str, # the public function doing the check, named in the message
-                  **tensors,    # argument name -> value; None (an optional input left out) is skipped
-                 ):
+
+def require_float(
+    fn_name: str,  # the public function doing the check, named in the message
+    **tensors,  # argument name -> value; None (an optional input left out) is skipped
+):
     "Raise a TypeError unless every given argument is a floating-point torch.Tensor (float16, bfloat16, float32 or float64)."
     for name, t in tensors.items():
-        if t is None or (isinstance(t, torch.Tensor) and t.dtype in _FLOAT_DTYPES): continue
+        if t is None or (isinstance(t, torch.Tensor) and t.dtype in _FLOAT_DTYPES):
+            continue
         got = t.dtype if isinstance(t, torch.Tensor) else _type_name(t)
-        raise TypeError(f"{fn_name}: {name} must be a floating-point torch.Tensor (float16, bfloat16, float32 or float64), got {got}")
+        raise TypeError(
+            f"{fn_name}: {name} must be a floating-point torch.Tensor (float16, bfloat16, float32 or float64), got {got}"
+        )
 
 # %% ../nbs/02_selective_scan.ipynb #c7e1a0b2
-def require_negative_A(fn_name: str, # the public function doing the check, named in the message
-                       A,            # the state matrix diagonal, any shape
-                      ):
+def require_negative_A(
+    fn_name: str,  # the public function doing the check, named in the message
+    A,  # the state matrix diagonal, any shape
+):
     "A ValueError if an entry of A is positive: the state would grow as exp(ΔA·t) to inf, the output to NaN."
     # One reduction and one scalar read. Under torch.compile the read would break the graph (and sync the
     # GPU), so a compiled model skips it: its A = -exp(A_log) is negative by construction.
     # -exp(A_log) may round to -0.0, so 0 passes. NaN passes too: it means the weights diverged, which the
     # learner's non-finite-loss check reports (keeping the last good checkpoint), not a wrongly signed A.
-    if torch.compiler.is_compiling() or A.numel() == 0 or A.device.type == "meta": return
+    if torch.compiler.is_compiling() or A.numel() == 0 or A.device.type == "meta":
+        return
     top = A.detach().max().item()
     if top > 0:
         raise ValueError(f"{fn_name}: A must be negative (A = -exp(A_log)); got max(A) = {top:.4g}")
 
+
 def _check_scan_args(fn, u, delta, A, B, C, D, z, delta_bias):
     "Raise a TypeError or ValueError, prefixed with the caller's name `fn`, naming the first argument that breaks the contract."
     require_float(fn, u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
-    if u.dim() != 3: raise ValueError(f"{fn}: u must be (batch, d, L), got shape {tuple(u.shape)}")
+    if u.dim() != 3:
+        raise ValueError(f"{fn}: u must be (batch, d, L), got shape {tuple(u.shape)}")
     b, d, L = u.shape
-    if delta.shape != u.shape: raise ValueError(f"{fn}: delta must be (batch, d, L) = {(b, d, L)}, got {tuple(delta.shape)}")
-    if A.dim() != 2 or A.shape[0] != d: raise ValueError(f"{fn}: A must be (d, N) with d={d}, got {tuple(A.shape)}")
+    if delta.shape != u.shape:
+        raise ValueError(f"{fn}: delta must be (batch, d, L) = {(b, d, L)}, got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f"{fn}: A must be (d, N) with d={d}, got {tuple(A.shape)}")
     N = A.shape[1]
     for name, t in (("B", B), ("C", C)):
-        ok = ((t.dim() == 2 and t.shape == (d, N)) or (t.dim() == 3 and t.shape == (b, N, L))
-              or (t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (N, L)))
-        if not ok: raise ValueError(f"{fn}: {name} must be fixed (d, N) = {(d, N)}, input-dependent (batch, N, L) = {(b, N, L)}"
-                                    f" or grouped (batch, G, N, L), got {tuple(t.shape)}")
-        if t.dim() == 4 and d % t.shape[1]: raise ValueError(f"{fn}: {name} has G={t.shape[1]} groups, which must divide d={d}")
-    if D is not None and D.shape != (d,): raise ValueError(f"{fn}: D must be (d,) = ({d},), got {tuple(D.shape)}")
-    if z is not None and z.shape != u.shape: raise ValueError(f"{fn}: z must be (batch, d, L) = {(b, d, L)}, got {tuple(z.shape)}")
-    if delta_bias is not None and delta_bias.shape != (d,): raise ValueError(f"{fn}: delta_bias must be (d,) = ({d},), got {tuple(delta_bias.shape)}")
+        ok = (
+            (t.dim() == 2 and t.shape == (d, N))
+            or (t.dim() == 3 and t.shape == (b, N, L))
+            or (t.dim() == 4 and t.shape[0] == b and t.shape[2:] == (N, L))
+        )
+        if not ok:
+            raise ValueError(
+                f"{fn}: {name} must be fixed (d, N) = {(d, N)}, input-dependent (batch, N, L) = {(b, N, L)}"
+                f" or grouped (batch, G, N, L), got {tuple(t.shape)}"
+            )
+        if t.dim() == 4 and d % t.shape[1]:
+            raise ValueError(f"{fn}: {name} has G={t.shape[1]} groups, which must divide d={d}")
+    if D is not None and D.shape != (d,):
+        raise ValueError(f"{fn}: D must be (d,) = ({d},), got {tuple(D.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"{fn}: z must be (batch, d, L) = {(b, d, L)}, got {tuple(z.shape)}")
+    if delta_bias is not None and delta_bias.shape != (d,):
+        raise ValueError(f"{fn}: delta_bias must be (d,) = ({d},), got {tuple(delta_bias.shape)}")
     require_negative_A(fn, A)
 
 # %% ../nbs/02_selective_scan.ipynb #a9902d71
@@ -67,163 +89,203 @@ def _compute_dtype(u):
     "float32 for half, bfloat16 and float32 inputs; float64 stays float64 (so gradcheck can run)."
     return torch.promote_types(u.dtype, torch.float32)
 
+
 def _layout_BC(t, G, d):
     "B or C as (batch|1, G, d/G|1, N, L|1): fixed (d, N) per channel and constant in time, or shared by a group at each step."
-    if t.dim() == 2: return t.view(1, G, d // G, -1, 1)              # fixed: one row per channel, the same at every step
-    if t.dim() == 3: t = t[:, None]                                  # (batch, N, L) is one group for all channels
-    if t.shape[1] not in (1, G): t = t.repeat_interleave(G // t.shape[1], 1)  # B and C grouped differently: refine to G
-    return t[:, :, None]                                             # the d/G channels of a group broadcast over it
+    if t.dim() == 2:
+        return t.view(1, G, d // G, -1, 1)  # fixed: one row per channel, the same at every step
+    if t.dim() == 3:
+        t = t[:, None]  # (batch, N, L) is one group for all channels
+    if t.shape[1] not in (1, G):
+        t = t.repeat_interleave(G // t.shape[1], 1)  # B and C grouped differently: refine to G
+    return t[:, :, None]  # the d/G channels of a group broadcast over it
+
 
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     "Cast everything to the compute dtype, form Δ (bias, then softplus, as in Mamba), lay B and C out for broadcasting."
     ct = _compute_dtype(u)
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
-    if delta_bias is not None: delta = delta + delta_bias.to(ct)[:, None]
-    if delta_softplus: delta = F.softplus(delta)
-    G = math.lcm(*(t.shape[1] if t.dim() == 4 else 1 for t in (B, C)))   # the finest grouping of the two
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(ct)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    G = math.lcm(*(t.shape[1] if t.dim() == 4 else 1 for t in (B, C)))  # the finest grouping of the two
     d = u.shape[1]
     return u, delta, A, _layout_BC(B, G, d), _layout_BC(C, G, d), G
 
 # %% ../nbs/02_selective_scan.ipynb #aa5106af
 def _finish(y, u, D, z, dtype):
     "Add the skip D u, gate by SiLU(z), cast back to the input dtype."
-    if D is not None: y = y + u * D.to(y.dtype)[:, None]
-    if z is not None: y = y * F.silu(z.to(y.dtype))
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
     return y.to(dtype)
 
 # %% ../nbs/02_selective_scan.ipynb #143aef78
-def selective_scan_ref(u,                       # input, (batch, d, L)
-                       delta,                   # step sizes Δ before bias/softplus, (batch, d, L)
-                       A,                       # real state matrix diagonal, (d, N)
-                       B,                       # input matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
-                       C,                       # output matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
-                       D=None,                  # skip connection, (d,)
-                       z=None,                  # gate: the output is multiplied by SiLU(z), (batch, d, L)
-                       delta_bias=None,         # added to delta before the softplus, (d,)
-                       delta_softplus=False,    # apply softplus to delta (+ bias)?
-                       return_last_state=False, # also return the final state h_L, (batch, d, N)?
-                      ):
+def selective_scan_ref(
+    u,  # input, (batch, d, L)
+    delta,  # step sizes Δ before bias/softplus, (batch, d, L)
+    A,  # real state matrix diagonal, (d, N)
+    B,  # input matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
+    C,  # output matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
+    D=None,  # skip connection, (d,)
+    z=None,  # gate: the output is multiplied by SiLU(z), (batch, d, L)
+    delta_bias=None,  # added to delta before the softplus, (d,)
+    delta_softplus=False,  # apply softplus to delta (+ bias)?
+    return_last_state=False,  # also return the final state h_L, (batch, d, N)?
+):
     "The selective scan (Mamba's S6) as a plain loop over time: h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t·h_t + D u_t."
     _check_scan_args("selective_scan_ref", u, delta, A, B, C, D, z, delta_bias)
     dtype, (b, d, L), N = u.dtype, u.shape, A.shape[1]
     u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-    dg = d // G                                                             # channels per group: they share B_t and C_t
-    decay = torch.exp(delta.view(b, G, dg, L, 1) * A.view(G, dg, 1, N))     # exp(Δ_t a_n), (b, G, d/G, L, N)
-    x = (delta * u).view(b, G, dg, L, 1) * B.mT                             # Δ_t B_t u_t, (b, G, d/G, L, N)
-    Cs = C.mT.expand(-1, -1, -1, L, -1)                                      # a fixed C is the same at every step
+    dg = d // G  # channels per group: they share B_t and C_t
+    decay = torch.exp(delta.view(b, G, dg, L, 1) * A.view(G, dg, 1, N))  # exp(Δ_t a_n), (b, G, d/G, L, N)
+    x = (delta * u).view(b, G, dg, L, 1) * B.mT  # Δ_t B_t u_t, (b, G, d/G, L, N)
+    Cs = C.mT.expand(-1, -1, -1, L, -1)  # a fixed C is the same at every step
     h = u.new_zeros(b, G, dg, N)
     ys = []
-    for a_t, x_t, C_t in zip(decay.unbind(-2), x.unbind(-2), Cs.unbind(-2)):  # unbind, not [..., t, :]: its backward is one stack
-        h = a_t * h + x_t                                                   # (b, G, d/G, N)
-        ys.append((h * C_t).sum(-1))                                        # (b, G, d/G)
+    for a_t, x_t, C_t in zip(
+        decay.unbind(-2), x.unbind(-2), Cs.unbind(-2)
+    ):  # unbind, not [..., t, :]: its backward is one stack
+        h = a_t * h + x_t  # (b, G, d/G, N)
+        ys.append((h * C_t).sum(-1))  # (b, G, d/G)
     y = torch.stack(ys, dim=-1).reshape(b, d, L) if L else u.new_zeros(b, d, 0)
     out = _finish(y, u, D, z, dtype)
     return (out, h.reshape(b, d, N)) if return_last_state else out
 
 # %% ../nbs/02_selective_scan.ipynb #4c490d7f
-def _block_len(L): return max(1, math.isqrt(max(L - 1, 0)) + 1)   # ⌈√L⌉: as many steps per block as blocks
+def _block_len(L):
+    return max(1, math.isqrt(max(L - 1, 0)) + 1)  # ⌈√L⌉: as many steps per block as blocks
 
-def _time_blocks(t, T, value=0.):
+
+def _time_blocks(t, T, value=0.0):
     "(..., L) -> (T, ..., ⌈L/T⌉), the tail padded with `value`; step-in-block first and contiguous, so each step is one slice."
     return F.pad(t, (0, -t.shape[-1] % T), value=value).unflatten(-1, (-1, T)).movedim(-1, 0).contiguous()
 
 # %% ../nbs/02_selective_scan.ipynb #447eb8c2
-def _states(a, # decays, blocked (T, ..., nc, N)
-            x, # inputs, blocked (T, ..., nc, N)
-            p, # each block's total decay Π a, (..., nc, N)
-           ):
+def _states(
+    a,  # decays, blocked (T, ..., nc, N)
+    x,  # inputs, blocked (T, ..., nc, N)
+    p,  # each block's total decay Π a, (..., nc, N)
+):
     "Reduce each block, scan the block totals, rescan: H (T+1, ..., nc, N), H[0] the state entering each block, H[s+1] after step s."
     h = x[0]
-    for s in range(1, len(x)): h = torch.addcmul(x[s], a[s], h)           # 1. reduce: every block's end state from zero
+    for s in range(1, len(x)):
+        h = torch.addcmul(x[s], a[s], h)  # 1. reduce: every block's end state from zero
     H = x.new_empty((len(x) + 1, *x.shape[1:]))
-    H[0, ..., :1, :] = 0                                                   #    block 0 starts from zero ...
-    if x.shape[-2] > 1: H[0, ..., 1:, :] = linear_scan(p, h)[..., :-1, :]  # 2. ... block k from block k-1's true end
-    for s in range(len(x)): torch.addcmul(x[s], a[s], H[s], out=H[s + 1])  # 3. rescan, each state into its slot
+    H[0, ..., :1, :] = 0  #    block 0 starts from zero ...
+    if x.shape[-2] > 1:
+        H[0, ..., 1:, :] = linear_scan(p, h)[..., :-1, :]  # 2. ... block k from block k-1's true end
+    for s in range(len(x)):
+        torch.addcmul(x[s], a[s], H[s], out=H[s + 1])  # 3. rescan, each state into its slot
     return H
 
 # %% ../nbs/02_selective_scan.ipynb #73d308d4
-def _adjoints(a, # decays, blocked (T, ..., nc, N)
-              r, # gradients of the states from above, blocked (T, ..., nc, N)
-              p, # each block's total decay Π a, (..., nc, N)
-             ):
+def _adjoints(
+    a,  # decays, blocked (T, ..., nc, N)
+    r,  # gradients of the states from above, blocked (T, ..., nc, N)
+    p,  # each block's total decay Π a, (..., nc, N)
+):
     "The total gradients g_t = r_t + a_{t+1} g_{t+1} of all states, g_L = r_L, by `_states`' three stages walked from the end."
     g = r[-1]
-    for s in range(len(r) - 2, -1, -1): g = torch.addcmul(r[s], a[s + 1], g)      # 1. reduce each block from its end
+    for s in range(len(r) - 2, -1, -1):
+        g = torch.addcmul(r[s], a[s + 1], g)  # 1. reduce each block from its end
     G = torch.empty_like(r)
-    G[-1, ..., -1:, :] = r[-1, ..., -1:, :]                                        #    nothing comes after the last block
+    G[-1, ..., -1:, :] = r[-1, ..., -1:, :]  #    nothing comes after the last block
     if r.shape[-2] > 1:
-        E = linear_scan(p.flip(-2), (a[0] * g).flip(-2)).flip(-2)                  # 2. E_c = e_c + (Π a)_c E_{c+1}
-        torch.add(r[-1, ..., :-1, :], E[..., 1:, :], out=G[-1, ..., :-1, :])       #    block c's last step receives E_{c+1}
-    for s in range(len(r) - 2, -1, -1): torch.addcmul(r[s], a[s + 1], G[s + 1], out=G[s])  # 3. rescan
+        E = linear_scan(p.flip(-2), (a[0] * g).flip(-2)).flip(-2)  # 2. E_c = e_c + (Π a)_c E_{c+1}
+        torch.add(
+            r[-1, ..., :-1, :], E[..., 1:, :], out=G[-1, ..., :-1, :]
+        )  #    block c's last step receives E_{c+1}
+    for s in range(len(r) - 2, -1, -1):
+        torch.addcmul(r[s], a[s + 1], G[s + 1], out=G[s])  # 3. rescan
     return G
 
 # %% ../nbs/02_selective_scan.ipynb #0517116a
 class _LinearScan(torch.autograd.Function):
     "All states of h_t = a_t h_{t-1} + x_t on blocked (T, ..., nc, N) tensors, with the backward derived above."
+
     @staticmethod
-    def forward(ctx, a, x, p=None):                      # p: each block's total decay Π a, if the caller knows it better
+    def forward(ctx, a, x, p=None):  # p: each block's total decay Π a, if the caller knows it better
         p = a.prod(0) if p is None else p
         H = _states(a, x, p)
         ctx.save_for_backward(a, p, H)
         return H[1:]
 
     @staticmethod
-    @once_differentiable                                 # a second derivative would need the backward's own backward
+    @once_differentiable  # a second derivative would need the backward's own backward
     def backward(ctx, dH):
         a, p, H = ctx.saved_tensors
         g = _adjoints(a, dH.contiguous(), p)
-        return g * H[:-1], g, None                       # ∂L/∂a_t = g_t h_{t-1}, ∂L/∂x_t = g_t; p is a's, not a leaf
+        return g * H[:-1], g, None  # ∂L/∂a_t = g_t h_{t-1}, ∂L/∂x_t = g_t; p is a's, not a leaf
 
 # %% ../nbs/02_selective_scan.ipynb #9b8b715b
-def linear_scan(a,          # decays a_t, (..., L, N)
-                x,          # inputs x_t, (..., L, N)
-                chunk=None, # block length T; ⌈√L⌉ by default
-               ):
+def linear_scan(
+    a,  # decays a_t, (..., L, N)
+    x,  # inputs x_t, (..., L, N)
+    chunk=None,  # block length T; ⌈√L⌉ by default
+):
     "All states of h_t = a_t h_{t-1} + x_t, h_0 = 0, along dim -2, by a blocked (reduce-then-scan) parallel scan; (..., L, N)."
     L = x.shape[-2]
-    if L == 0: return x
+    if L == 0:
+        return x
     T = chunk or _block_len(L)
-    blk = lambda t, v=0.: _time_blocks(t.mT, T, v).mT     # (T, ..., nc, N); padding with the identity pair (1, 0)
-    hs = _LinearScan.apply(blk(a, 1.), blk(x))            # (T, ..., nc, N)
+    blk = lambda t, v=0.0: (
+        _time_blocks(t.mT, T, v).mT
+    )  # (T, ..., nc, N); padding with the identity pair (1, 0)
+    hs = _LinearScan.apply(blk(a, 1.0), blk(x))  # (T, ..., nc, N)
     return hs.movedim(0, -2).flatten(-3, -2)[..., :L, :]
 
 # %% ../nbs/02_selective_scan.ipynb #c2d3e4f5
-def _to_blocks(t, # (b|1, G, d/G|1, N|1, L|1): Δ or Δu as (b, G, d/G, 1, L), B or C as `_layout_BC` gives them, A as (1, G, d/G, N, 1)
-               T, # steps per block
-               L, # sequence length
-              ):
+def _to_blocks(
+    t,  # (b|1, G, d/G|1, N|1, L|1): Δ or Δu as (b, G, d/G, 1, L), B or C as `_layout_BC` gives them, A as (1, G, d/G, N, 1)
+    T,  # steps per block
+    L,  # sequence length
+):
     "The blocked layout (T|1, N|1, b|1, G, nc|1, d/G|1): time blocks first, the state outside, a group's channels innermost."
-    blk = _time_blocks(t, T) if t.shape[-1] == L else t[None]       # a fixed B, C (or A) has no time axis to block
+    blk = _time_blocks(t, T) if t.shape[-1] == L else t[None]  # a fixed B, C (or A) has no time axis to block
     return blk.permute(0, 4, 1, 2, 5, 3).contiguous()
+
 
 def _from_blocks(t, L):
     "The inverse of `_to_blocks`, the padded tail cut: (T|1, N|1, b|1, G, nc|1, d/G|1) -> (b|1, G, d/G|1, N|1, L|1)."
     return t.permute(0, 2, 3, 5, 1, 4).movedim(0, -1).flatten(-2)[..., :L]
 
 # %% ../nbs/02_selective_scan.ipynb #23e90201
-def selective_scan_parallel(u,                       # input, (batch, d, L)
-                            delta,                   # step sizes Δ before bias/softplus, (batch, d, L)
-                            A,                       # real state matrix diagonal, (d, N)
-                            B,                       # input matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
-                            C,                       # output matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
-                            D=None,                  # skip connection, (d,)
-                            z=None,                  # gate: the output is multiplied by SiLU(z), (batch, d, L)
-                            delta_bias=None,         # added to delta before the softplus, (d,)
-                            delta_softplus=False,    # apply softplus to delta (+ bias)?
-                            return_last_state=False, # also return the final state h_L, (batch, d, N)?
-                           ):
+def selective_scan_parallel(
+    u,  # input, (batch, d, L)
+    delta,  # step sizes Δ before bias/softplus, (batch, d, L)
+    A,  # real state matrix diagonal, (d, N)
+    B,  # input matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
+    C,  # output matrix: fixed (d, N), or per step (batch, N, L) or grouped (batch, G, N, L)
+    D=None,  # skip connection, (d,)
+    z=None,  # gate: the output is multiplied by SiLU(z), (batch, d, L)
+    delta_bias=None,  # added to delta before the softplus, (d,)
+    delta_softplus=False,  # apply softplus to delta (+ bias)?
+    return_last_state=False,  # also return the final state h_L, (batch, d, N)?
+):
     "`selective_scan_ref` computed by a blocked parallel scan: the same arguments and result, ~2√L steps instead of L."
     _check_scan_args("selective_scan_parallel", u, delta, A, B, C, D, z, delta_bias)
     dtype, (b, d, L), N = u.dtype, u.shape, A.shape[1]
     u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-    if L == 0: y, h = u, u.new_zeros(b, d, N)
+    if L == 0:
+        y, h = u, u.new_zeros(b, d, N)
     else:
         blk, dg = partial(_to_blocks, T=_block_len(L), L=L), d // G
-        dl, du = (blk(t.view(b, G, dg, 1, L)) for t in (delta, delta * u))  # (T, 1, b, G, nc, d/G); padded Δ = 0 ...
-        A = blk(A.view(1, G, dg, N, 1))                                      # (1, N, 1, G, 1, d/G)
-        p = torch.exp(dl.detach().sum(0) * A.detach()[0])                   # Π a = exp(A ΣΔ): one rounding, not T
-        H = _LinearScan.apply(torch.exp(dl * A), du * blk(B), p)            # ... the identity pair; states (T, N, b, G, nc, d/G)
-        y = _from_blocks((H * blk(C)).sum(1, keepdim=True), L).reshape(b, d, L)  # C_t·h_t: the sum over N adds slabs
-        h = H[-1, ..., -1, :].permute(1, 2, 3, 0).reshape(b, d, N)          # the padded tail is the identity: this is h_L
+        dl, du = (
+            blk(t.view(b, G, dg, 1, L)) for t in (delta, delta * u)
+        )  # (T, 1, b, G, nc, d/G); padded Δ = 0 ...
+        A = blk(A.view(1, G, dg, N, 1))  # (1, N, 1, G, 1, d/G)
+        p = torch.exp(dl.detach().sum(0) * A.detach()[0])  # Π a = exp(A ΣΔ): one rounding, not T
+        H = _LinearScan.apply(
+            torch.exp(dl * A), du * blk(B), p
+        )  # ... the identity pair; states (T, N, b, G, nc, d/G)
+        y = _from_blocks((H * blk(C)).sum(1, keepdim=True), L).reshape(
+            b, d, L
+        )  # C_t·h_t: the sum over N adds slabs
+        h = (
+            H[-1, ..., -1, :].permute(1, 2, 3, 0).reshape(b, d, N)
+        )  # the padded tail is the identity: this is h_L
     out = _finish(y, u, D, z, dtype)
     return (out, h) if return_last_state else out

@@ -15,102 +15,133 @@ def as_float(*xs):
     tensors = [x for x in xs if isinstance(x, torch.Tensor)]
     dev = tensors[0].device if tensors else None
     dtype = tensors[0].dtype if tensors else torch.get_default_dtype()
-    for t in tensors[1:]: dtype = torch.promote_types(dtype, t.dtype)
-    if not (dtype.is_floating_point or dtype.is_complex): dtype = torch.get_default_dtype()
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    if not (dtype.is_floating_point or dtype.is_complex):
+        dtype = torch.get_default_dtype()
     # Python numbers take the tensors' dtype (as in torch's own promotion): a float delta must not be rounded to float32 first
     return [torch.as_tensor(x, dtype=dtype, device=dev) for x in xs]
 
 # %% ../nbs/00_ssm.ipynb #63140d64
-def is_diagonal(A:torch.Tensor, # state matrix: dense (..., n, n) or the diagonal (..., n)
-                diag:bool|None=None, # True: `A` holds diagonals; None: only a 1-d `A` is diagonal
-               )->bool:
+def is_diagonal(
+    A: torch.Tensor,  # state matrix: dense (..., n, n) or the diagonal (..., n)
+    diag: bool | None = None,  # True: `A` holds diagonals; None: only a 1-d `A` is diagonal
+) -> bool:
     "Whether `A` stores diagonal systems; checks that a dense `A` is square."
-    if diag is None: diag = A.ndim == 1
-    if diag and A.ndim < 1: raise ValueError("a diagonal A must have shape (..., n), got a scalar")
+    if diag is None:
+        diag = A.ndim == 1
+    if diag and A.ndim < 1:
+        raise ValueError("a diagonal A must have shape (..., n), got a scalar")
     if not diag and (A.ndim < 2 or A.shape[-1] != A.shape[-2]):
-        raise ValueError(f"a dense A must have shape (..., n, n), got {tuple(A.shape)}; "
-                         "for diagonal systems pass the diagonals, shape (..., n), with diag=True")
+        raise ValueError(
+            f"a dense A must have shape (..., n, n), got {tuple(A.shape)}; "
+            "for diagonal systems pass the diagonals, shape (..., n), with diag=True"
+        )
     return diag
 
 # %% ../nbs/00_ssm.ipynb #44da3938
-def check_vec(name:str, v:torch.Tensor, n:int):
+def check_vec(name: str, v: torch.Tensor, n: int):
     "Raise unless `v` has shape (..., n), the state size of `A`."
     if v.ndim < 1 or v.shape[-1] != n:
-        raise ValueError(f"{name} must have shape (..., n) with n={n} (the state size of A), got {tuple(v.shape)}")
+        raise ValueError(
+            f"{name} must have shape (..., n) with n={n} (the state size of A), got {tuple(v.shape)}"
+        )
+
 
 def batch_shape(**shapes):
     "Broadcast the named batch shapes, or raise an error that names them."
-    try: return torch.broadcast_shapes(*shapes.values())
+    try:
+        return torch.broadcast_shapes(*shapes.values())
     except RuntimeError:
-        raise ValueError("batch dimensions do not broadcast: " + ", ".join(f"{k} {tuple(s)}" for k, s in shapes.items())) from None
+        raise ValueError(
+            "batch dimensions do not broadcast: " + ", ".join(f"{k} {tuple(s)}" for k, s in shapes.items())
+        ) from None
 
 # %% ../nbs/00_ssm.ipynb #be75ba41
-def state_flow(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
-               B:torch.Tensor, # input vector (..., n)
-               t:torch.Tensor, # elapsed time, any shape broadcasting with the batch dims of A and B
-               diag:bool|None=None, # see `is_diagonal`
-              )->tuple: # (Phi (..., n, n) or (..., n), Gamma (..., n))
+def state_flow(
+    A: torch.Tensor,  # state matrix (..., n, n), or diagonals (..., n)
+    B: torch.Tensor,  # input vector (..., n)
+    t: torch.Tensor,  # elapsed time, any shape broadcasting with the batch dims of A and B
+    diag: bool | None = None,  # see `is_diagonal`
+) -> tuple:  # (Phi (..., n, n) or (..., n), Gamma (..., n))
     "$\\Phi = e^{At}$ and $\\Gamma = \\int_0^t e^{As} ds\\,B$: the exact flow over time `t` under constant unit input."
     A, B, t = as_float(A, B, t)
-    diag = is_diagonal(A, diag); n = A.shape[-1]
-    check_vec('B', B, n)
+    diag = is_diagonal(A, diag)
+    n = A.shape[-1]
+    check_vec("B", B, n)
     if diag:
         batch_shape(A=A.shape[:-1], B=B.shape[:-1], t=t.shape)
-        z = A * t[..., None]                                  # (..., n)
-        small = z.abs() < 1e-4                                # there 1 + z/2 + z^2/6 + z^3/24 is exact to float64 rounding
-        zs = torch.where(small, torch.ones_like(z), z)        # keeps the unused branch finite: no 0/0, no NaN gradient
+        z = A * t[..., None]  # (..., n)
+        small = z.abs() < 1e-4  # there 1 + z/2 + z^2/6 + z^3/24 is exact to float64 rounding
+        zs = torch.where(
+            small, torch.ones_like(z), z
+        )  # keeps the unused branch finite: no 0/0, no NaN gradient
         series = 1 + z / 2 * (1 + z / 3 * (1 + z / 4))
-        phi1 = torch.where(small, series, torch.expm1(zs) / zs)   # (e^z - 1)/z; expm1 keeps the digits that exp(z) - 1 would cancel
+        phi1 = torch.where(
+            small, series, torch.expm1(zs) / zs
+        )  # (e^z - 1)/z; expm1 keeps the digits that exp(z) - 1 would cancel
         return torch.exp(z), phi1 * t[..., None] * B
     batch = batch_shape(A=A.shape[:-2], B=B.shape[:-1], t=t.shape)
-    M = A.new_zeros(*batch, n + 1, n + 1)                     # Van Loan's bordered matrix [[A, B], [0, 0]] t
+    M = A.new_zeros(*batch, n + 1, n + 1)  # Van Loan's bordered matrix [[A, B], [0, 0]] t
     M[..., :n, :n] = A * t[..., None, None]
     M[..., :n, n] = B * t[..., None]
-    E = torch.linalg.matrix_exp(M)                            # [[Phi, Gamma], [0, 1]]
+    E = torch.linalg.matrix_exp(M)  # [[Phi, Gamma], [0, 1]]
     return E[..., :n, :n], E[..., :n, n]
 
 # %% ../nbs/00_ssm.ipynb #2bf943eb
 def _response_args(A, B, C, t, diag):
     "Validate and broadcast the arguments shared by the impulse and step responses; A, B, C get a time axis."
     A, B, C, t = as_float(A, B, C, t)
-    diag = is_diagonal(A, diag); n = A.shape[-1]
-    check_vec('B', B, n); check_vec('C', C, n)
-    if t.ndim != 1: raise ValueError(f"t must be a 1-d tensor of times (T,), got shape {tuple(t.shape)}")
+    diag = is_diagonal(A, diag)
+    n = A.shape[-1]
+    check_vec("B", B, n)
+    check_vec("C", C, n)
+    if t.ndim != 1:
+        raise ValueError(f"t must be a 1-d tensor of times (T,), got shape {tuple(t.shape)}")
     return (*_with_time_axis(A, B, C, diag), t, diag)
+
 
 def _with_time_axis(A, B, C, diag):
     "Insert a time axis in front of the state axes of A, B, C."
     return (A[..., None, :] if diag else A[..., None, :, :]), B[..., None, :], C[..., None, :]
 
-def impulse_response(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
-                     B:torch.Tensor, # input vector (..., n)
-                     C:torch.Tensor, # output vector (..., n)
-                     t:torch.Tensor, # times (T,); the response is 0 for t < 0
-                     diag:bool|None=None, # see `is_diagonal`
-                    )->torch.Tensor: # K(t), shape (..., T)
+
+def impulse_response(
+    A: torch.Tensor,  # state matrix (..., n, n), or diagonals (..., n)
+    B: torch.Tensor,  # input vector (..., n)
+    C: torch.Tensor,  # output vector (..., n)
+    t: torch.Tensor,  # times (T,); the response is 0 for t < 0
+    diag: bool | None = None,  # see `is_diagonal`
+) -> torch.Tensor:  # K(t), shape (..., T)
     "The impulse response $K(t) = C e^{At} B$ of the continuous system, sampled at times `t`."
     A, B, C, t, diag = _response_args(A, B, C, t, diag)
-    if diag: Kt = (C * torch.exp(A * t[:, None]) * B).sum(-1)                  # (..., T)
-    else:    Kt = (C * (torch.linalg.matrix_exp(A * t[:, None, None]) @ B[..., None])[..., 0]).sum(-1)
+    if diag:
+        Kt = (C * torch.exp(A * t[:, None]) * B).sum(-1)  # (..., T)
+    else:
+        Kt = (C * (torch.linalg.matrix_exp(A * t[:, None, None]) @ B[..., None])[..., 0]).sum(-1)
     return torch.where(t >= 0, Kt, torch.zeros_like(Kt))
 
 # %% ../nbs/00_ssm.ipynb #c3a583f2
-def step_response(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
-                  B:torch.Tensor, # input vector (..., n)
-                  C:torch.Tensor, # output vector (..., n)
-                  t:torch.Tensor, # times (T,); the response is 0 for t <= 0
-                  diag:bool|None=None, # see `is_diagonal`
-                 )->torch.Tensor: # S(t), shape (..., T)
+def step_response(
+    A: torch.Tensor,  # state matrix (..., n, n), or diagonals (..., n)
+    B: torch.Tensor,  # input vector (..., n)
+    C: torch.Tensor,  # output vector (..., n)
+    t: torch.Tensor,  # times (T,); the response is 0 for t <= 0
+    diag: bool | None = None,  # see `is_diagonal`
+) -> torch.Tensor:  # S(t), shape (..., T)
     "The unit step response $S(t) = C\\,\\Gamma(t) = \\int_0^t C e^{As} B\\,ds$, sampled at times `t`."
     A, B, C, t, diag = _response_args(A, B, C, t, diag)
-    return (C * state_flow(A, B, t.clamp(min=0), diag=diag)[1]).sum(-1)     # (..., T)
+    return (C * state_flow(A, B, t.clamp(min=0), diag=diag)[1]).sum(-1)  # (..., T)
 
 # %% ../nbs/00_ssm.ipynb #8b7ceb4b
 def _held_input(x, t, delta):
     "The input value held at each time t (..., T): x_j on ((j-1)Δ, jΔ], zero after the last piece."
     L = x.shape[-1]
-    j = torch.ceil(t / delta - 1e-9).long() - 1          # interval holding t; the 1e-9 keeps t = kΔ in interval k despite rounding
+    j = (
+        torch.ceil(t / delta - 1e-9).long() - 1
+    )  # interval holding t; the 1e-9 keeps t = kΔ in interval k despite rounding
     return torch.where(j < L, x[..., j.clamp(0, L - 1)], torch.zeros_like(x[..., :1]))
+
 
 def _free_motion(A, B, h0, t, diag):
     "e^{At} h0 for every t: the state's own motion from h0, (..., T, n). (B only sets the batch shape, as in `state_flow`.)"
@@ -118,31 +149,39 @@ def _free_motion(A, B, h0, t, diag):
     return Phi * h0[..., None, :] if diag else (Phi @ h0[..., None, :, None])[..., 0]
 
 # %% ../nbs/00_ssm.ipynb #d0e1f2a3
-def ssm_solve_pwc(A:torch.Tensor, # state matrix (..., n, n), or diagonals (..., n)
-                  B:torch.Tensor, # input vector (..., n)
-                  C:torch.Tensor, # output vector (..., n)
-                  D:torch.Tensor|float|None, # feedthrough (...), or None for 0
-                  x:torch.Tensor, # input values (..., L), x_j held on ((j-1)Δ, jΔ]; zero after LΔ
-                  delta:float, # Δ, the length of each hold interval
-                  t:torch.Tensor, # query times (T,), t >= 0
-                  h0:torch.Tensor|None=None, # initial state (..., n), default 0
-                  diag:bool|None=None, # see `is_diagonal`
-                 )->tuple: # (y (..., T), h (..., T, n))
+def ssm_solve_pwc(
+    A: torch.Tensor,  # state matrix (..., n, n), or diagonals (..., n)
+    B: torch.Tensor,  # input vector (..., n)
+    C: torch.Tensor,  # output vector (..., n)
+    D: torch.Tensor | float | None,  # feedthrough (...), or None for 0
+    x: torch.Tensor,  # input values (..., L), x_j held on ((j-1)Δ, jΔ]; zero after LΔ
+    delta: float,  # Δ, the length of each hold interval
+    t: torch.Tensor,  # query times (T,), t >= 0
+    h0: torch.Tensor | None = None,  # initial state (..., n), default 0
+    diag: bool | None = None,  # see `is_diagonal`
+) -> tuple:  # (y (..., T), h (..., T, n))
     "Exact output and state of the continuous SSM for piecewise-constant input, by superposing delayed step responses."
     A, B, C, x, t = as_float(A, B, C, x, t)
-    diag = is_diagonal(A, diag); n = A.shape[-1]
-    check_vec('B', B, n); check_vec('C', C, n)
-    if x.ndim < 1: raise ValueError("x must have shape (..., L), got a scalar")
-    if t.ndim != 1: raise ValueError(f"t must be a 1-d tensor of times (T,), got shape {tuple(t.shape)}")
-    if not delta > 0: raise ValueError(f"delta (the step Δ) must be positive, got {delta}")
-    knots = delta * torch.arange(x.shape[-1] + 1, dtype=t.dtype, device=t.device)    # t_0 .. t_L
-    tau = (t[:, None] - knots).clamp(min=0)                                          # (T, L+1): time since each knot
+    diag = is_diagonal(A, diag)
+    n = A.shape[-1]
+    check_vec("B", B, n)
+    check_vec("C", C, n)
+    if x.ndim < 1:
+        raise ValueError("x must have shape (..., L), got a scalar")
+    if t.ndim != 1:
+        raise ValueError(f"t must be a 1-d tensor of times (T,), got shape {tuple(t.shape)}")
+    if not delta > 0:
+        raise ValueError(f"delta (the step Δ) must be positive, got {delta}")
+    knots = delta * torch.arange(x.shape[-1] + 1, dtype=t.dtype, device=t.device)  # t_0 .. t_L
+    tau = (t[:, None] - knots).clamp(min=0)  # (T, L+1): time since each knot
     At = A[..., None, None, :] if diag else A[..., None, None, :, :]
-    G = state_flow(At, B[..., None, None, :], tau, diag=diag)[1]                     # (..., T, L+1, n)
-    h = (x[..., None, :, None] * (G[..., :-1, :] - G[..., 1:, :])).sum(-2)           # (..., T, n)
+    G = state_flow(At, B[..., None, None, :], tau, diag=diag)[1]  # (..., T, L+1, n)
+    h = (x[..., None, :, None] * (G[..., :-1, :] - G[..., 1:, :])).sum(-2)  # (..., T, n)
     if h0 is not None:
-        h0 = torch.as_tensor(h0, dtype=A.dtype, device=A.device); check_vec('h0', h0, n)
+        h0 = torch.as_tensor(h0, dtype=A.dtype, device=A.device)
+        check_vec("h0", h0, n)
         h = h + _free_motion(A, B, h0, t, diag)
-    y = (C[..., None, :] * h).sum(-1)                                                # (..., T)
-    if D is not None: y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * _held_input(x, t, delta)
+    y = (C[..., None, :] * h).sum(-1)  # (..., T)
+    if D is not None:
+        y = y + torch.as_tensor(D, dtype=y.dtype, device=y.device)[..., None] * _held_input(x, t, delta)
     return y, h

@@ -4,7 +4,14 @@
 
 # %% ../nbs/10_train.ipynb #641cfc18
 from __future__ import annotations
-import dataclasses, importlib, json, math, os, sys, time, warnings
+import dataclasses
+import importlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
 from contextlib import nullcontext, contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version, PackageNotFoundError
@@ -37,89 +44,127 @@ __all__ = ['PAPER', 'DEMO', 'DEMO_MINI', 'DEMO_MODEL', 'COMPILE', 'RUN_ONLY', 'C
            'plot_confusion', 'totals_line', 'evaluate']
 
 # %% ../nbs/10_train.ipynb #ff56eaee
-def recipe_args(recipe:Recipe, epochs:int) -> dict:
+def recipe_args(recipe: Recipe, epochs: int) -> dict:
     "The command's options that a recipe (chapter 08) decides: peak lr, batch size, mixing, and the warm-up of a run of `epochs`."
-    return dict(warmup=recipe.warmup_epochs(epochs), lr=recipe.lr, bs=recipe.bs, mixup=recipe.mixup, cutmix=recipe.cutmix)
+    return dict(
+        warmup=recipe.warmup_epochs(epochs),
+        lr=recipe.lr,
+        bs=recipe.bs,
+        mixup=recipe.mixup,
+        cutmix=recipe.cutmix,
+    )
+
 
 PAPER = dict(arch="resvmamba_small", epochs=150, size=224) | recipe_args(RECIPES["paper"], 150)
 DEMO = dict(arch="resvmamba_test", epochs=14, size=48) | recipe_args(RECIPES["light"], 14)
-DEMO_MINI = dict(n_classes=8, per_class=400, size=48, seed=0, valid_tenths=1, n_test=100)  # 2,880 training, 320 validation, 800 test images
-DEMO_MODEL = dict(ssm_ratio=1.0)                                           # the test preset with SS2D's inner width = its input's: half the scan
+DEMO_MINI = dict(
+    n_classes=8, per_class=400, size=48, seed=0, valid_tenths=1, n_test=100
+)  # 2,880 training, 320 validation, 800 test images
+DEMO_MODEL = dict(ssm_ratio=1.0)  # the test preset with SS2D's inner width = its input's: half the scan
 
 # %% ../nbs/10_train.ipynb #9cf7966d
-COMPILE = dict(auto="auto", yes=True, no=False)  # the settings' words for torch.compile, as food_learner's `compile`
+COMPILE = dict(
+    auto="auto", yes=True, no=False
+)  # the settings' words for torch.compile, as food_learner's `compile`
+
 
 @dataclass
 class TrainSettings:
     "Every setting of a run: defaults filled in, the recipe's values once it is known (`with_recipe`)."
-    arch: str                          # a `create_model` name
+
+    arch: str  # a `create_model` name
     epochs: int
-    size: int                          # image side in pixels
-    data: str|None = None              # dataset root (CNFOOD-241 layout); None: the demo on generated data
-    warmup: int|None = None            # warm-up epochs; None: the recipe's share of `epochs`
-    lr: float|None = None              # peak learning rate; None: the recipe's
-    bs: int|None = None                # batch size per process; None: the recipe's
-    mixup: float|None = None           # batch mixing alphas; None: the recipe's (0 disables)
-    cutmix: float|None = None
-    recipe: str = "auto"               # 'auto' (chosen from the training set, chapter 08), 'paper' or 'light'
-    given: list = field(default_factory=list)  # which of the values above the user gave: the recipe fills in the others
-    workers: int|None = None           # loader processes per process; None: min(8, cpus) with a GPU, 0 on the CPU
-    seed: int = 0                      # seeds Python, NumPy and torch (plus the rank)
-    compile: str = "auto"              # a word of `COMPILE`
-    pretrained: str|None = None        # a checkpoint to start from
-    split: str = "paper"               # 'paper', 'random', or a folder of split lists
-    ema: bool = True                   # keep and report a model EMA
-    cpu: bool = False                  # train on the CPU even if there is a GPU
-    skip_corrupt: bool = False         # leave out images that cannot be decoded
-    teacher: str|None = None           # a run folder or checkpoint of an HR teacher to distil (chapter 12)
-    factor: int|None = None            # with a teacher: the student sees images `factor` times smaller
-    grad_checkpointing: bool = False   # recompute each block's activations in the backward pass
-    out: Path|None = None              # the run folder
-    resume: bool = False               # continue the run in `out` from its checkpoint
-    overwrite: bool = False            # replace the run that `out` holds
-    model_kw: dict|None = None         # extra `food_learner` arguments: model overrides and data options
-    quiet: bool = False                # print only the result
-    lr_find: bool = False              # only run fastai's lr_find
+    size: int  # image side in pixels
+    data: str | None = None  # dataset root (CNFOOD-241 layout); None: the demo on generated data
+    warmup: int | None = None  # warm-up epochs; None: the recipe's share of `epochs`
+    lr: float | None = None  # peak learning rate; None: the recipe's
+    bs: int | None = None  # batch size per process; None: the recipe's
+    mixup: float | None = None  # batch mixing alphas; None: the recipe's (0 disables)
+    cutmix: float | None = None
+    recipe: str = "auto"  # 'auto' (chosen from the training set, chapter 08), 'paper' or 'light'
+    given: list = field(
+        default_factory=list
+    )  # which of the values above the user gave: the recipe fills in the others
+    workers: int | None = None  # loader processes per process; None: min(8, cpus) with a GPU, 0 on the CPU
+    seed: int = 0  # seeds Python, NumPy and torch (plus the rank)
+    compile: str = "auto"  # a word of `COMPILE`
+    pretrained: str | None = None  # a checkpoint to start from
+    split: str = "paper"  # 'paper', 'random', or a folder of split lists
+    ema: bool = True  # keep and report a model EMA
+    cpu: bool = False  # train on the CPU even if there is a GPU
+    skip_corrupt: bool = False  # leave out images that cannot be decoded
+    teacher: str | None = None  # a run folder or checkpoint of an HR teacher to distil (chapter 12)
+    factor: int | None = None  # with a teacher: the student sees images `factor` times smaller
+    grad_checkpointing: bool = False  # recompute each block's activations in the backward pass
+    out: Path | None = None  # the run folder
+    resume: bool = False  # continue the run in `out` from its checkpoint
+    overwrite: bool = False  # replace the run that `out` holds
+    model_kw: dict | None = None  # extra `food_learner` arguments: model overrides and data options
+    quiet: bool = False  # print only the result
+    lr_find: bool = False  # only run fastai's lr_find
 
     @property
-    def demo(self) -> bool: return self.data is None
+    def demo(self) -> bool:
+        return self.data is None
 
-    def with_recipe(self, recipe:Recipe) -> TrainSettings:
+    def with_recipe(self, recipe: Recipe) -> TrainSettings:
         "These settings with `recipe`'s values where none was given; a default warm-up shrinks to leave one epoch of decay."
         filled = {k: v for k, v in recipe_args(recipe, self.epochs).items() if getattr(self, k) is None}
-        if "warmup" in filled: filled["warmup"] = min(filled["warmup"], self.epochs - 1)
+        if "warmup" in filled:
+            filled["warmup"] = min(filled["warmup"], self.epochs - 1)
         return dataclasses.replace(self, **filled)
 
     def recorded(self) -> dict:
         "The settings that `config.json` records: all but how this invocation runs."
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in RUN_ONLY}
 
-RUN_ONLY = ("out", "resume", "overwrite", "model_kw", "quiet", "lr_find")  # how one invocation runs, not what the run is
+
+RUN_ONLY = (
+    "out",
+    "resume",
+    "overwrite",
+    "model_kw",
+    "quiet",
+    "lr_find",
+)  # how one invocation runs, not what the run is
 
 # %% ../nbs/10_train.ipynb #5898cd9f
 class PlainLog(Callback):
     "Each epoch's record as one plain line, after a header line: what a file or a pipe should get instead of progress bars."
+
     order = 58  # after Recorder (50), EMA (55) and Throughput (56) have named their columns; before CSVLogger (60), which hands each record on to us
+
     def before_fit(self):
-        if hasattr(self, "gather_preds") or rank_distrib(): return  # predicting, or not rank 0
+        if hasattr(self, "gather_preds") or rank_distrib():
+            return  # predicting, or not rank 0
         names = self.recorder.metric_names
         self.widths = [max(len(n), 6 if n in ("epoch", "time") else 10) for n in names]
         self.old_logger, self.learn.logger = self.learn.logger, self._line
         self._line(names)
-    def _line(self, row): print("  ".join(_cell(v).rjust(w) for v, w in zip(row, self.widths)), flush=True)
+
+    def _line(self, row):
+        print("  ".join(_cell(v).rjust(w) for v, w in zip(row, self.widths)), flush=True)
+
     def after_fit(self):
-        if hasattr(self, "old_logger"): self.learn.logger = self.old_logger
+        if hasattr(self, "old_logger"):
+            self.learn.logger = self.old_logger
+
 
 def _cell(v) -> str:
     "One value of a log row: the epoch and time as they are, losses and accuracies to 4 decimals."
-    if isinstance(v, (str, int, np.integer)): return str(v)
+    if isinstance(v, (str, int, np.integer)):
+        return str(v)
     return f"{float(v):.4f}"
 
-def set_log(learn, quiet:bool=False):
+
+def set_log(learn, quiet: bool = False):
     "fastprogress bars in a terminal or notebook, one plain line per epoch elsewhere, nothing but the result if `quiet`."
-    if quiet or not (sys.stdout.isatty() or in_notebook()): learn.remove_cb(ProgressCallback)
-    if quiet: learn.logger = noop
-    elif not (sys.stdout.isatty() or in_notebook()): learn.add_cb(PlainLog())
+    if quiet or not (sys.stdout.isatty() or in_notebook()):
+        learn.remove_cb(ProgressCallback)
+    if quiet:
+        learn.logger = noop
+    elif not (sys.stdout.isatty() or in_notebook()):
+        learn.add_cb(PlainLog())
 
 # %% ../nbs/10_train.ipynb #ed43ed90
 def _resumed_epoch(learn) -> int:
@@ -128,20 +173,27 @@ def _resumed_epoch(learn) -> int:
     state = getattr(ck, "resume_state", None) or {}
     return state.get("epoch", -1)
 
-def _epoch_of(line:str):
-    try: return int(line.split(",", 1)[0])
-    except ValueError: return None  # the header, or a row cut short by a kill
+
+def _epoch_of(line: str):
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        return None  # the header, or a row cut short by a kill
+
 
 class ResumableCSVLogger(CSVLogger):
     "fastai's `CSVLogger` for runs that resume: the log keeps the rows of the epochs in the checkpoint, one header, and goes on."
+
     def before_fit(self):
-        if hasattr(self, "gather_preds"): return
+        if hasattr(self, "gather_preds"):
+            return
         f, done = self.path / self.fname, _resumed_epoch(self.learn)
         old = f.read_text().splitlines(keepends=True) if self.append and f.is_file() else []
         rows = [l for l in old if l.endswith("\n") and (_epoch_of(l) is not None) and _epoch_of(l) <= done]
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f.name + ".tmp")  # rewritten whole, then renamed: a kill now leaves the old log
-        tmp.write_text(",".join(self.recorder.metric_names) + "\n" + "".join(rows)); os.replace(tmp, f)
+        tmp.write_text(",".join(self.recorder.metric_names) + "\n" + "".join(rows))
+        os.replace(tmp, f)
         self.file = f.open("a")
         self.old_logger, self.learn.logger = self.logger, self._write_line
 
@@ -153,48 +205,70 @@ def _device_line(learn) -> str:
         return f"{torch.cuda.get_device_name(dev)} ({dev}), {procs} process{'es' if procs > 1 else ''} ({torch.cuda.device_count()} GPU{'s' if torch.cuda.device_count() > 1 else ''} visible)"
     return f"CPU, {torch.get_num_threads()} threads" + (f", {procs} processes" if procs > 1 else "")
 
+
 def _precision_line(learn) -> str:
     mp = next((c for c in learn.cbs if isinstance(c, MixedPrecision)), None)
     return "float32" if mp is None else f"{mp.amp_mode.value} autocast (mixed precision), float32 weights"
 
-def _data_line(learn, data, size:int) -> str:
+
+def _data_line(learn, data, size: int) -> str:
     "Where the images come from, how many per split, how many classes, the input size."
     info = getattr(learn.dls, "food", {})
     where = str(data) if data is not None else f"generated mini dataset ({info.get('path')})"
     n_test = len(info.get("sets", {}).get("test", []))
-    return (f"{where}: {len(learn.dls.train_ds):,} train / {len(learn.dls.valid_ds):,} valid / {n_test:,} test images, "
-            f"{learn.dls.c} classes, {size} px")
+    return (
+        f"{where}: {len(learn.dls.train_ds):,} train / {len(learn.dls.valid_ds):,} valid / {n_test:,} test images, "
+        f"{learn.dls.c} classes, {size} px"
+    )
 
-def run_header(learn, s:TrainSettings) -> list[str]:
+
+def run_header(learn, s: TrainSettings) -> list[str]:
     "The lines that say what a run is about to do: model, data, device, precision, compile, recipe, schedule, run folder."
     model = getattr(learn.model, "module", learn.model)
     overrides = {k: v for k, v in run_overrides(s).items() if k in MODEL_KEYS}
     n_params = sum(p.numel() for p in model.parameters())
     extra = f" (overrides {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""
     compiled = is_compiled(learn.model)
-    rows = dict(model=f"{s.arch}, {n_params / 1e6:.2f} M parameters{extra}",
-                data=_data_line(learn, s.data, s.size), device=_device_line(learn), precision=_precision_line(learn),
-                compile=("yes" if compiled else "no") + f" (--compile {s.compile}{': on a GPU' if s.compile == 'auto' else ''})",
-                recipe=getattr(learn, "recipe_reason", "the paper's"),
-                schedule=f"{s.epochs} epochs ({s.warmup} warm-up), peak lr {s.lr:g}, batch {s.bs} per process, "
-                         f"mixup {s.mixup:g}, cutmix {s.cutmix:g}",
-                run=str(s.out))
+    rows = dict(
+        model=f"{s.arch}, {n_params / 1e6:.2f} M parameters{extra}",
+        data=_data_line(learn, s.data, s.size),
+        device=_device_line(learn),
+        precision=_precision_line(learn),
+        compile=("yes" if compiled else "no")
+        + f" (--compile {s.compile}{': on a GPU' if s.compile == 'auto' else ''})",
+        recipe=getattr(learn, "recipe_reason", "the paper's"),
+        schedule=f"{s.epochs} epochs ({s.warmup} warm-up), peak lr {s.lr:g}, batch {s.bs} per process, "
+        f"mixup {s.mixup:g}, cutmix {s.cutmix:g}",
+        run=str(s.out),
+    )
     return [f"{k:<10} {v}" for k, v in rows.items()]
+
 
 class CompileNotice(Callback):
     "Print a line before the first training step of a compiled model (it compiles then) and one after it with the time it took."
+
     order = -20
-    def __init__(self, minutes:str="up to about 3"): self.minutes, self.t0 = minutes, None
+
+    def __init__(self, minutes: str = "up to about 3"):
+        self.minutes, self.t0 = minutes, None
+
     def before_fit(self):
-        if hasattr(self.learn, "lr_finder") or hasattr(self, "gather_preds"): self.run = False
+        if hasattr(self.learn, "lr_finder") or hasattr(self, "gather_preds"):
+            self.run = False
+
     def before_batch(self):
-        if not self.training or self.t0 is not None: return
+        if not self.training or self.t0 is not None:
+            return
         print(f"compiling the model ({self.minutes} min, once) ...", flush=True)
         self.t0 = time.perf_counter()
+
     def after_step(self):
-        if self.t0 is None: return
+        if self.t0 is None:
+            return
         print(f"compiled and took the first step in {time.perf_counter() - self.t0:.0f} s", flush=True)
-        self.run = False  # fastai sets it back after the fit; the next fit (none here) would not compile again
+        self.run = (
+            False  # fastai sets it back after the fit; the next fit (none here) would not compile again
+        )
 
 # %% ../nbs/10_train.ipynb #8b201182
 def _broadcast(self, t, rank):
@@ -204,150 +278,245 @@ def _broadcast(self, t, rank):
     torch.distributed.broadcast(t, rank)
     return t.cpu().tolist()
 
+
 def _patch_distributed_dl():
     from fastai.distributed import DistributedDL  # imported only for distributed runs (it needs accelerate)
+
     DistributedDL._broadcast = _broadcast
 
-def start_distributed(cpu:bool) -> torch.device|None:
+
+def start_distributed(cpu: bool) -> torch.device | None:
     "Join the process group that `accelerate launch` or `torchrun` set up (bound to this process's GPU); None if alone."
-    if num_distrib() <= 1: return None
+    if num_distrib() <= 1:
+        return None
     local = int(os.environ.get("LOCAL_RANK", 0))
     dev = torch.device("cuda", local) if torch.cuda.is_available() and not cpu else None
-    if dev is not None: torch.cuda.set_device(dev)
+    if dev is not None:
+        torch.cuda.set_device(dev)
     if not torch.distributed.is_initialized():  # with the device, barriers and collectives know their GPU
         torch.distributed.init_process_group("nccl" if dev is not None else "gloo", device_id=dev)
     _patch_distributed_dl()
     return dev or torch.device("cpu")
 
+
 def end_distributed():
-    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
 
 def from_rank0(make):
     "Run `make()` on rank 0 and give its result (or its exception) to every process."
     res = [None]
     if rank_distrib() == 0:
-        try: res = [("ok", make())]
-        except Exception as e: res = [("err", e)]
-    if torch.distributed.is_initialized(): torch.distributed.broadcast_object_list(res, src=0)
-    if res[0][0] == "err": raise res[0][1]
+        try:
+            res = [("ok", make())]
+        except Exception as e:
+            res = [("err", e)]
+    if torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(res, src=0)
+    if res[0][0] == "err":
+        raise res[0][1]
     return res[0][1]
 
 # %% ../nbs/10_train.ipynb #299f1501
-def match_grad_layout(model:torch.nn.Module) -> torch.nn.Module:
+def match_grad_layout(model: torch.nn.Module) -> torch.nn.Module:
     "Keep 4-D parameters (convolution weights) in channels-last memory, the layout their gradients come back in."
     return model.to(memory_format=torch.channels_last)
 
 # %% ../nbs/10_train.ipynb #b4948ea5
-def run_overrides(s:TrainSettings) -> dict:
+def run_overrides(s: TrainSettings) -> dict:
     "The run's extra learner arguments: the demo's model setting (`DEMO_MODEL`), then the user's `model_kw`."
     return (DEMO_MODEL if s.demo and s.arch == DEMO["arch"] else {}) | (s.model_kw or {})
 
-def learner_kwargs(s:TrainSettings, dev:torch.device|None=None) -> dict:
-    "The arguments every learner of a run takes from its settings: data options, EMA, checkpoints, the log, device, recipe."
-    log = [ResumableCSVLogger(s.out.absolute() / "log.csv", append=s.resume)] if rank_distrib() == 0 and not s.lr_find else []
-    return dict(pretrained=s.pretrained, size=s.size, bs=s.bs, split=s.split, ema=s.ema, ckpt_dir=s.out / "ckpt",
-                num_workers=s.workers, skip_corrupt=s.skip_corrupt, mini=DEMO_MINI if s.demo else None,
-                device="cpu" if s.cpu else dev, cbs=log, compile=COMPILE[s.compile], recipe=s.recipe,
-                grad_checkpointing=s.grad_checkpointing) | run_overrides(s)
 
-def food_run_learner(s:TrainSettings, **kwargs):
+def learner_kwargs(s: TrainSettings, dev: torch.device | None = None) -> dict:
+    "The arguments every learner of a run takes from its settings: data options, EMA, checkpoints, the log, device, recipe."
+    log = (
+        [ResumableCSVLogger(s.out.absolute() / "log.csv", append=s.resume)]
+        if rank_distrib() == 0 and not s.lr_find
+        else []
+    )
+    return dict(
+        pretrained=s.pretrained,
+        size=s.size,
+        bs=s.bs,
+        split=s.split,
+        ema=s.ema,
+        ckpt_dir=s.out / "ckpt",
+        num_workers=s.workers,
+        skip_corrupt=s.skip_corrupt,
+        mini=DEMO_MINI if s.demo else None,
+        device="cpu" if s.cpu else dev,
+        cbs=log,
+        compile=COMPILE[s.compile],
+        recipe=s.recipe,
+        grad_checkpointing=s.grad_checkpointing,
+    ) | run_overrides(s)
+
+
+def food_run_learner(s: TrainSettings, **kwargs):
     "A run's learner: chapter 09's `food_learner` for `s.arch`, with the mixing the user gave (else the recipe's)."
     mixing = {k: getattr(s, k) for k in ("mixup", "cutmix") if k in s.given}
     return food_learner(s.data, arch=s.arch, **mixing, **kwargs)
 
 # %% ../nbs/10_train.ipynb #45be5f5a
-def fit_run(learn, s:TrainSettings, # a learner from a learner factory; settings with the recipe's values
-            dev:torch.device|None=None, # this process's device when there are several (`start_distributed`), else None
-            t0:float|None=None, # when the run started (for the totals); None: now
-           ) -> dict:
+def fit_run(
+    learn,
+    s: TrainSettings,  # a learner from a learner factory; settings with the recipe's values
+    dev: torch.device
+    | None = None,  # this process's device when there are several (`start_distributed`), else None
+    t0: float | None = None,  # when the run started (for the totals); None: now
+) -> dict:
     "Fit with the paper's schedule in every process (DDP when there are several); rank 0 then evaluates and returns the test metrics."
     t0, rank, distributed = time.time() if t0 is None else t0, rank_distrib(), dev is not None
     if not s.quiet:
         print("\n".join(run_header(learn, s)), flush=True)
-        if is_compiled(learn.model): learn.add_cb(CompileNotice())
+        if is_compiled(learn.model):
+            learn.add_cb(CompileNotice())
     set_log(learn, s.quiet)
-    if distributed: match_grad_layout(learn.model)  # DDP's buckets take the parameters' layout; make it the gradients'
+    if distributed:
+        match_grad_layout(learn.model)  # DDP's buckets take the parameters' layout; make it the gradients'
     ctx = learn.distrib_ctx(sync_bn=False, cpu=dev.type == "cpu") if distributed else nullcontext()
-    with ctx: learn.fit_paper(s.epochs, lr=s.lr, warmup=s.warmup, resume=s.resume)
+    with ctx:
+        learn.fit_paper(s.epochs, lr=s.lr, warmup=s.warmup, resume=s.resume)
     t_fit = time.time() - t0
-    if distributed: torch.distributed.barrier()
-    if rank != 0: return {}
+    if distributed:
+        torch.distributed.barrier()
+    if rank != 0:
+        return {}
     processes = max(num_distrib(), 1)  # before `_alone` hides the other processes
-    with _alone(distributed): return evaluate(learn, s, t0, t_fit, processes)
+    with _alone(distributed):
+        return evaluate(learn, s, t0, t_fit, processes)
+
 
 @contextmanager
 def _alone(distributed):
     "Rank 0 evaluates the test set by itself: fastai gathers predictions whenever WORLD_SIZE > 1, so hide it meanwhile."
     ws = os.environ.get("WORLD_SIZE")
-    if distributed: os.environ["WORLD_SIZE"] = "1"
-    try: yield
+    if distributed:
+        os.environ["WORLD_SIZE"] = "1"
+    try:
+        yield
     finally:
-        if distributed: os.environ["WORLD_SIZE"] = ws
+        if distributed:
+            os.environ["WORLD_SIZE"] = ws
 
 # %% ../nbs/10_train.ipynb #b5f3d318
-def _default(f, k): return signature(f).parameters[k].default
+def _default(f, k):
+    return signature(f).parameters[k].default
 
-def package_version() -> str|None:
+
+def package_version() -> str | None:
     "The installed package's version, from its metadata (None when the source tree runs without being installed)."
-    try: return version("resvmamba")
-    except PackageNotFoundError: return None
+    try:
+        return version("resvmamba")
+    except PackageNotFoundError:
+        return None
 
-def save_config(learn, s:TrainSettings):
+
+def save_config(learn, s: TrainSettings):
     "Write `config.json` into the run folder: the settings, the model's name and overrides, the class names, the versions."
     kw = run_overrides(s)
     overrides = {k: v for k, v in kw.items() if k in MODEL_KEYS}
-    tfm = dict(size=s.size, crop_pct=kw.get("crop_pct", _default(food_dls, "crop_pct")),
-               interpolation=kw.get("interpolation", _default(food_dls, "interpolation")), mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-    conf = dict(resvmamba_version=package_version(), arch=s.arch, num_classes=learn.dls.c, model_overrides=overrides,
-                class_names=[str(c) for c in learn.dls.vocab], eval_transform=tfm, settings=s.recorded(),
-                data_options={k: v for k, v in kw.items() if k not in MODEL_KEYS},
-                processes=max(num_distrib(), 1), torch_version=torch.__version__,
-                compiled=is_compiled(learn.model),  # what --compile auto decided
-                recipe=learn.recipe, recipe_reason=learn.recipe_reason, recipe_settings=dataclasses.asdict(learn.recipe_settings))
+    tfm = dict(
+        size=s.size,
+        crop_pct=kw.get("crop_pct", _default(food_dls, "crop_pct")),
+        interpolation=kw.get("interpolation", _default(food_dls, "interpolation")),
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+    )
+    conf = dict(
+        resvmamba_version=package_version(),
+        arch=s.arch,
+        num_classes=learn.dls.c,
+        model_overrides=overrides,
+        class_names=[str(c) for c in learn.dls.vocab],
+        eval_transform=tfm,
+        settings=s.recorded(),
+        data_options={k: v for k, v in kw.items() if k not in MODEL_KEYS},
+        processes=max(num_distrib(), 1),
+        torch_version=torch.__version__,
+        compiled=is_compiled(learn.model),  # what --compile auto decided
+        recipe=learn.recipe,
+        recipe_reason=learn.recipe_reason,
+        recipe_settings=dataclasses.asdict(learn.recipe_settings),
+    )
     model = getattr(learn.model, "module", learn.model)
-    if hasattr(model, "front_name"): conf["student"] = _student(model)  # distilled: the LR student's front (chapter 12)
+    if hasattr(model, "front_name"):
+        conf["student"] = _student(model)  # distilled: the LR student's front (chapter 12)
     _write_json(s.out / "config.json", conf)
+
 
 def _student(model) -> dict:
     "What rebuilds a distilled run's `LRStudent` around its classifier: the front, the factor and the SR net's size."
-    sr = dict(channels=model.front.head[0].out_channels, n_blocks=len(model.front.blocks)) if model.front_name == "sr" else {}
+    sr = (
+        dict(channels=model.front.head[0].out_channels, n_blocks=len(model.front.blocks))
+        if model.front_name == "sr"
+        else {}
+    )
     return dict(front=model.front_name, factor=model.factor, sr_kwargs=sr)
 
-def _write_json(f:Path, obj):
+
+def _write_json(f: Path, obj):
     "JSON that any reader accepts: NaN and infinities become null, paths strings; written whole, then renamed."
-    clean = lambda o: {k: clean(v) for k, v in o.items()} if isinstance(o, dict) else [clean(v) for v in o] if isinstance(o, (list, tuple)) \
-        else None if isinstance(o, float) and not math.isfinite(o) else str(o) if isinstance(o, Path) else o
+    clean = lambda o: (
+        {k: clean(v) for k, v in o.items()}
+        if isinstance(o, dict)
+        else [clean(v) for v in o]
+        if isinstance(o, (list, tuple))
+        else None
+        if isinstance(o, float) and not math.isfinite(o)
+        else str(o)
+        if isinstance(o, Path)
+        else o
+    )
     tmp = f.with_name(f.name + ".tmp")
-    tmp.write_text(json.dumps(clean(obj), indent=1, allow_nan=False)); os.replace(tmp, f)
+    tmp.write_text(json.dumps(clean(obj), indent=1, allow_nan=False))
+    os.replace(tmp, f)
+
 
 CONFIG_KEYS = ("arch", "num_classes", "model_overrides", "class_names", "eval_transform")
+
 
 def read_config(f) -> dict:
     "A run's `config.json`, or a `ValueError` naming the file and what is wrong with it."
     f = Path(f)
-    if not f.is_file(): raise FileNotFoundError(f"{f} not found: expected the config.json of a run folder of resvmamba_train")
-    try: cfg = json.loads(f.read_text())
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: expected the config.json of a run folder of resvmamba_train")
+    try:
+        cfg = json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        where = f" ({e.msg} at line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
-        raise ValueError(f"{f} is not valid JSON{where}: truncated or damaged; expected the config.json that resvmamba_train writes") from None
+        where = (
+            f" ({e.msg} at line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        )
+        raise ValueError(
+            f"{f} is not valid JSON{where}: truncated or damaged; expected the config.json that resvmamba_train writes"
+        ) from None
     missing = [k for k in CONFIG_KEYS if k not in cfg] if isinstance(cfg, dict) else list(CONFIG_KEYS)
-    if missing: raise ValueError(f"{f} lacks {', '.join(missing)}: expected the config.json that resvmamba_train writes")
+    if missing:
+        raise ValueError(
+            f"{f} lacks {', '.join(missing)}: expected the config.json that resvmamba_train writes"
+        )
     return cfg
 
 # %% ../nbs/10_train.ipynb #5c3aefd3
 def predict_test_set(learn) -> tuple[np.ndarray, np.ndarray, float]:
     "Predicted and true classes of the test set (EMA weights when the learner keeps an EMA), and the mean test loss."
-    learn.remove_cbs([c for c in learn.cbs if isinstance(c, (CSVLogger, PlainLog))])  # predicting must not touch the log
+    learn.remove_cbs(
+        [c for c in learn.cbs if isinstance(c, (CSVLogger, PlainLog))]
+    )  # predicting must not touch the log
     probs, targs, losses = learn.get_preds(dl=food_test_dl(learn.dls), with_loss=True)
     return probs.float().numpy(), targs.numpy(), losses.float().mean().item()
 
-def confusion(pred:np.ndarray, targ:np.ndarray, n:int) -> np.ndarray:
+
+def confusion(pred: np.ndarray, targ: np.ndarray, n: int) -> np.ndarray:
     "`n`×`n` counts: row = true class, column = predicted class."
     cm = np.zeros((n, n), dtype=np.int64)
     np.add.at(cm, (targ, pred), 1)
     return cm
 
-def plot_confusion(cm:np.ndarray, names, fname=None):
+
+def plot_confusion(cm: np.ndarray, names, fname=None):
     "The confusion matrix with each row as shares of its class, so the diagonal is per-class accuracy."
     n = len(names)
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -356,48 +525,105 @@ def plot_confusion(cm:np.ndarray, names, fname=None):
     if n <= 30:
         ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names)
         ax.tick_params(axis="x", labelrotation=90)
-        for i, j in zip(*np.nonzero(cm)): ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8, color="white" if share[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted class", ylabel="true class", title=f"test set: {np.trace(cm) / max(cm.sum(), 1):.1%} correct ({cm.sum()} images)")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class"); fig.tight_layout()
-    if fname: fig.savefig(fname)
+        for i, j in zip(*np.nonzero(cm)):
+            ax.text(
+                j,
+                i,
+                cm[i, j],
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share[i, j] > 0.5 else "black",
+            )
+    ax.set(
+        xlabel="predicted class",
+        ylabel="true class",
+        title=f"test set: {np.trace(cm) / max(cm.sum(), 1):.1%} correct ({cm.sum()} images)",
+    )
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    if fname:
+        fig.savefig(fname)
     return fig
 
 # %% ../nbs/10_train.ipynb #586c789f
-def totals_line(tp:dict) -> str:
+def totals_line(tp: dict) -> str:
     "The training's totals: epochs, time, throughput and peak GPU memory (chapter 09's `learn.throughput_totals`)."
-    mem = f"peak GPU memory {tp['peak_mem_gib']:.2f} GiB" if tp.get("peak_mem_gib") is not None else "no GPU memory used (CPU)"
-    return (f"trained {tp['epochs']} epoch{'s' if tp['epochs'] != 1 else ''} in {tp['train_seconds']:.0f} s "
-            f"({tp['images']:,} images, {tp['img_per_s']:.0f} img/s); {mem}")
+    mem = (
+        f"peak GPU memory {tp['peak_mem_gib']:.2f} GiB"
+        if tp.get("peak_mem_gib") is not None
+        else "no GPU memory used (CPU)"
+    )
+    return (
+        f"trained {tp['epochs']} epoch{'s' if tp['epochs'] != 1 else ''} in {tp['train_seconds']:.0f} s "
+        f"({tp['images']:,} images, {tp['img_per_s']:.0f} img/s); {mem}"
+    )
 
-def evaluate(learn, s:TrainSettings, t0:float, t_fit:float, processes:int=1) -> dict:
+
+def evaluate(learn, s: TrainSettings, t0: float, t_fit: float, processes: int = 1) -> dict:
     out = s.out
     "Curves, the test report (top-1/top-5, per-class accuracy, confusion matrix), EMA weights and `test.json` of a finished run."
-    if getattr(learn.recorder, "values", None): plot_curves(learn, out / "curves.png"); plt.close("all")  # none when resume found the run finished
+    if getattr(learn.recorder, "values", None):
+        plot_curves(learn, out / "curves.png")
+        plt.close("all")  # none when resume found the run finished
     probs, targ, loss = predict_test_set(learn)
     top = np.argsort(-probs, axis=1)[:, :5]
-    top1, top5, n = float((top[:, 0] == targ).mean()), float((top == targ[:, None]).any(1).mean()), probs.shape[1]
+    top1, top5, n = (
+        float((top[:, 0] == targ).mean()),
+        float((top == targ[:, None]).any(1).mean()),
+        probs.shape[1],
+    )
     names = [str(c) for c in learn.dls.vocab]
     cm = confusion(top[:, 0], targ, n)
-    plot_confusion(cm, names, out / "confusion.png"); plt.close("all")
-    rows = [f"{i},{names[i]},{cm[i].sum()},{cm[i, i]},{cm[i, i] / max(cm[i].sum(), 1):.4f}\n" for i in range(n)]
+    plot_confusion(cm, names, out / "confusion.png")
+    plt.close("all")
+    rows = [
+        f"{i},{names[i]},{cm[i].sum()},{cm[i, i]},{cm[i, i] / max(cm[i].sum(), 1):.4f}\n" for i in range(n)
+    ]
     (out / "per_class.csv").write_text("class,name,n,correct,accuracy\n" + "".join(rows))
     e = next((c for c in learn.cbs if isinstance(c, EMA)), None)
-    torch.save((e.model_ema.module if e and e.model_ema else getattr(learn.model, "module", learn.model)).state_dict(), out / "model_ema.pth")
-    tp = getattr(learn, "throughput_totals", {})  # Throughput's totals (chapter 09); none if resume found the run finished
-    res = dict(test_top1=top1, test_top5=top5, test_loss=loss, chance_top1=1 / n, n_test=len(targ), n_classes=n, arch=s.arch,
-               epochs=s.epochs, processes=processes, fit_seconds=round(t_fit, 1), seconds=round(time.time() - t0, 1),
-               train_seconds=tp.get("train_seconds"), train_img_per_s=tp.get("img_per_s"), peak_gpu_mem_gib=tp.get("peak_mem_gib"),
-               recipe=getattr(learn, "recipe", None))
+    torch.save(
+        (
+            e.model_ema.module if e and e.model_ema else getattr(learn.model, "module", learn.model)
+        ).state_dict(),
+        out / "model_ema.pth",
+    )
+    tp = getattr(
+        learn, "throughput_totals", {}
+    )  # Throughput's totals (chapter 09); none if resume found the run finished
+    res = dict(
+        test_top1=top1,
+        test_top5=top5,
+        test_loss=loss,
+        chance_top1=1 / n,
+        n_test=len(targ),
+        n_classes=n,
+        arch=s.arch,
+        epochs=s.epochs,
+        processes=processes,
+        fit_seconds=round(t_fit, 1),
+        seconds=round(time.time() - t0, 1),
+        train_seconds=tp.get("train_seconds"),
+        train_img_per_s=tp.get("img_per_s"),
+        peak_gpu_mem_gib=tp.get("peak_mem_gib"),
+        recipe=getattr(learn, "recipe", None),
+    )
     _write_json(out / "test.json", res)
-    if tp and not s.quiet: print(totals_line(tp), flush=True)
-    print(f"test top-1 {top1:.3f}  top-5 {top5:.3f}  (chance {1 / n:.3f} / {min(5, n) / n:.3f}; {len(targ)} test images, {n} classes; "
-          f"{res['seconds']:.0f} s; run folder {out})", flush=True)
+    if tp and not s.quiet:
+        print(totals_line(tp), flush=True)
+    print(
+        f"test top-1 {top1:.3f}  top-5 {top5:.3f}  (chance {1 / n:.3f} / {min(5, n) / n:.3f}; {len(targ)} test images, {n} classes; "
+        f"{res['seconds']:.0f} s; run folder {out})",
+        flush=True,
+    )
     return res
 
 # %% ../nbs/10_train.ipynb #c2a1e440
 _IN_CLI = ("train", "resvmamba_train", "load_run")  # the command's module has them (appendix)
 
+
 def __getattr__(name):
     "The command's names, for code and console scripts installed by earlier versions that import them from here."
-    if name in _IN_CLI: return getattr(importlib.import_module("resvmamba.cli"), name)
+    if name in _IN_CLI:
+        return getattr(importlib.import_module("resvmamba.cli"), name)
     raise AttributeError(f"module 'resvmamba.train' has no attribute {name!r}")

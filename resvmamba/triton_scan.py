@@ -6,7 +6,6 @@
 __all__ = ['CONTIG', 'POISON', 'cross_selective_scan_triton', 'cross_selective_scan']
 
 # %% ../nbs/04_triton_scan.ipynb #d51a6bff
-import math
 from types import SimpleNamespace
 from typing import Optional
 import torch
@@ -16,33 +15,45 @@ from .cross_scan import cross_selective_scan_ref
 
 # %% ../nbs/04_triton_scan.ipynb #d760965d
 import os
-if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU: Triton's interpreter runs the kernels on the CPU
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU: Triton's interpreter runs the kernels on the CPU
 try:
     import triton
     import triton.language as tl
-except ImportError:                                   # macOS, Windows: PyTorch brings no Triton there
-    triton, tl = SimpleNamespace(jit=lambda fn: fn), SimpleNamespace(constexpr=None)   # kernels defined, never launched
+except ImportError:  # macOS, Windows: PyTorch brings no Triton there
+    triton, tl = (
+        SimpleNamespace(jit=lambda fn: fn),
+        SimpleNamespace(constexpr=None),
+    )  # kernels defined, never launched
 
 # %% ../nbs/04_triton_scan.ipynb #09c8d996
 @triton.jit
 def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
     "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
-    if k >= 2: t = L - 1 - t                                  # reversed routes walk the same path backwards
-    if (k % 2) * (1 - CONTIG) == 1: p = (t % H) * W + t // H    # column route in the image: down a column, then the next
-    else: p = t                                               # row route, or a column route in its transposed copy
+    if k >= 2:
+        t = L - 1 - t  # reversed routes walk the same path backwards
+    if (k % 2) * (1 - CONTIG) == 1:
+        p = (t % H) * W + t // H  # column route in the image: down a column, then the next
+    else:
+        p = t  # row route, or a column route in its transposed copy
     return p
+
 
 @triton.jit
 def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
     "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
-    if CONTIG * (k % 2) == 1: return b * 2 + k // 2
-    else: return b * 4 + k
+    if CONTIG * (k % 2) == 1:
+        return b * 2 + k // 2
+    else:
+        return b * 4 + k
 
 # %% ../nbs/04_triton_scan.ipynb #fdc209bd
 @triton.jit
 def _first_order(a1, b1, a2, b2):
     "Compose h -> a1*h + b1 (earlier steps) with h -> a2*h + b2 (later steps)."
     return a1 * a2, a2 * b1 + b2
+
 
 @triton.jit
 def _softplus(v):
@@ -51,31 +62,45 @@ def _softplus(v):
     w = 1.0 + z
     return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
 
+
 @triton.jit
 def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
     "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
     if PTX and v.dtype == tl.bfloat16:
-        return tl.inline_asm_elementwise("cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(
+            "cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1
+        )
     elif PTX and v.dtype == tl.float16:
-        return tl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(
+            "cvt.f32.f16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1
+        )
     else:
         return v.to(ACC)
 
+
 @triton.jit
-def _load_dt(dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
+def _load_dt(
+    dt_ptrs, m, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr
+):
     "Load a (T, BLOCK_D) tile of Δ; return the raw value (for softplus' gradient) and Δ, zero where masked."
     v = _to_acc(tl.load(dt_ptrs, mask=m, other=0.0), ACC, PTX)
-    if HAS_BIAS: v = v + bias[None, :]
-    if SOFTPLUS: dt = _softplus(v)
-    else: dt = v
-    return v, tl.where(m, dt, 0.0)      # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
+    if HAS_BIAS:
+        v = v + bias[None, :]
+    if SOFTPLUS:
+        dt = _softplus(v)
+    else:
+        dt = v
+    return v, tl.where(m, dt, 0.0)  # Δ = 0 on padding: decay 1 and input 0 leave the state unchanged
 
 # %% ../nbs/04_triton_scan.ipynb #ae63744e
 @triton.jit
 def _route_ptr(k: tl.constexpr, CONTIG: tl.constexpr, image_ptr, copy_ptr):
     "The buffer route k reads or writes: the column routes' transposed copy with CONTIG, else the image layout."
-    if CONTIG * (k % 2) == 1: return copy_ptr
-    else: return image_ptr
+    if CONTIG * (k % 2) == 1:
+        return copy_ptr
+    else:
+        return image_ptr
+
 
 @triton.jit
 def _chunk_steps(c, k: tl.constexpr, H, W, L, dm, T: tl.constexpr, CONTIG: tl.constexpr):
@@ -85,22 +110,50 @@ def _chunk_steps(c, k: tl.constexpr, H, W, L, dm, T: tl.constexpr, CONTIG: tl.co
     p = _step_offset(t, k, H, W, L, CONTIG)[:, None]
     return p, tm, tm[:, None] & dm[None, :]
 
+
 @triton.jit
-def _load_params(A_ptr, D_ptr, bias_ptr, k: tl.constexpr, d, dm, Dm, N: tl.constexpr, HAS_D: tl.constexpr,
-                 HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
+def _load_params(
+    A_ptr,
+    D_ptr,
+    bias_ptr,
+    k: tl.constexpr,
+    d,
+    dm,
+    Dm,
+    N: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACC: tl.constexpr,
+):
     "Route k's A (BLOCK_D, N), D and Δ bias (BLOCK_D,) for channels d; zeros where absent or masked."
     n = tl.arange(0, N)
     A = tl.load(A_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0).to(ACC)
     zero = tl.zeros_like(d).to(ACC)
-    if HAS_D: Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
-    else: Dk = zero
-    if HAS_BIAS: bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
-    else: bias = zero
+    if HAS_D:
+        Dk = tl.load(D_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+    else:
+        Dk = zero
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + k * Dm + d, mask=dm, other=0.0).to(ACC)
+    else:
+        bias = zero
     return A, Dk, bias
 
+
 @triton.jit
-def _load_chunk(x_ptrs, dt_ptrs, B_ptrs, C_ptrs, m, tm, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                ACC: tl.constexpr, PTX: tl.constexpr):
+def _load_chunk(
+    x_ptrs,
+    dt_ptrs,
+    B_ptrs,
+    C_ptrs,
+    m,
+    tm,
+    bias,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACC: tl.constexpr,
+    PTX: tl.constexpr,
+):
     "x (T, BLOCK_D), raw Δ and Δ after bias and softplus (T, BLOCK_D), B and C (T, N) of one chunk, in ACC."
     u = _to_acc(tl.load(x_ptrs, mask=m, other=0.0), ACC, PTX)
     v, dt = _load_dt(dt_ptrs, m, bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
@@ -120,8 +173,9 @@ def _discretize(dt, u, A2, Bt):
 @triton.jit
 def _scan_chunk(a, bu, h):
     "Every state h_t = a_t h_{t-1} + b_t of the chunk (T, BLOCK_D, N), from the state h (BLOCK_D, N) entering it."
-    ac, bc = tl.associative_scan((a, bu), 0, _first_order)     # the prefix maps of the chunk
+    ac, bc = tl.associative_scan((a, bu), 0, _first_order)  # the prefix maps of the chunk
     return ac * h[None, :, :] + bc
+
 
 @triton.jit
 def _pick_step(hh, s, T: tl.constexpr):
@@ -133,57 +187,108 @@ def _pick_step(hh, s, T: tl.constexpr):
 def _contract(hh, Ct, u, Dk, HAS_D: tl.constexpr):
     "y_t = C_t · h_t (+ D x_t): the chunk's output (T, BLOCK_D) from its states (T, BLOCK_D, N) and C (T, N)."
     y = tl.sum(hh * Ct[:, None, :], 2)
-    if HAS_D: y += Dk[None, :] * u
+    if HAS_D:
+        y += Dk[None, :] * u
     return y
 
 # %% ../nbs/04_triton_scan.ipynb #fe0f5afc
 @triton.jit
-def _save_states(hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr):
+def _save_states(
+    hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr
+):
     "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
     n = tl.arange(0, N)
     for s in tl.static_range(T // T_SAVE):
-        if s == 0: hk = h
-        else: hk = _pick_step(hh, s * T_SAVE - 1, T)
+        if s == 0:
+            hk = h
+        else:
+            hk = _pick_step(hh, s * T_SAVE - 1, T)
         k = c * (T // T_SAVE) + s
-        hk = hk.to(hs_ptr.dtype.element_ty)   # bfloat16 checkpoints for half inputs (see the launcher)
-        tl.store(hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :], hk, mask=dm[:, None] & (k * T_SAVE < L))
+        hk = hk.to(hs_ptr.dtype.element_ty)  # bfloat16 checkpoints for half inputs (see the launcher)
+        tl.store(
+            hs_ptr + ((bk * n_save + k) * Dm + d[:, None]) * N + n[None, :],
+            hk,
+            mask=dm[:, None] & (k * T_SAVE < L),
+        )
 
 # %% ../nbs/04_triton_scan.ipynb #5b239776
 @triton.jit
-def _fwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr,              # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
-                xT_ptr, dtT_ptr, BT_ptr, CT_ptr,          # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
-                A_ptr, D_ptr, bias_ptr,                   # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
-                y_ptr, yT_ptr, hs_ptr,                    # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
-                Dm, H, W, L, n_chunks, n_save,            # sizes; n_save checkpoints per route
-                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr, CONTIG: tl.constexpr,
-                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                SAVE: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
-    b = tl.program_id(1).to(tl.int64)                      # this program: image b, channels d
+def _fwd_kernel(
+    x_ptr,
+    dt_ptr,
+    B_ptr,
+    C_ptr,  # inputs, image layout: x (B, Dm, L); Δ (B, 4, Dm, L); B, C (B, 4, N, L)
+    xT_ptr,
+    dtT_ptr,
+    BT_ptr,
+    CT_ptr,  # with CONTIG: the column routes' (W, H) copies (Δ, B, C: 2 routes)
+    A_ptr,
+    D_ptr,
+    bias_ptr,  # per-route parameters: (4, Dm, N), (4, Dm), (4, Dm)
+    y_ptr,
+    yT_ptr,
+    hs_ptr,  # outputs: y (B, Dm, L); with CONTIG yT (B, Dm, W*H); checkpoints
+    Dm,
+    H,
+    W,
+    L,
+    n_chunks,
+    n_save,  # sizes; n_save checkpoints per route
+    N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    T: tl.constexpr,
+    T_SAVE: tl.constexpr,
+    CONTIG: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    SAVE: tl.constexpr,
+    ACC: tl.constexpr,
+    PTX: tl.constexpr,
+):
+    b = tl.program_id(1).to(tl.int64)  # this program: image b, channels d
     d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     dm, n = d < Dm, tl.arange(0, N)
-    img = b * Dm * L + d[None, :] * L                      # int64: B*Dm*L passes 2**31 at real sizes
-    for k in tl.static_range(4):                           # the four routes, always in this order
+    img = b * Dm * L + d[None, :] * L  # int64: B*Dm*L passes 2**31 at real sizes
+    for k in tl.static_range(4):  # the four routes, always in this order
         xk, yk = _route_ptr(k, CONTIG, x_ptr, xT_ptr), _route_ptr(k, CONTIG, y_ptr, yT_ptr)
-        dtk, Bk, Ck = _route_ptr(k, CONTIG, dt_ptr, dtT_ptr), _route_ptr(k, CONTIG, B_ptr, BT_ptr), _route_ptr(k, CONTIG, C_ptr, CT_ptr)
+        dtk, Bk, Ck = (
+            _route_ptr(k, CONTIG, dt_ptr, dtT_ptr),
+            _route_ptr(k, CONTIG, B_ptr, BT_ptr),
+            _route_ptr(k, CONTIG, C_ptr, CT_ptr),
+        )
         slot = _route_slot(k, b, CONTIG)
         A, Dk, bias = _load_params(A_ptr, D_ptr, bias_ptr, k, d, dm, Dm, N, HAS_D, HAS_BIAS, ACC)
-        A2 = A * 1.4426950408889634                                                     # A log2(e), for exp2
+        A2 = A * 1.4426950408889634  # A log2(e), for exp2
         dt_row, bc_row = (slot * Dm + d[None, :]) * L, (slot * N + n[None, :]) * L
-        h = tl.zeros([BLOCK_D, N], ACC)                                                 # the carried state
+        h = tl.zeros([BLOCK_D, N], ACC)  # the carried state
         for c in range(n_chunks):
             p, tm, m = _chunk_steps(c, k, H, W, L, dm, T, CONTIG)
-            u, _, dt, Bt, Ct = _load_chunk(xk + img + p, dtk + dt_row + p, Bk + bc_row + p, Ck + bc_row + p, m, tm,
-                                           bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
-            if k > CONTIG * (k % 2):   # not the first route to write this buffer: loaded early, added last
+            u, _, dt, Bt, Ct = _load_chunk(
+                xk + img + p,
+                dtk + dt_row + p,
+                Bk + bc_row + p,
+                Ck + bc_row + p,
+                m,
+                tm,
+                bias,
+                HAS_BIAS,
+                SOFTPLUS,
+                ACC,
+                PTX,
+            )
+            if k > CONTIG * (k % 2):  # not the first route to write this buffer: loaded early, added last
                 y_before = tl.load(yk + img + p, mask=m, other=0.0)
             a, bu = _discretize(dt, u, A2, Bt)
             hh = _scan_chunk(a, bu, h)
-            if SAVE: _save_states(hs_ptr, h, hh, b * 4 + k, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
+            if SAVE:
+                _save_states(hs_ptr, h, hh, b * 4 + k, c, n_save, Dm, L, d, dm, N, T, T_SAVE)
             y_t = _contract(hh, Ct, u, Dk, HAS_D)
-            h = _pick_step(hh, T - 1, T)                                                # carried on
-            if k > CONTIG * (k % 2): y_t += y_before
+            h = _pick_step(hh, T - 1, T)  # carried on
+            if k > CONTIG * (k % 2):
+                y_t += y_before
             tl.store(yk + img + p, y_t, mask=m)
-        tl.debug_barrier()   # the next route reads outputs that other threads of this program wrote
+        tl.debug_barrier()  # the next route reads outputs that other threads of this program wrote
 
 # %% ../nbs/04_triton_scan.ipynb #4b9d3723
 @triton.jit
@@ -203,13 +308,16 @@ def _adjoint_scan(a, dy, Ct, carry):
 @triton.jit
 def _local_grads(g, hh, bu, u, v, dt, Bt, A, dy, Dk, m, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr):
     "dx, dΔ (T, BLOCK_D), and the chunk's shares of dA (BLOCK_D, N) and dD (BLOCK_D,), from g and the states h."
-    ga = g * (hh - bu)                                    # g_t a_t h_{t-1}, since a_t h_{t-1} = h_t - b_t
+    ga = g * (hh - bu)  # g_t a_t h_{t-1}, since a_t h_{t-1} = h_t - b_t
     gB = g * Bt[:, None, :]
     du = tl.sum(gB, 2) * dt
     ddt = tl.sum(ga * A[None, :, :] + gB * u[:, :, None], 2)
-    if HAS_D: du += Dk[None, :] * dy
-    if SOFTPLUS: ddt = ddt * tl.sigmoid(v)                # softplus' derivative
+    if HAS_D:
+        du += Dk[None, :] * dy
+    if SOFTPLUS:
+        ddt = ddt * tl.sigmoid(v)  # softplus' derivative
     return du, tl.where(m, ddt, 0.0), tl.sum(ga * dt[:, :, None], 0), tl.sum(dy * u, 0)
+
 
 @triton.jit
 def _channel_sums(g, hh, dt, u, dy):
@@ -218,40 +326,94 @@ def _channel_sums(g, hh, dt, u, dy):
 
 # %% ../nbs/04_triton_scan.ipynb #79c45207
 @triton.jit
-def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward inputs and dy, image layout
-                xT_ptr, dtT_ptr, BT_ptr, CT_ptr, dyT_ptr,           # with CONTIG: the column routes' (W, H) copies
-                A_ptr, D_ptr, bias_ptr, hs_ptr,                     # parameters, checkpoints
-                dx_ptr, dxT_ptr, ddt_ptr, ddtT_ptr,                 # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
-                dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,          # partial sums for A, B, C, D, bias
-                Bsz, Dm, H, W, L, n_chunks,
-                N: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, CONTIG: tl.constexpr,
-                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr, PTX: tl.constexpr):
-    db, b = tl.program_id(0), tl.program_id(1).to(tl.int64)   # channel blocks of one image side by side: they share B, C in L2
+def _bwd_kernel(
+    x_ptr,
+    dt_ptr,
+    B_ptr,
+    C_ptr,
+    dy_ptr,  # forward inputs and dy, image layout
+    xT_ptr,
+    dtT_ptr,
+    BT_ptr,
+    CT_ptr,
+    dyT_ptr,  # with CONTIG: the column routes' (W, H) copies
+    A_ptr,
+    D_ptr,
+    bias_ptr,
+    hs_ptr,  # parameters, checkpoints
+    dx_ptr,
+    dxT_ptr,
+    ddt_ptr,
+    ddtT_ptr,  # dx (B, Dm, L) and dxT; dΔ (B, 4, Dm, L) and dΔT (B, 2, Dm, L)
+    dA_ptr,
+    dB_ptr,
+    dC_ptr,
+    dD_ptr,
+    dbias_ptr,  # partial sums for A, B, C, D, bias
+    Bsz,
+    Dm,
+    H,
+    W,
+    L,
+    n_chunks,
+    N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    T: tl.constexpr,
+    CONTIG: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACC: tl.constexpr,
+    PTX: tl.constexpr,
+):
+    db, b = (
+        tl.program_id(0),
+        tl.program_id(1).to(tl.int64),
+    )  # channel blocks of one image side by side: they share B, C in L2
     d = db * BLOCK_D + tl.arange(0, BLOCK_D)
     dm, n = d < Dm, tl.arange(0, N)
     img = b * Dm * L + d[None, :] * L
     for k in tl.static_range(4):
-        xk, dyk, dxk = _route_ptr(k, CONTIG, x_ptr, xT_ptr), _route_ptr(k, CONTIG, dy_ptr, dyT_ptr), _route_ptr(k, CONTIG, dx_ptr, dxT_ptr)
+        xk, dyk, dxk = (
+            _route_ptr(k, CONTIG, x_ptr, xT_ptr),
+            _route_ptr(k, CONTIG, dy_ptr, dyT_ptr),
+            _route_ptr(k, CONTIG, dx_ptr, dxT_ptr),
+        )
         dtk, ddtk = _route_ptr(k, CONTIG, dt_ptr, dtT_ptr), _route_ptr(k, CONTIG, ddt_ptr, ddtT_ptr)
         Bk, Ck = _route_ptr(k, CONTIG, B_ptr, BT_ptr), _route_ptr(k, CONTIG, C_ptr, CT_ptr)
         slot, bk = _route_slot(k, b, CONTIG), b * 4 + k
         A, Dk, bias = _load_params(A_ptr, D_ptr, bias_ptr, k, d, dm, Dm, N, HAS_D, HAS_BIAS, ACC)
         A2 = A * 1.4426950408889634
         dt_row, bc_row = (slot * Dm + d[None, :]) * L, (slot * N + n[None, :]) * L
-        part_row = ((db * Bsz * 4 + bk) * N + n[None, :]) * L    # this channel block's share of dB, dC (in the route's order)
-        carry = tl.zeros([BLOCK_D, N], ACC)                       # a_{t+1} g_{t+1} entering from the later chunk
+        part_row = (
+            (db * Bsz * 4 + bk) * N + n[None, :]
+        ) * L  # this channel block's share of dB, dC (in the route's order)
+        carry = tl.zeros([BLOCK_D, N], ACC)  # a_{t+1} g_{t+1} entering from the later chunk
         dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
         for ci in range(n_chunks):
-            c = n_chunks - 1 - ci                                 # last chunk first
+            c = n_chunks - 1 - ci  # last chunk first
             p, tm, m = _chunk_steps(c, k, H, W, L, dm, T, CONTIG)
-            u, v, dt, Bt, Ct = _load_chunk(xk + img + p, dtk + dt_row + p, Bk + bc_row + p, Ck + bc_row + p, m, tm,
-                                           bias, HAS_BIAS, SOFTPLUS, ACC, PTX)
+            u, v, dt, Bt, Ct = _load_chunk(
+                xk + img + p,
+                dtk + dt_row + p,
+                Bk + bc_row + p,
+                Ck + bc_row + p,
+                m,
+                tm,
+                bias,
+                HAS_BIAS,
+                SOFTPLUS,
+                ACC,
+                PTX,
+            )
             dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
-            h0 = tl.load(hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0)
-            if k > CONTIG * (k % 2):   # not the first route to write this buffer: loaded early, added last
+            h0 = tl.load(
+                hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0
+            )
+            if k > CONTIG * (k % 2):  # not the first route to write this buffer: loaded early, added last
                 dx_before = tl.load(dxk + img + p, mask=m, other=0.0)
             a, bu = _discretize(dt, u, A2, Bt)
-            hh = _scan_chunk(a, bu, h0.to(ACC))                   # h_t again, from the checkpoint
+            hh = _scan_chunk(a, bu, h0.to(ACC))  # h_t again, from the checkpoint
             g = _adjoint_scan(a, dy, Ct, carry)
             carry = _pick_step(a * g, 0, T)
             du, ddt, dA_c, dD_c = _local_grads(g, hh, bu, u, v, dt, Bt, A, dy, Dk, m, HAS_D, SOFTPLUS)
@@ -262,7 +424,8 @@ def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward in
             tl.store(ddtk + dt_row + p, ddt, mask=m)
             tl.store(dB_ptr + part_row + p, dB_c, mask=tm[:, None])
             tl.store(dC_ptr + part_row + p, dC_c, mask=tm[:, None])
-            if k > CONTIG * (k % 2): du += dx_before
+            if k > CONTIG * (k % 2):
+                du += dx_before
             tl.store(dxk + img + p, du, mask=m)
         tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
         tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
@@ -273,9 +436,12 @@ def _bwd_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, dy_ptr,                # forward in
 def _kernels():
     "The forward and backward kernels, or a clear error where Triton is missing."
     if not hasattr(triton, "runtime"):
-        raise ImportError("cross_selective_scan_triton: the 'triton' backend needs the triton package, which is not "
-                          "installed (PyTorch brings it on Linux; on macOS and Windows use backend='parallel')")
+        raise ImportError(
+            "cross_selective_scan_triton: the 'triton' backend needs the triton package, which is not "
+            "installed (PyTorch brings it on Linux; on macOS and Windows use backend='parallel')"
+        )
     return SimpleNamespace(_fwd_kernel=_fwd_kernel, _bwd_kernel=_bwd_kernel)
+
 
 def _interpreting():
     "True when Triton runs the kernels in its numpy interpreter (TRITON_INTERPRET=1 when they were defined)."
@@ -283,100 +449,181 @@ def _interpreting():
 
 # %% ../nbs/04_triton_scan.ipynb #be09a07b
 _VALID_N = (1, 2, 4, 8, 16)
-CONTIG = None    # None: the measured choice (_contiguous); True / False force one route layout everywhere
-POISON = False   # tests set this: outputs start as NaN, so an element the kernel never writes shows up
+CONTIG = None  # None: the measured choice (_contiguous); True / False force one route layout everywhere
+POISON = False  # tests set this: outputs start as NaN, so an element the kernel never writes shows up
 
-def _cdiv(a, b): return (a + b - 1) // b
+
+def _cdiv(a, b):
+    return (a + b - 1) // b
+
 
 def _tiles(N, L, backward=False, interp=None):
     "(BLOCK_D, T, num_warps) for state size N and route length L (measured choices, see *Benchmark*)."
-    if _interpreting() if interp is None else interp: return 2, 8, 1   # tiny tiles: every edge case on tiny inputs
-    if backward: return max(1, 64 // N), 8, 1    # one warp: the channel sums for dB, dC stay in the warp
+    if _interpreting() if interp is None else interp:
+        return 2, 8, 1  # tiny tiles: every edge case on tiny inputs
+    if backward:
+        return max(1, 64 // N), 8, 1  # one warp: the channel sums for dB, dC stay in the warp
     return max(1, 128 // N), (32 if L >= 1024 else 16), 4
+
 
 def _contiguous(L, backward):
     "Do the column routes read transposed copies? Measured: the forward gains above L = 256, the backward above L = 64."
-    if CONTIG is not None: return CONTIG
-    if _interpreting(): return backward          # tests: the forward walks the image, the backward reads the copies
-    return L > (64 if backward else 256)         # below, the copies cost more than the gathers they save
+    if CONTIG is not None:
+        return CONTIG
+    if _interpreting():
+        return backward  # tests: the forward walks the image, the backward reads the copies
+    return L > (64 if backward else 256)  # below, the copies cost more than the gathers they save
+
 
 def _acc(x):
     "Accumulation dtype: float32 for half, bfloat16 and float32 inputs; float64 stays float64 (for gradcheck)."
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
+
 def _state_dtype(x):
     "Checkpoint dtype: bfloat16 for half inputs (float32's range, the inputs' precision), else the accumulation dtype."
     return torch.bfloat16 if x.dtype in (torch.bfloat16, torch.float16) else _acc(x)
+
 
 def _empty(shape, like, dtype):
     "Allocate a kernel output (NaN-filled when `POISON` is set)."
     t = torch.empty(shape, device=like.device, dtype=dtype)
     return t.fill_(float("nan")) if POISON else t
 
+
 def _column_copies(x, *per_route):
     "x, and routes 1 and 3 of each per-route input, transposed to (..., W, H): the column routes then walk memory in order."
     return [x.transpose(-1, -2).contiguous()] + [t[:, 1::2].transpose(-1, -2).contiguous() for t in per_route]
 
+
 def _check_device(x):
     if x.device.type != "cuda" and not _interpreting():
-        raise ValueError("cross_selective_scan_triton: needs CUDA tensors (or TRITON_INTERPRET=1 set before the first "
-                         "call); use backend='parallel' on the CPU")
+        raise ValueError(
+            "cross_selective_scan_triton: needs CUDA tensors (or TRITON_INTERPRET=1 set before the first "
+            "call); use backend='parallel' on the CPU"
+        )
 
 # %% ../nbs/04_triton_scan.ipynb #28c2ebbb
-def _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, tiles=None, t_save=None, contig=None):
+def _scan_fwd(
+    x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, tiles=None, t_save=None, contig=None
+):
     "Launch the forward kernel; returns (y in float32/float64, the states entering every `t_save` steps, or None)."
-    kernels = _kernels()          # first: a missing Triton is reported by name
+    kernels = _kernels()  # first: a missing Triton is reported by name
     _check_device(x)
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
     contig = _contiguous(L, False) if contig is None else contig
     BD, T, nw = tiles or _tiles(N, L)
-    t_save = t_save or (_tiles(N, L, backward=True)[1] if tiles is None else T)   # where the backward's chunks start
-    if T % t_save: T = t_save                                                      # checkpoints must fall on chunk pieces
+    t_save = t_save or (
+        _tiles(N, L, backward=True)[1] if tiles is None else T
+    )  # where the backward's chunks start
+    if T % t_save:
+        T = t_save  # checkpoints must fall on chunk pieces
     acc, n_chunks, n_save = _acc(x), _cdiv(L, T), _cdiv(L, t_save)
     y = _empty((Bsz, Dm, H, W), x, acc)
     hs = _empty((Bsz, 4, n_save, Dm, N), x, _state_dtype(x)) if save_states else y
     cols = _column_copies(x, delta, B, C) if contig else (x, delta, B, C)
     yT = _empty((Bsz, Dm, W, H), x, acc) if contig else y
     kernels._fwd_kernel[(_cdiv(Dm, BD), Bsz)](
-        x, delta, B, C, *cols, A, x if D is None else D, x if delta_bias is None else delta_bias, y, yT, hs,
-        Dm, H, W, L, n_chunks, n_save, N=N, BLOCK_D=BD, T=T, T_SAVE=t_save, CONTIG=contig, HAS_D=D is not None,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), SAVE=bool(save_states),
-        ACC=tl.float64 if acc == torch.float64 else tl.float32, PTX=not _interpreting(), num_warps=nw)
-    if contig: y += yT.transpose(-1, -2)                  # the column routes' sum, back in image order
+        x,
+        delta,
+        B,
+        C,
+        *cols,
+        A,
+        x if D is None else D,
+        x if delta_bias is None else delta_bias,
+        y,
+        yT,
+        hs,
+        Dm,
+        H,
+        W,
+        L,
+        n_chunks,
+        n_save,
+        N=N,
+        BLOCK_D=BD,
+        T=T,
+        T_SAVE=t_save,
+        CONTIG=contig,
+        HAS_D=D is not None,
+        HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus),
+        SAVE=bool(save_states),
+        ACC=tl.float64 if acc == torch.float64 else tl.float32,
+        PTX=not _interpreting(),
+        num_warps=nw,
+    )
+    if contig:
+        y += yT.transpose(-1, -2)  # the column routes' sum, back in image order
     return y, (hs if save_states else None)
 
 # %% ../nbs/04_triton_scan.ipynb #65224868
 def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None, contig=None):
     "Launch the backward kernel from the forward's chunk checkpoints `hs`; returns the seven gradients (float32/64)."
-    kernels = _kernels()          # first: a missing Triton is reported by name
+    kernels = _kernels()  # first: a missing Triton is reported by name
     _check_device(x)
     Bsz, Dm, H, W = x.shape
     N, L = A.shape[-1], H * W
     contig = _contiguous(L, True) if contig is None else contig
     BD, T, nw = tiles or _tiles(N, L, backward=True)
     acc, n_chunks, n_blocks = _acc(x), _cdiv(L, T), _cdiv(Dm, BD)
-    if hs.shape != (Bsz, 4, n_chunks, Dm, N): raise ValueError(f"_scan_bwd: checkpoints must be {(Bsz, 4, n_chunks, Dm, N)}, got {tuple(hs.shape)}")
+    if hs.shape != (Bsz, 4, n_chunks, Dm, N):
+        raise ValueError(f"_scan_bwd: checkpoints must be {(Bsz, 4, n_chunks, Dm, N)}, got {tuple(hs.shape)}")
     dy = dy.contiguous()
     dx, ddelta = _empty((Bsz, Dm, H, W), x, acc), _empty((Bsz, 4, Dm, H, W), x, acc)
-    dA = _empty((Bsz, 4, Dm, N), x, acc)                                      # per-image partials, summed below
+    dA = _empty((Bsz, 4, Dm, N), x, acc)  # per-image partials, summed below
     dB, dC = (_empty((n_blocks, Bsz, 4, N, H, W), x, acc) for _ in range(2))  # per-channel-block partials
     dD, dbias = (_empty((Bsz, 4, Dm), x, acc) for _ in range(2))
     if contig:
         cols = _column_copies(x, delta, B, C) + [dy.transpose(-1, -2).contiguous()]
         dxT, ddT = _empty((Bsz, Dm, W, H), x, acc), _empty((Bsz, 2, Dm, W, H), x, acc)
-    else: cols, dxT, ddT = (x, delta, B, C, dy), dx, ddelta
+    else:
+        cols, dxT, ddT = (x, delta, B, C, dy), dx, ddelta
     kernels._bwd_kernel[(n_blocks, Bsz)](
-        x, delta, B, C, dy, *cols, A, x if D is None else D, x if delta_bias is None else delta_bias, hs,
-        dx, dxT, ddelta, ddT, dA, dB, dC, dD, dbias, Bsz, Dm, H, W, L, n_chunks,
-        N=N, BLOCK_D=BD, T=T, CONTIG=contig, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), ACC=tl.float64 if acc == torch.float64 else tl.float32,
-        PTX=not _interpreting(), num_warps=nw)
-    dB, dC = dB.sum(0), dC.sum(0)           # fixed-order sums over partials: the same bits on every run (no atomics)
-    if contig:                              # the column routes' gradients, back in image order
+        x,
+        delta,
+        B,
+        C,
+        dy,
+        *cols,
+        A,
+        x if D is None else D,
+        x if delta_bias is None else delta_bias,
+        hs,
+        dx,
+        dxT,
+        ddelta,
+        ddT,
+        dA,
+        dB,
+        dC,
+        dD,
+        dbias,
+        Bsz,
+        Dm,
+        H,
+        W,
+        L,
+        n_chunks,
+        N=N,
+        BLOCK_D=BD,
+        T=T,
+        CONTIG=contig,
+        HAS_D=D is not None,
+        HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus),
+        ACC=tl.float64 if acc == torch.float64 else tl.float32,
+        PTX=not _interpreting(),
+        num_warps=nw,
+    )
+    dB, dC = dB.sum(0), dC.sum(0)  # fixed-order sums over partials: the same bits on every run (no atomics)
+    if contig:  # the column routes' gradients, back in image order
         dx += dxT.transpose(-1, -2)
         ddelta[:, 1::2] = ddT.transpose(-1, -2)
-        for gr in (dB, dC): gr[:, 1::2] = gr[:, 1::2].reshape(Bsz, 2, N, W, H).transpose(-1, -2).clone()
+        for gr in (dB, dC):
+            gr[:, 1::2] = gr[:, 1::2].reshape(Bsz, 2, N, W, H).transpose(-1, -2).clone()
     return dx, ddelta, dA.sum(0), dB, dC, dD.sum(0), dbias.sum(0)
 
 # %% ../nbs/04_triton_scan.ipynb #b91c2155
@@ -384,30 +631,57 @@ def _n_save(N, L):
     "Checkpoints per route that the forward writes for the backward's tiles."
     return _cdiv(L, _tiles(N, L, backward=True)[1])
 
+
 @torch.library.custom_op("resvmamba::cross_scan_fwd", mutates_args=())
-def _fwd_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], delta_bias: Optional[Tensor],
-            delta_softplus: bool, save_states: bool) -> tuple[Tensor, Tensor]:
+def _fwd_op(
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor],
+    delta_bias: Optional[Tensor],
+    delta_softplus: bool,
+    save_states: bool,
+) -> tuple[Tensor, Tensor]:
     "The forward: y in the accumulation dtype, and the checkpoints (empty when not saved)."
     y, hs = _scan_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states)
     return y, (hs if save_states else y.new_empty(0))
+
 
 @_fwd_op.register_fake
 def _(x, delta, A, B, C, D, delta_bias, delta_softplus, save_states):
     Bsz, Dm, H, W = x.shape
     N, acc = A.shape[-1], _acc(x)
     hs_shape = (Bsz, 4, _n_save(N, H * W), Dm, N) if save_states else (0,)
-    return x.new_empty(x.shape, dtype=acc), x.new_empty(hs_shape, dtype=_state_dtype(x) if save_states else acc)
+    return x.new_empty(x.shape, dtype=acc), x.new_empty(
+        hs_shape, dtype=_state_dtype(x) if save_states else acc
+    )
+
 
 @torch.library.custom_op("resvmamba::cross_scan_bwd", mutates_args=())
-def _bwd_op(dy: Tensor, hs: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-            delta_bias: Optional[Tensor], delta_softplus: bool) -> list[Tensor]:
+def _bwd_op(
+    dy: Tensor,
+    hs: Tensor,
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor],
+    delta_bias: Optional[Tensor],
+    delta_softplus: bool,
+) -> list[Tensor]:
     "The backward: gradients of x, Δ, A, B, C, D and the Δ bias (the last two computed even when absent)."
     return list(_scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus))
 
+
 @_bwd_op.register_fake
 def _(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus):
-    acc, (Dm, N) = _acc(x), A.shape[1:]
-    return [x.new_empty(s, dtype=acc) for s in (x.shape, delta.shape, A.shape, B.shape, C.shape, (4, Dm), (4, Dm))]
+    acc, Dm = _acc(x), A.shape[1]
+    return [
+        x.new_empty(s, dtype=acc) for s in (x.shape, delta.shape, A.shape, B.shape, C.shape, (4, Dm), (4, Dm))
+    ]
 
 # %% ../nbs/04_triton_scan.ipynb #40c79f86
 def _setup_context(ctx, inputs, output):
@@ -415,11 +689,13 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, output[1])
     ctx.delta_softplus = delta_softplus
 
+
 def _backward(ctx, dy, _dhs):
     x, delta, A, B, C, D, delta_bias, hs = ctx.saved_tensors
     grads = _bwd_op(dy, hs, x, delta, A, B, C, D, delta_bias, ctx.delta_softplus)
     ins = (x, delta, A, B, C, D, delta_bias)
     return (*(None if t is None else gr.to(t.dtype) for gr, t in zip(grads, ins)), None, None)
+
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
@@ -427,30 +703,45 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 def _check_inputs(x, delta, A, B, C, D, delta_bias):
     "Raise a TypeError or ValueError naming the first argument the kernel cannot take, and what it expects."
     require_float("cross_selective_scan_triton", x=x, delta=delta, A=A, B=B, C=C, D=D, delta_bias=delta_bias)
-    if x.dim() != 4: raise ValueError(f"cross_selective_scan_triton: x must be (B, Dm, H, W), got shape {tuple(x.shape)}")
+    if x.dim() != 4:
+        raise ValueError(f"cross_selective_scan_triton: x must be (B, Dm, H, W), got shape {tuple(x.shape)}")
     Bsz, Dm, H, W = x.shape
-    if A.dim() != 3 or A.shape[:2] != (4, Dm): raise ValueError(f"cross_selective_scan_triton: A must be (4, Dm, N) = (4, {Dm}, N), got {tuple(A.shape)}")
+    if A.dim() != 3 or A.shape[:2] != (4, Dm):
+        raise ValueError(
+            f"cross_selective_scan_triton: A must be (4, Dm, N) = (4, {Dm}, N), got {tuple(A.shape)}"
+        )
     N = A.shape[2]
-    if N not in _VALID_N: raise ValueError(f"cross_selective_scan_triton: d_state N={N} is not supported; N must be one of {_VALID_N}")
-    want = {"delta": (delta, (Bsz, 4, Dm, H, W)), "B": (B, (Bsz, 4, N, H, W)), "C": (C, (Bsz, 4, N, H, W)),
-            "D": (D, (4, Dm)), "delta_bias": (delta_bias, (4, Dm))}
+    if N not in _VALID_N:
+        raise ValueError(
+            f"cross_selective_scan_triton: d_state N={N} is not supported; N must be one of {_VALID_N}"
+        )
+    want = {
+        "delta": (delta, (Bsz, 4, Dm, H, W)),
+        "B": (B, (Bsz, 4, N, H, W)),
+        "C": (C, (Bsz, 4, N, H, W)),
+        "D": (D, (4, Dm)),
+        "delta_bias": (delta_bias, (4, Dm)),
+    }
     for name, (t, shape) in want.items():
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"cross_selective_scan_triton: {name} must be {shape}, got {tuple(t.shape)}")
         if t is not None and t.device != x.device:
-            raise ValueError(f"cross_selective_scan_triton: all inputs must be on {x.device}, {name} is on {t.device}")
+            raise ValueError(
+                f"cross_selective_scan_triton: all inputs must be on {x.device}, {name} is on {t.device}"
+            )
     require_negative_A("cross_selective_scan_triton", A)  # chapter 02's rule: A > 0 grows the state to inf
 
 # %% ../nbs/04_triton_scan.ipynb #bffa9e67
-def cross_selective_scan_triton(x,                    # input feature map, (B, Dm, H, W)
-                                delta,                # per-route Δ in image layout, (B, 4, Dm, H, W)
-                                A,                    # per-route state matrices, (4, Dm, N), N in {1, 2, 4, 8, 16}
-                                B,                    # per-route input matrices in image layout, (B, 4, N, H, W)
-                                C,                    # per-route output matrices in image layout, (B, 4, N, H, W)
-                                D=None,               # per-route skip, (4, Dm)
-                                delta_bias=None,      # per-route Δ bias, (4, Dm)
-                                delta_softplus=True,  # softplus on Δ + bias?
-                               ):
+def cross_selective_scan_triton(
+    x,  # input feature map, (B, Dm, H, W)
+    delta,  # per-route Δ in image layout, (B, 4, Dm, H, W)
+    A,  # per-route state matrices, (4, Dm, N), N in {1, 2, 4, 8, 16}
+    B,  # per-route input matrices in image layout, (B, 4, N, H, W)
+    C,  # per-route output matrices in image layout, (B, 4, N, H, W)
+    D=None,  # per-route skip, (4, Dm)
+    delta_bias=None,  # per-route Δ bias, (4, Dm)
+    delta_softplus=True,  # softplus on Δ + bias?
+):
     "Chapter 03's `cross_selective_scan_ref` as one fused Triton kernel (with a Triton backward); (B, Dm, H, W) in x.dtype."
     _check_inputs(x, delta, A, B, C, D, delta_bias)
     ins = [None if t is None else t.contiguous() for t in (x, delta, A, B, C, D, delta_bias)]
@@ -461,12 +752,24 @@ def cross_selective_scan_triton(x,                    # input feature map, (B, D
 # %% ../nbs/04_triton_scan.ipynb #6a2e969c
 _BACKENDS = ("auto", "reference", "parallel", "triton")
 
-def cross_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
-                         backend="auto",  # "reference" (sequential loop), "parallel" (PyTorch parallel scan), "triton", or "auto"
-                        ):
+
+def cross_selective_scan(
+    x,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    delta_bias=None,
+    delta_softplus=True,
+    backend="auto",  # "reference" (sequential loop), "parallel" (PyTorch parallel scan), "triton", or "auto"
+):
     "The four-route selective scan of chapter 03 by a chosen implementation; 'auto' is 'triton' on CUDA, else 'parallel'."
-    if backend not in _BACKENDS: raise ValueError(f"cross_selective_scan: unknown backend {backend!r}; valid backends are {_BACKENDS}")
-    if backend == "auto": backend = "triton" if x.is_cuda else "parallel"
-    if backend == "triton": return cross_selective_scan_triton(x, delta, A, B, C, D, delta_bias, delta_softplus)
+    if backend not in _BACKENDS:
+        raise ValueError(f"cross_selective_scan: unknown backend {backend!r}; valid backends are {_BACKENDS}")
+    if backend == "auto":
+        backend = "triton" if x.is_cuda else "parallel"
+    if backend == "triton":
+        return cross_selective_scan_triton(x, delta, A, B, C, D, delta_bias, delta_softplus)
     scan_fn = selective_scan_ref if backend == "reference" else selective_scan_parallel
     return cross_selective_scan_ref(x, delta, A, B, C, D, delta_bias, delta_softplus, scan_fn=scan_fn)

@@ -9,51 +9,69 @@ __all__ = ['VIM_SCAN_BACKENDS', 'VIM_CONFIGS', 'VIM_PRETRAINED_CFGS', 'VIM_HEAD_
 # %% ../nbs/11_vim.ipynb #dee68d52
 import math
 from pathlib import Path
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from fastcore.basics import patch
 from timm.layers import DropPath, trunc_normal_, lecun_normal_, resample_abs_pos_embed
 from .scan import selective_scan_ref, selective_scan_parallel
 from .vss import s4d_real_A_logs, dt_bias_init
 from torch.utils.checkpoint import checkpoint
-from .vmamba import meta_model, read_checkpoint, check_model_args
+from .vmamba import read_checkpoint, check_model_args
 from .vmamba import load_state_strict
 from .models import register_family
 
 # %% ../nbs/11_vim.ipynb #5bacbf82
 class PatchEmbed(nn.Module):
     "Overlapping patches: a `patch_size` convolution moved by `stride`, flattened row-major; `(B, 3, H, W) -> (B, M, C)`."
+
     def __init__(self, img_size=224, patch_size=16, stride=8, in_chans=3, embed_dim=192):
         super().__init__()
-        if img_size < patch_size: raise ValueError(f"img_size={img_size} is smaller than patch_size={patch_size}")
+        if img_size < patch_size:
+            raise ValueError(f"img_size={img_size} is smaller than patch_size={patch_size}")
         self.img_size, self.patch_size, self.stride = img_size, patch_size, stride
-        self.grid = self.grid_for(img_size, img_size)              # (g, g) patches at the built size
+        self.grid = self.grid_for(img_size, img_size)  # (g, g) patches at the built size
         self.num_patches = self.grid[0] * self.grid[1]
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride)
 
     def grid_for(self, H, W):
         "Patches per column and per row for an H×W image: ((H - patch) // stride + 1, (W - patch) // stride + 1)."
-        if min(H, W) < self.patch_size: raise ValueError(f"a {H}×{W} image is smaller than one patch ({self.patch_size})")
+        if min(H, W) < self.patch_size:
+            raise ValueError(f"a {H}×{W} image is smaller than one patch ({self.patch_size})")
         return ((H - self.patch_size) // self.stride + 1, (W - self.patch_size) // self.stride + 1)
 
-    def forward(self, x): # (B, in_chans, H, W)
-        return self.proj(x).flatten(2).mT                          # (B, M, C), row-major
+    def forward(self, x):  # (B, in_chans, H, W)
+        return self.proj(x).flatten(2).mT  # (B, M, C), row-major
 
 # %% ../nbs/11_vim.ipynb #92c23936
 VIM_SCAN_BACKENDS = ("auto", "parallel", "reference")
 
+
 class BiMamba(nn.Module):
-    "Vim's bidirectional Mamba mixer (\"bimamba v2\"): one in_proj, a forward and a backward S6 branch, one out_proj; `(B, L, C) -> (B, L, C)`."
-    def __init__(self, d_model,        # C, token width in and out
-                 d_state=16,           # N, states per channel
-                 expand=2,             # d = expand * C
-                 dt_rank="auto",       # R, rank of the Δ projection; "auto" = ceil(C/16)
-                 d_conv=4,             # width of the causal depthwise convolutions
-                 dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, # forward Δ at init: log-uniform in [dt_min, dt_max]
-                 scan_backend="auto"): # "auto" (= "parallel") | "parallel" | "reference": chapter 02's scans
+    'Vim\'s bidirectional Mamba mixer ("bimamba v2"): one in_proj, a forward and a backward S6 branch, one out_proj; `(B, L, C) -> (B, L, C)`.'
+
+    def __init__(
+        self,
+        d_model,  # C, token width in and out
+        d_state=16,  # N, states per channel
+        expand=2,  # d = expand * C
+        dt_rank="auto",  # R, rank of the Δ projection; "auto" = ceil(C/16)
+        d_conv=4,  # width of the causal depthwise convolutions
+        dt_min=0.001,
+        dt_max=0.1,
+        dt_init_floor=1e-4,  # forward Δ at init: log-uniform in [dt_min, dt_max]
+        scan_backend="auto",
+    ):  # "auto" (= "parallel") | "parallel" | "reference": chapter 02's scans
         super().__init__()
         if scan_backend not in VIM_SCAN_BACKENDS:
-            raise ValueError(f"Vim's scan_backend must be one of {VIM_SCAN_BACKENDS}, got {scan_backend!r}"
-                             + (" (chapter 04's Triton kernel is VMamba's four-route scan)" if scan_backend == "triton" else ""))
+            raise ValueError(
+                f"Vim's scan_backend must be one of {VIM_SCAN_BACKENDS}, got {scan_backend!r}"
+                + (
+                    " (chapter 04's Triton kernel is VMamba's four-route scan)"
+                    if scan_backend == "triton"
+                    else ""
+                )
+            )
         d = self.d_inner = int(expand * d_model)
         R = self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         N = self.d_state = d_state
@@ -63,226 +81,360 @@ class BiMamba(nn.Module):
         self.A_b_log, self.D_b = nn.Parameter(s4d_real_A_logs(N, d, 1)), nn.Parameter(torch.ones(d))
         self.in_proj = nn.Linear(d_model, 2 * d, bias=False)
         for b in ("", "_b"):  # each branch's own layers: conv1d, x_proj, dt_proj and their _b twins
-            setattr(self, f"conv1d{b}", nn.Conv1d(d, d, d_conv, groups=d, padding=d_conv - 1))  # causal once trimmed
+            setattr(
+                self, f"conv1d{b}", nn.Conv1d(d, d, d_conv, groups=d, padding=d_conv - 1)
+            )  # causal once trimmed
             setattr(self, f"x_proj{b}", nn.Linear(d, R + 2 * N, bias=False))
             setattr(self, f"dt_proj{b}", nn.Linear(R, d))
-        with torch.no_grad():  # Mamba's Δ init (forward branch): weight ±R^-1/2, softplus(bias) log-uniform in [dt_min, dt_max]
-            self.dt_proj.weight.uniform_(-R ** -0.5, R ** -0.5)
+        with (
+            torch.no_grad()
+        ):  # Mamba's Δ init (forward branch): weight ±R^-1/2, softplus(bias) log-uniform in [dt_min, dt_max]
+            self.dt_proj.weight.uniform_(-(R**-0.5), R**-0.5)
             self.dt_proj.bias.copy_(dt_bias_init(d, dt_min, dt_max, dt_init_floor))
         self.out_proj = nn.Linear(d, d_model, bias=False)
 
 # %% ../nbs/11_vim.ipynb #d658882b
 def _scan_fn(backend, x):
     "The 1-D selective scan for `backend`; 'auto' is the blocked parallel scan (faster on CPUs too, ch. 02)."
-    if backend == "auto": backend = "parallel"
+    if backend == "auto":
+        backend = "parallel"
     return selective_scan_parallel if backend == "parallel" else selective_scan_ref
 
+
 @patch
-def branch(self:BiMamba, x, z, # (B, d, L) each, already in this branch's reading order
-           backward=False):     # use the backward branch's weights (conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b)?
+def branch(
+    self: BiMamba,
+    x,
+    z,  # (B, d, L) each, already in this branch's reading order
+    backward=False,
+):  # use the backward branch's weights (conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b)?
     "One S6 branch: causal depthwise conv + SiLU, Δ/B/C from x, selective scan with skip D, gated by SiLU(z); `(B, d, L)`."
     b = "_b" if backward else ""
     conv, x_proj, dt_proj = (getattr(self, n + b) for n in ("conv1d", "x_proj", "dt_proj"))
     L = x.shape[-1]
-    x = F.silu(conv(x)[..., :L])                                          # causal: token t sees tokens t-3..t
-    dt, B, C = x_proj(x.mT).split([self.dt_rank, self.d_state, self.d_state], dim=-1)  # (B, L, R), (B, L, N) twice
-    dt = dt_proj.weight @ dt.mT                                           # (B, d, L); the bias goes in as delta_bias
-    A = -torch.exp(getattr(self, f"A{b}_log").float())                   # (d, N), negative: every state decays
-    D = getattr(self, f"D{b}").float()                                   # A, D and the Δ bias in float32, as Mamba
-    return _scan_fn(self.scan_backend, x)(x, dt, A, B.mT, C.mT, D, z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True)
+    x = F.silu(conv(x)[..., :L])  # causal: token t sees tokens t-3..t
+    dt, B, C = x_proj(x.mT).split(
+        [self.dt_rank, self.d_state, self.d_state], dim=-1
+    )  # (B, L, R), (B, L, N) twice
+    dt = dt_proj.weight @ dt.mT  # (B, d, L); the bias goes in as delta_bias
+    A = -torch.exp(getattr(self, f"A{b}_log").float())  # (d, N), negative: every state decays
+    D = getattr(self, f"D{b}").float()  # A, D and the Δ bias in float32, as Mamba
+    return _scan_fn(self.scan_backend, x)(
+        x, dt, A, B.mT, C.mT, D, z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True
+    )
+
 
 @patch
-def forward(self:BiMamba, h): # tokens (B, L, C)
+def forward(self: BiMamba, h):  # tokens (B, L, C)
     "in_proj → forward branch, backward branch on the flipped sequence (flipped back) → mean → out_proj; `(B, L, C)`."
     if h.ndim != 3 or h.shape[-1] != self.d_model:
         raise ValueError(f"BiMamba expects tokens (B, L, {self.d_model}), got {tuple(h.shape)}")
-    x, z = self.in_proj(h).mT.chunk(2, dim=1)                             # (B, d, L) each
+    x, z = self.in_proj(h).mT.chunk(2, dim=1)  # (B, d, L) each
     y_f = self.branch(x, z)
-    y_b = self.branch(x.flip(-1), z.flip(-1), backward=True).flip(-1)     # read right to left, put back in token order
-    return self.out_proj(((y_f + y_b) / 2).mT)                            # (B, L, C)
+    y_b = self.branch(x.flip(-1), z.flip(-1), backward=True).flip(
+        -1
+    )  # read right to left, put back in token order
+    return self.out_proj(((y_f + y_b) / 2).mT)  # (B, L, C)
 
 # %% ../nbs/11_vim.ipynb #248e07d6
 class VimBlock(nn.Module):
     "Add → RMSNorm → BiMamba, the residual stream in float32: `(hidden, residual) -> (hidden, residual)`."
-    def __init__(self, dim, drop_path=0., norm_eps=1e-5, **mixer_kwargs):
+
+    def __init__(self, dim, drop_path=0.0, norm_eps=1e-5, **mixer_kwargs):
         super().__init__()
         self.mixer = BiMamba(dim, **mixer_kwargs)
         self.norm = nn.RMSNorm(dim, eps=norm_eps)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, hidden,        # (B, L, C): the previous block's mixer output, or the tokens for the first block
-                residual=None):      # (B, L, C) float32: the stream so far; None for the first block
-        acc = torch.promote_types(hidden.dtype, torch.float32)           # float32, or float64 for a float64 model
+    def forward(
+        self,
+        hidden,  # (B, L, C): the previous block's mixer output, or the tokens for the first block
+        residual=None,
+    ):  # (B, L, C) float32: the stream so far; None for the first block
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # float32, or float64 for a float64 model
         residual = hidden.to(acc) if residual is None else residual + self.drop_path(hidden).to(acc)
         return self.mixer(self.norm(residual.to(self.norm.weight.dtype))), residual
 
 # %% ../nbs/11_vim.ipynb #9293b37d
 class Vim(nn.Module):
     "Vision Mamba: overlapping patches, a middle class token, bidirectional Mamba blocks; `(B, 3, H, W) -> (B, num_classes)`."
-    def __init__(self, num_classes=1000,    # classes of the head; 0 = no head (features)
-                 in_chans=3, img_size=224,  # image channels and side (the position embeddings are made for its grid)
-                 patch_size=16, stride=8,   # overlapping patches: side 16, placed every 8 pixels
-                 embed_dim=192, depth=24,   # token width C and number of blocks
-                 d_state=16, expand=2, dt_rank="auto", d_conv=4, # BiMamba's sizes
-                 drop_rate=0.,              # dropout after the position embeddings
-                 drop_path_rate=0.1,        # stochastic depth of the last block (the official default)
-                 norm_eps=1e-5,             # RMSNorm's epsilon
-                 dynamic_img_size=False,    # accept other image sizes by resampling the position embeddings
-                 scan_backend="auto"):      # "auto" | "parallel" | "reference"
+
+    def __init__(
+        self,
+        num_classes=1000,  # classes of the head; 0 = no head (features)
+        in_chans=3,
+        img_size=224,  # image channels and side (the position embeddings are made for its grid)
+        patch_size=16,
+        stride=8,  # overlapping patches: side 16, placed every 8 pixels
+        embed_dim=192,
+        depth=24,  # token width C and number of blocks
+        d_state=16,
+        expand=2,
+        dt_rank="auto",
+        d_conv=4,  # BiMamba's sizes
+        drop_rate=0.0,  # dropout after the position embeddings
+        drop_path_rate=0.1,  # stochastic depth of the last block (the official default)
+        norm_eps=1e-5,  # RMSNorm's epsilon
+        dynamic_img_size=False,  # accept other image sizes by resampling the position embeddings
+        scan_backend="auto",
+    ):  # "auto" | "parallel" | "reference"
         super().__init__()
-        check_model_args("Vim", num_classes=num_classes, in_chans=in_chans, img_size=img_size,
-                         patch_size=patch_size, stride=stride, embed_dim=embed_dim, depth=depth,
-                         d_state=d_state, expand=expand, dt_rank=dt_rank, d_conv=d_conv, drop_rate=drop_rate,
-                         drop_path_rate=drop_path_rate, norm_eps=norm_eps)
+        check_model_args(
+            "Vim",
+            num_classes=num_classes,
+            in_chans=in_chans,
+            img_size=img_size,
+            patch_size=patch_size,
+            stride=stride,
+            embed_dim=embed_dim,
+            depth=depth,
+            d_state=d_state,
+            expand=expand,
+            dt_rank=dt_rank,
+            d_conv=d_conv,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            norm_eps=norm_eps,
+        )
         self.grad_checkpointing = False
-        self.num_classes, self.in_chans, self.num_features, self.depth = num_classes, in_chans, embed_dim, depth
+        self.num_classes, self.in_chans, self.num_features, self.depth = (
+            num_classes,
+            in_chans,
+            embed_dim,
+            depth,
+        )
         self.dynamic_img_size = dynamic_img_size
         self.patch_embed = PatchEmbed(img_size, patch_size, stride, in_chans, embed_dim)
         M = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, M + 1, embed_dim))   # class token's at index M // 2
+        self.pos_embed = nn.Parameter(torch.zeros(1, M + 1, embed_dim))  # class token's at index M // 2
         self.pos_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        rates = [0.] + [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # block i drops block i-1's output
-        self.layers = nn.ModuleList([VimBlock(embed_dim, rates[i], norm_eps, d_state=d_state, expand=expand, dt_rank=dt_rank,
-                                              d_conv=d_conv, scan_backend=scan_backend) for i in range(depth)])
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()  # on the last block's output
+        rates = [0.0] + [
+            drop_path_rate * i / max(depth - 1, 1) for i in range(depth)
+        ]  # block i drops block i-1's output
+        self.layers = nn.ModuleList(
+            [
+                VimBlock(
+                    embed_dim,
+                    rates[i],
+                    norm_eps,
+                    d_state=d_state,
+                    expand=expand,
+                    dt_rank=dt_rank,
+                    d_conv=d_conv,
+                    scan_backend=scan_backend,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.drop_path = (
+            DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        )  # on the last block's output
         self.norm_f = nn.RMSNorm(embed_dim, eps=norm_eps)
         self.init_weights()
 
 # %% ../nbs/11_vim.ipynb #49e0b0d9
 @patch
-def init_weights(self:Vim):
+def init_weights(self: Vim):
     "Vim's official init (see the text): trunc-normal(0.02) tokens and head, LeCun-normal patches, Δ biases, out_proj / √depth."
-    trunc_normal_(self.pos_embed, std=.02); trunc_normal_(self.cls_token, std=.02)
-    lecun_normal_(self.patch_embed.proj.weight); nn.init.zeros_(self.patch_embed.proj.bias)
-    if isinstance(self.head, nn.Linear): trunc_normal_(self.head.weight, std=.02); nn.init.zeros_(self.head.bias)
+    trunc_normal_(self.pos_embed, std=0.02)
+    trunc_normal_(self.cls_token, std=0.02)
+    lecun_normal_(self.patch_embed.proj.weight)
+    nn.init.zeros_(self.patch_embed.proj.bias)
+    if isinstance(self.head, nn.Linear):
+        trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
     for layer in self.layers:
         m = layer.mixer
-        nn.init.zeros_(m.dt_proj_b.bias)                                  # only the forward Δ bias escapes the zeroing
-        nn.init.kaiming_uniform_(m.out_proj.weight, a=math.sqrt(5))       # nn.Linear's default, then
-        with torch.no_grad(): m.out_proj.weight /= math.sqrt(self.depth)  # 1/√(number of residual layers)
+        nn.init.zeros_(m.dt_proj_b.bias)  # only the forward Δ bias escapes the zeroing
+        nn.init.kaiming_uniform_(m.out_proj.weight, a=math.sqrt(5))  # nn.Linear's default, then
+        with torch.no_grad():
+            m.out_proj.weight /= math.sqrt(self.depth)  # 1/√(number of residual layers)
 
 # %% ../nbs/11_vim.ipynb #21c82ffc
 @patch
-def cls_index_for(self:Vim, M): return M // 2  # the class token goes in front of patch M // 2
+def cls_index_for(self: Vim, M):
+    return M // 2  # the class token goes in front of patch M // 2
+
 
 @patch
-def _pos_embed_for(self:Vim, grid):
+def _pos_embed_for(self: Vim, grid):
     "The position embeddings for a patch grid: as built, or (dynamic_img_size) the patch part resampled bicubically."
-    if grid == self.patch_embed.grid: return self.pos_embed
+    if grid == self.patch_embed.grid:
+        return self.pos_embed
     t0 = self.cls_index_for(self.patch_embed.num_patches)
-    cls_pos = self.pos_embed[:, t0:t0 + 1]
-    patches = torch.cat([self.pos_embed[:, :t0], self.pos_embed[:, t0 + 1:]], dim=1)   # (1, M0, C), row-major
+    cls_pos = self.pos_embed[:, t0 : t0 + 1]
+    patches = torch.cat([self.pos_embed[:, :t0], self.pos_embed[:, t0 + 1 :]], dim=1)  # (1, M0, C), row-major
     patches = resample_abs_pos_embed(patches, list(grid), list(self.patch_embed.grid), num_prefix_tokens=0)
     t = self.cls_index_for(grid[0] * grid[1])
     return torch.cat([patches[:, :t], cls_pos, patches[:, t:]], dim=1)
 
+
 @patch
-def embed(self:Vim, x): # images (B, in_chans, H, W)
+def embed(self: Vim, x):  # images (B, in_chans, H, W)
     "Patch tokens with the class token inserted at `cls_index_for(M)`, plus position embeddings: `(B, M+1, C)`."
     if x.ndim != 4 or x.shape[1] != self.in_chans:
         raise ValueError(f"Vim expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
     grid, S = self.patch_embed.grid_for(*x.shape[-2:]), self.patch_embed.img_size
     if grid != self.patch_embed.grid and not self.dynamic_img_size:
-        raise ValueError(f"this Vim was built for {S}×{S} images ({self.patch_embed.grid} patches) and got "
-                         f"{tuple(x.shape[-2:])}; build it with img_size={x.shape[-1]}, or dynamic_img_size=True")
-    tokens = self.patch_embed(x)                                           # (B, M, C)
+        raise ValueError(
+            f"this Vim was built for {S}×{S} images ({self.patch_embed.grid} patches) and got "
+            f"{tuple(x.shape[-2:])}; build it with img_size={x.shape[-1]}, or dynamic_img_size=True"
+        )
+    tokens = self.patch_embed(x)  # (B, M, C)
     t = self.cls_index_for(tokens.shape[1])
     tokens = torch.cat([tokens[:, :t], self.cls_token.expand(len(tokens), -1, -1), tokens[:, t:]], dim=1)
     return self.pos_drop(tokens + self._pos_embed_for(grid))
 
+
 @patch
-def forward_tokens(self:Vim, tokens,       # (B, M+1, C) from `embed`
-                   depth=None,             # run only the first `depth` blocks (all by default)
-                   hidden_states=False):   # also return each block's stream through the final norm: a list of (B, M+1, C)
+def forward_tokens(
+    self: Vim,
+    tokens,  # (B, M+1, C) from `embed`
+    depth=None,  # run only the first `depth` blocks (all by default)
+    hidden_states=False,
+):  # also return each block's stream through the final norm: a list of (B, M+1, C)
     "The blocks, the last residual add and the final RMSNorm: every token's features, `(B, M+1, C)`."
     hidden, residual, states = tokens, None, []
     recompute = self.grad_checkpointing and torch.is_grad_enabled()
     for layer in self.layers[:depth]:
-        if recompute: hidden, residual = checkpoint(layer, hidden, residual, use_reentrant=False)  # as timm
-        else: hidden, residual = layer(hidden, residual)
-        if hidden_states: states.append(self.norm_f(residual + hidden.to(residual.dtype)))
+        if recompute:
+            hidden, residual = checkpoint(layer, hidden, residual, use_reentrant=False)  # as timm
+        else:
+            hidden, residual = layer(hidden, residual)
+        if hidden_states:
+            states.append(self.norm_f(residual + hidden.to(residual.dtype)))
     out = self.norm_f(residual + self.drop_path(hidden).to(residual.dtype)).to(tokens.dtype)
     return (out, states) if hidden_states else out
 
+
 @patch
-def forward_features(self:Vim, x): # images (B, in_chans, H, W)
+def forward_features(self: Vim, x):  # images (B, in_chans, H, W)
     "The class token's final features, `(B, C)`."
     tokens = self.embed(x)
     return self.forward_tokens(tokens)[:, self.cls_index_for(tokens.shape[1] - 1)]
 
-@patch
-def forward(self:Vim, x): return self.head(self.forward_features(x))
 
 @patch
-def set_grad_checkpointing(self:Vim, enable=True):
+def forward(self: Vim, x):  # noqa: F811 (fastcore's @patch puts it on Vim)
+    return self.head(self.forward_features(x))
+
+
+@patch
+def set_grad_checkpointing(self: Vim, enable=True):
     "Recompute each block's activations in the backward instead of storing them (chapter 06; timm's method)."
     self.grad_checkpointing = enable
 
 # %% ../nbs/11_vim.ipynb #a69d963b
 VIM_CONFIGS = dict(
     tiny=dict(embed_dim=192, depth=24, d_state=16, expand=2, img_size=224, patch_size=16, stride=8),
-    test=dict(embed_dim=32, depth=2, d_state=4, expand=2, img_size=64, patch_size=8, stride=4, drop_path_rate=0.),
+    test=dict(
+        embed_dim=32, depth=2, d_state=4, expand=2, img_size=64, patch_size=8, stride=4, drop_path_rate=0.0
+    ),
 )
 VIM_PRETRAINED_CFGS = dict(
-    tiny=dict(file="vim_t_midclstok_ft_78p3acc.pth", origin_url="https://huggingface.co/hustvl/Vim-tiny-midclstok",
-              first_conv="patch_embed.proj", classifier="head", pool_size=None),
-    test=dict(input_size=(3, 64, 64), first_conv="patch_embed.proj", classifier="head", pool_size=None))
+    tiny=dict(
+        file="vim_t_midclstok_ft_78p3acc.pth",
+        origin_url="https://huggingface.co/hustvl/Vim-tiny-midclstok",
+        first_conv="patch_embed.proj",
+        classifier="head",
+        pool_size=None,
+    ),
+    test=dict(input_size=(3, 64, 64), first_conv="patch_embed.proj", classifier="head", pool_size=None),
+)
 
-def vim_tiny(**kwargs): "Vim-Tiny: C 192, 24 blocks, N 16, patches 16 every 8 px at 224²."; return Vim(**{**VIM_CONFIGS["tiny"], **kwargs})
-def vim_test(**kwargs): "A two-block Vim on 64² images for tests (C 32, N 4, patches 8 every 4 px)."; return Vim(**{**VIM_CONFIGS["test"], **kwargs})
+
+def vim_tiny(**kwargs):
+    "Vim-Tiny: C 192, 24 blocks, N 16, patches 16 every 8 px at 224²."
+    return Vim(**{**VIM_CONFIGS["tiny"], **kwargs})
+
+
+def vim_test(**kwargs):
+    "A two-block Vim on 64² images for tests (C 32, N 4, patches 8 every 4 px)."
+    return Vim(**{**VIM_CONFIGS["test"], **kwargs})
 
 # %% ../nbs/11_vim.ipynb #3782987d
 VIM_HEAD_KEYS = ("head.weight", "head.bias")
 
+
 def _vim_state_dict(checkpoint, key):
     "The state dict inside an official Vim checkpoint (a dict, possibly under `key`)."
-    if not isinstance(checkpoint, dict): raise ValueError(f"a Vim checkpoint is a dict, got {type(checkpoint).__name__}")
-    if key in checkpoint and isinstance(checkpoint[key], dict): return checkpoint[key]
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"a Vim checkpoint is a dict, got {type(checkpoint).__name__}")
+    if key in checkpoint and isinstance(checkpoint[key], dict):
+        return checkpoint[key]
     if key != "model" or "pos_embed" not in checkpoint:
         raise KeyError(f"checkpoint has no {key!r}; its top-level keys: {list(checkpoint)[:10]}")
-    return checkpoint                                                  # a bare state dict
+    return checkpoint  # a bare state dict
+
 
 def _vim_sizes(sd):
     "The sizes a Vim state dict implies, read off its shapes (None where the key is absent)."
     pe, A = sd.get("pos_embed"), sd.get("layers.0.mixer.A_log")
-    return {"embed dim": None if pe is None else pe.shape[-1],
-            "tokens (patches + class token)": None if pe is None else pe.shape[1],
-            "depth": len({k.split(".")[1] for k in sd if k.startswith("layers.")}),
-            "d_inner (expand × embed dim)": None if A is None else A.shape[0],
-            "d_state": None if A is None else A.shape[1]}
+    return {
+        "embed dim": None if pe is None else pe.shape[-1],
+        "tokens (patches + class token)": None if pe is None else pe.shape[1],
+        "depth": len({k.split(".")[1] for k in sd if k.startswith("layers.")}),
+        "d_inner (expand × embed dim)": None if A is None else A.shape[0],
+        "d_state": None if A is None else A.shape[1],
+    }
 
-_VIM_FIXES = {"embed dim": "embed_dim", "tokens (patches + class token)": "img_size, patch_size and stride",
-              "depth": "depth", "d_inner (expand × embed dim)": "expand", "d_state": "d_state"}
+
+_VIM_FIXES = {
+    "embed dim": "embed_dim",
+    "tokens (patches + class token)": "img_size, patch_size and stride",
+    "depth": "depth",
+    "d_inner (expand × embed dim)": "expand",
+    "d_state": "d_state",
+}
+
 
 def _vim_size_hint(sd, own):
     "What differs between checkpoint and model in Vim's terms, e.g. ': embed dim 48 in the checkpoint vs ...'"
     ck, md = _vim_sizes(sd), _vim_sizes(own)
     diff = [k for k in ck if ck[k] is not None and md[k] is not None and ck[k] != md[k]]
-    if "embed dim" in diff: diff = [k for k in diff if k != "d_inner (expand × embed dim)"]  # follows from it
-    if not diff: return ""
-    return (": " + "; ".join(f"{k} {ck[k]} in the checkpoint vs {md[k]} in the model" for k in diff)
-            + f" (build the model with the checkpoint's {', '.join(_VIM_FIXES[k] for k in diff)})")
+    if "embed dim" in diff:
+        diff = [k for k in diff if k != "d_inner (expand × embed dim)"]  # follows from it
+    if not diff:
+        return ""
+    return (
+        ": "
+        + "; ".join(f"{k} {ck[k]} in the checkpoint vs {md[k]} in the model" for k in diff)
+        + f" (build the model with the checkpoint's {', '.join(_VIM_FIXES[k] for k in diff)})"
+    )
 
-def load_vim_checkpoint(model,         # a Vim
-                        checkpoint,    # path to an official Vim checkpoint (e.g. vim_t_midclstok_ft_78p3acc.pth), or its dict
-                        key="model",   # wrapper inside the file
-                        verbose=True,  # print when the head is re-initialised
-                        allow_nonfinite=False): # load NaN/inf weights (with a warning), not refuse
+
+def load_vim_checkpoint(
+    model,  # a Vim
+    checkpoint,  # path to an official Vim checkpoint (e.g. vim_t_midclstok_ft_78p3acc.pth), or its dict
+    key="model",  # wrapper inside the file
+    verbose=True,  # print when the head is re-initialised
+    allow_nonfinite=False,
+):  # load NaN/inf weights (with a warning), not refuse
     "Load official Vim weights into `model` strictly; a head of another size is re-initialised."
     source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the checkpoint given"
     if isinstance(checkpoint, (str, Path)):
-        checkpoint = read_checkpoint(checkpoint)  # chapter 06: a missing, empty, truncated or foreign file is named and explained
+        checkpoint = read_checkpoint(
+            checkpoint
+        )  # chapter 06: a missing, empty, truncated or foreign file is named and explained
     elif not isinstance(checkpoint, dict):
-        raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), "
-                        f"got a {type(checkpoint).__name__}")
+        raise TypeError(
+            f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), "
+            f"got a {type(checkpoint).__name__}"
+        )
     sd = dict(_vim_state_dict(checkpoint, key))
-    expected = "official Vim weights of this size" + _vim_size_hint(sd, model.state_dict())  # chapter 06 loads strictly
+    expected = "official Vim weights of this size" + _vim_size_hint(
+        sd, model.state_dict()
+    )  # chapter 06 loads strictly
     if load_state_strict(model, sd, source, expected, VIM_HEAD_KEYS, allow_nonfinite=allow_nonfinite):
-        trunc_normal_(model.head.weight, std=.02); nn.init.zeros_(model.head.bias)
-        if verbose: print(f"load_vim_checkpoint: head re-initialised for {model.num_classes} classes "
-                          f"(checkpoint has {_vim_state_dict(checkpoint, key)['head.weight'].shape[0]})")
+        trunc_normal_(model.head.weight, std=0.02)
+        nn.init.zeros_(model.head.bias)
+        if verbose:
+            print(
+                f"load_vim_checkpoint: head re-initialised for {model.num_classes} classes "
+                f"(checkpoint has {_vim_state_dict(checkpoint, key)['head.weight'].shape[0]})"
+            )
     return model
 
 # %% ../nbs/11_vim.ipynb #2eeca02e

@@ -10,12 +10,15 @@ __all__ = ['GLOBAL_POOLS', 'MODEL_ARG_RULES', 'VMAMBA_CONFIGS', 'HEAD_KEYS', 'Pe
            'checkpoint_classes']
 
 # %% ../nbs/06_vmamba.ipynb #c3412985
-import math, numbers, warnings
+import math
+import numbers
+import warnings
 from functools import partial
 from collections import OrderedDict
 from pathlib import Path
 from unittest import mock
-import torch, torch.nn as nn
+import torch
+import torch.nn as nn
 from fastcore.basics import patch
 from timm.layers import trunc_normal_, SelectAdaptivePool2d
 from timm.models import checkpoint_seq
@@ -25,145 +28,251 @@ from .vss import SS2D, VSSBlock, PatchMerging2D
 # %% ../nbs/06_vmamba.ipynb #27f44521
 class Permute(nn.Module):
     "`x.permute(*dims)` as a module, so an `nn.Sequential` can change layout (no parameters)."
-    def __init__(self, *dims): super().__init__(); self.dims = dims
-    def forward(self, x): return x.permute(*self.dims)
 
-def vmamba_stage(dim,             # channels of this stage
-                 drop_paths,      # stochastic-depth rate of each block (its length is the depth)
-                 out_dim=None,    # channels after patch merging; None = last stage, no merging
-                 **block_kwargs): # passed to every VSSBlock
+    def __init__(self, *dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+def vmamba_stage(
+    dim,  # channels of this stage
+    drop_paths,  # stochastic-depth rate of each block (its length is the depth)
+    out_dim=None,  # channels after patch merging; None = last stage, no merging
+    **block_kwargs,
+):  # passed to every VSSBlock
     "One stage, named as in the official code: `blocks` (VSSBlocks), then `downsample` (PatchMerging2D or Identity)."
-    return nn.Sequential(OrderedDict(
-        blocks=nn.Sequential(*[VSSBlock(dim, drop_path=dp, **block_kwargs) for dp in drop_paths]),
-        downsample=PatchMerging2D(dim, out_dim) if out_dim else nn.Identity()))
+    return nn.Sequential(
+        OrderedDict(
+            blocks=nn.Sequential(*[VSSBlock(dim, drop_path=dp, **block_kwargs) for dp in drop_paths]),
+            downsample=PatchMerging2D(dim, out_dim) if out_dim else nn.Identity(),
+        )
+    )
+
 
 def stage_drop_paths(depths, rate):
     "Per stage, the drop-path rate of each block: `rate·j/(n-1)` for block j of all n (the official linspace)."
     n = sum(depths)  # Python floats, not torch.linspace, so the model can be built on the meta device
     rates = [rate * j / max(n - 1, 1) for j in range(n)]
-    return [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
+    return [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(len(depths))]
+
 
 def init_vmamba_weights(m):
     "Linear: trunc-normal(0.02) weight, zero bias; LayerNorm: ones, zeros (the official `_init_weights`)."
     if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=.02)
-        if m.bias is not None: nn.init.zeros_(m.bias)
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
     elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
 
 # %% ../nbs/06_vmamba.ipynb #b7c10001
 GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax", "")  # timm's pool types; "" = no pooling
 
+
 def _pool(global_pool, num_classes):
-    if global_pool not in GLOBAL_POOLS: raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
     if global_pool == "" and num_classes > 0:
-        raise ValueError("global_pool='' keeps the map unpooled, which a linear head cannot take: pass num_classes=0")
+        raise ValueError(
+            "global_pool='' keeps the map unpooled, which a linear head cannot take: pass num_classes=0"
+        )
     return SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))  # NCHW in, (B, C·mult) out
+
 
 def _linear_head(in_features, num_classes, like):
     "A new head on the device and dtype of the tensor `like`; `nn.Identity` for `num_classes=0`."
-    return nn.Linear(in_features, num_classes, device=like.device, dtype=like.dtype) if num_classes > 0 else nn.Identity()
+    return (
+        nn.Linear(in_features, num_classes, device=like.device, dtype=like.dtype)
+        if num_classes > 0
+        else nn.Identity()
+    )
 
-def classifier_head(num_features,     # C of the last stage
-                    num_classes,      # classes; 0 = no head (pooled features out)
-                    global_pool="avg",# one of `GLOBAL_POOLS`
-                    drop_rate=0.):    # dropout before the linear head
+
+def classifier_head(
+    num_features,  # C of the last stage
+    num_classes,  # classes; 0 = no head (pooled features out)
+    global_pool="avg",  # one of `GLOBAL_POOLS`
+    drop_rate=0.0,
+):  # dropout before the linear head
     "LayerNorm → pool → dropout → Linear, on a channels-last map; `norm` and `head` carry the official names."
     norm = nn.LayerNorm(num_features)
     pool = _pool(global_pool, num_classes)
-    return nn.Sequential(OrderedDict(norm=norm, permute=Permute(0, 3, 1, 2), pool=pool, drop=nn.Dropout(drop_rate),
-                                     head=_linear_head(num_features * pool.feat_mult(), num_classes, norm.weight)))
+    return nn.Sequential(
+        OrderedDict(
+            norm=norm,
+            permute=Permute(0, 3, 1, 2),
+            pool=pool,
+            drop=nn.Dropout(drop_rate),
+            head=_linear_head(num_features * pool.feat_mult(), num_classes, norm.weight),
+        )
+    )
 
 # %% ../nbs/06_vmamba.ipynb #b7c1a002
-def _is_int(v): return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # True is an int to Python
-def _is_real(v): return isinstance(v, numbers.Real) and not isinstance(v, bool)
-def _got(v): return f"got {v!r} ({type(v).__name__})"
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # True is an int to Python
+
+
+def _is_real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _got(v):
+    return f"got {v!r} ({type(v).__name__})"
+
 
 def check_count(owner, name, value, minimum=1, note=""):
     "`value` as an int ≥ `minimum`, or a TypeError/ValueError naming `owner`'s argument and what it expects."
     if not _is_int(value):
         raise TypeError(f"{owner}: {name} must be an int >= {minimum}{note}, {_got(value)}")
-    if value < minimum: raise ValueError(f"{owner}: {name} must be >= {minimum}{note}, got {value}")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}{note}, got {value}")
     return int(value)
 
-def check_number(owner, name, value, low=0., high=math.inf, low_open=False, note=""):
+
+def check_number(owner, name, value, low=0.0, high=math.inf, low_open=False, note=""):
     "`value` as a float in [low, high) ((low, high) if `low_open`), or an error naming the argument."
     span = f"> {low:g}" if low_open else f">= {low:g}"
-    if high < math.inf: span = f"in {'(' if low_open else '['}{low:g}, {high:g})"
-    if not _is_real(value): raise TypeError(f"{owner}: {name} must be a number {span}{note}, {_got(value)}")
+    if high < math.inf:
+        span = f"in {'(' if low_open else '['}{low:g}, {high:g})"
+    if not _is_real(value):
+        raise TypeError(f"{owner}: {name} must be a number {span}{note}, {_got(value)}")
     above_low = low < value if low_open else low <= value
     if not (above_low and value < high):
         raise ValueError(f"{owner}: {name} must be a number {span}{note}, got {value}")
     return float(value)
 
+
 def check_dt_rank(owner, name, value):
     "'auto' (⌈C/16⌉) or an int ≥ 1."
-    if value != "auto": check_count(owner, name, value, note=" or 'auto' (ceil(C/16))")
+    if value != "auto":
+        check_count(owner, name, value, note=" or 'auto' (ceil(C/16))")
     return value
 
-_rate = partial(check_number, high=1.)          # a probability of dropping: 1 would drop everything
+
+_rate = partial(check_number, high=1.0)  # a probability of dropping: 1 would drop everything
 _positive = partial(check_number, low_open=True)
 MODEL_ARG_RULES = dict(  # argument -> its check, shared by every model family of the package
     num_classes=partial(check_count, minimum=0, note=" (0 = no head, as in timm)"),
-    in_chans=check_count, patch_size=check_count, stride=check_count, img_size=check_count,
-    embed_dim=check_count, depth=check_count, d_state=check_count, d_conv=check_count, dt_rank=check_dt_rank,
-    ssm_ratio=_positive, expand=_positive, norm_eps=_positive,
+    in_chans=check_count,
+    patch_size=check_count,
+    stride=check_count,
+    img_size=check_count,
+    embed_dim=check_count,
+    depth=check_count,
+    d_state=check_count,
+    d_conv=check_count,
+    dt_rank=check_dt_rank,
+    ssm_ratio=_positive,
+    expand=_positive,
+    norm_eps=_positive,
     mlp_ratio=partial(check_number, note=" (0 = no MLP)"),
-    drop_rate=_rate, drop_path_rate=_rate, ssm_drop_rate=_rate, mlp_drop_rate=_rate)
+    drop_rate=_rate,
+    drop_path_rate=_rate,
+    ssm_drop_rate=_rate,
+    mlp_drop_rate=_rate,
+)
+
 
 def check_model_args(owner, **args):
     "Check each argument by its rule in `MODEL_ARG_RULES`; `owner` (the class) is named in the messages."
-    for name, value in args.items(): MODEL_ARG_RULES[name](owner, name, value)
+    for name, value in args.items():
+        MODEL_ARG_RULES[name](owner, name, value)
+
 
 def check_stages(owner, depths, dims):
     "`(depths, dims)` as lists, one entry per stage (an int `dims` C means C, 2C, 4C, ...), or a named error."
     if not isinstance(depths, (list, tuple)):
-        raise TypeError(f"{owner}: depths must be a list or tuple of blocks per stage, e.g. (2, 2, 9, 2), "
-                        f"{_got(depths)}")
-    if not depths: raise ValueError(f"{owner}: depths must name at least one stage, got {depths!r}")
-    for i, n in enumerate(depths): check_count(owner, f"depths[{i}]", n, note=" (blocks in that stage)")
-    if _is_int(dims): dims = [check_count(owner, "dims", dims) * 2 ** i for i in range(len(depths))]
+        raise TypeError(
+            f"{owner}: depths must be a list or tuple of blocks per stage, e.g. (2, 2, 9, 2), {_got(depths)}"
+        )
+    if not depths:
+        raise ValueError(f"{owner}: depths must name at least one stage, got {depths!r}")
+    for i, n in enumerate(depths):
+        check_count(owner, f"depths[{i}]", n, note=" (blocks in that stage)")
+    if _is_int(dims):
+        dims = [check_count(owner, "dims", dims) * 2**i for i in range(len(depths))]
     elif not isinstance(dims, (list, tuple)):
-        raise TypeError(f"{owner}: dims must be an int C (the first stage's width, doubled per stage) "
-                        f"or one width per stage, {_got(dims)}")
-    for i, c in enumerate(dims): check_count(owner, f"dims[{i}]", c, note=" (channels of that stage)")
+        raise TypeError(
+            f"{owner}: dims must be an int C (the first stage's width, doubled per stage) "
+            f"or one width per stage, {_got(dims)}"
+        )
+    for i, c in enumerate(dims):
+        check_count(owner, f"dims[{i}]", c, note=" (channels of that stage)")
     if len(dims) != len(depths):
-        raise ValueError(f"{owner}: dims {tuple(dims)} has {len(dims)} entries but depths {tuple(depths)} "
-                         f"has {len(depths)} stages; give one width per stage or one int C: (C, 2C, 4C, ...)")
+        raise ValueError(
+            f"{owner}: dims {tuple(dims)} has {len(dims)} entries but depths {tuple(depths)} "
+            f"has {len(depths)} stages; give one width per stage or one int C: (C, 2C, 4C, ...)"
+        )
     return list(depths), list(dims)
 
 # %% ../nbs/06_vmamba.ipynb #6520f9de
 class VMamba(nn.Module):
     "The VMamba (v0) backbone and classifier: `(B, 3, H, W)` images → `(B, num_classes)` logits."
-    def __init__(self, num_classes=1000,  # classes of the head; 0 = no head (features)
-                 in_chans=3,              # image channels
-                 patch_size=4,            # side of the patches embedded by the stem
-                 depths=(2, 2, 9, 2),     # VSS blocks per stage
-                 dims=96,                 # channels per stage, or the first stage's (doubled per stage)
-                 d_state=16, ssm_ratio=2.0, dt_rank="auto", # SS2D's sizes
-                 mlp_ratio=0.,            # MLP branch width / C (0 in the paper's model)
-                 ssm_drop_rate=0., mlp_drop_rate=0., # dropout inside the blocks
-                 drop_path_rate=0.1,      # stochastic depth of the last block
-                 drop_rate=0.,            # dropout before the linear head (timm's name)
-                 global_pool="avg",       # pooling before the head: "avg" (the official), "max", "avgmax", "catavgmax", ""
-                 scan_backend="auto"):    # "auto" | "reference" | "parallel" | "triton"
+
+    def __init__(
+        self,
+        num_classes=1000,  # classes of the head; 0 = no head (features)
+        in_chans=3,  # image channels
+        patch_size=4,  # side of the patches embedded by the stem
+        depths=(2, 2, 9, 2),  # VSS blocks per stage
+        dims=96,  # channels per stage, or the first stage's (doubled per stage)
+        d_state=16,
+        ssm_ratio=2.0,
+        dt_rank="auto",  # SS2D's sizes
+        mlp_ratio=0.0,  # MLP branch width / C (0 in the paper's model)
+        ssm_drop_rate=0.0,
+        mlp_drop_rate=0.0,  # dropout inside the blocks
+        drop_path_rate=0.1,  # stochastic depth of the last block
+        drop_rate=0.0,  # dropout before the linear head (timm's name)
+        global_pool="avg",  # pooling before the head: "avg" (the official), "max", "avgmax", "catavgmax", ""
+        scan_backend="auto",
+    ):  # "auto" | "reference" | "parallel" | "triton"
         super().__init__()
         depths, dims = check_stages(type(self).__name__, depths, dims)
-        check_model_args(type(self).__name__, num_classes=num_classes, in_chans=in_chans,
-                         patch_size=patch_size, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank,
-                         mlp_ratio=mlp_ratio,
-                         ssm_drop_rate=ssm_drop_rate, mlp_drop_rate=mlp_drop_rate,
-                         drop_path_rate=drop_path_rate, drop_rate=drop_rate)
+        check_model_args(
+            type(self).__name__,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            patch_size=patch_size,
+            d_state=d_state,
+            ssm_ratio=ssm_ratio,
+            dt_rank=dt_rank,
+            mlp_ratio=mlp_ratio,
+            ssm_drop_rate=ssm_drop_rate,
+            mlp_drop_rate=mlp_drop_rate,
+            drop_path_rate=drop_path_rate,
+            drop_rate=drop_rate,
+        )
         self.num_classes, self.in_chans, self.dims, self.depths = num_classes, in_chans, dims, list(depths)
         self.num_features = self.head_hidden_size = dims[-1]
         self.global_pool, self.drop_rate, self.grad_checkpointing = global_pool, drop_rate, False
-        self.feature_info = [dict(num_chs=c, reduction=patch_size * 2 ** i, module=f"layers.{i}") for i, c in enumerate(dims)]
-        self.patch_embed = nn.Sequential(nn.Conv2d(in_chans, dims[0], patch_size, stride=patch_size),
-                                         Permute(0, 2, 3, 1), nn.LayerNorm(dims[0]))  # (B, H/4, W/4, C0)
-        block_kwargs = dict(d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, mlp_ratio=mlp_ratio,
-                            ssm_drop_rate=ssm_drop_rate, mlp_drop_rate=mlp_drop_rate, scan_backend=scan_backend)
-        self.layers = nn.ModuleList([vmamba_stage(dims[i], dps, dims[i + 1] if i + 1 < len(dims) else None, **block_kwargs)
-                                     for i, dps in enumerate(stage_drop_paths(depths, drop_path_rate))])
+        self.feature_info = [
+            dict(num_chs=c, reduction=patch_size * 2**i, module=f"layers.{i}") for i, c in enumerate(dims)
+        ]
+        self.patch_embed = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], patch_size, stride=patch_size),
+            Permute(0, 2, 3, 1),
+            nn.LayerNorm(dims[0]),
+        )  # (B, H/4, W/4, C0)
+        block_kwargs = dict(
+            d_state=d_state,
+            ssm_ratio=ssm_ratio,
+            dt_rank=dt_rank,
+            mlp_ratio=mlp_ratio,
+            ssm_drop_rate=ssm_drop_rate,
+            mlp_drop_rate=mlp_drop_rate,
+            scan_backend=scan_backend,
+        )
+        self.layers = nn.ModuleList(
+            [
+                vmamba_stage(dims[i], dps, dims[i + 1] if i + 1 < len(dims) else None, **block_kwargs)
+                for i, dps in enumerate(stage_drop_paths(depths, drop_path_rate))
+            ]
+        )
         self.classifier = classifier_head(self.num_features, num_classes, global_pool, drop_rate)
         self.apply(self._init_weights)
 
@@ -171,119 +280,160 @@ class VMamba(nn.Module):
 
 # %% ../nbs/06_vmamba.ipynb #0b75e0f7
 @patch
-def _check_images(self:VMamba, x):
+def _check_images(self: VMamba, x):
     if x.ndim != 4 or x.shape[1] != self.in_chans:
-        raise ValueError(f"{type(self).__name__} expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        raise ValueError(
+            f"{type(self).__name__} expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}"
+        )
+
 
 @patch
-def _stage(self:VMamba, i, x): # stage i's input (B, H, W, C_i)
+def _stage(self: VMamba, i, x):  # stage i's input (B, H, W, C_i)
     "Stage `i`: its blocks' output (the stage's features) and, after patch merging, the next stage's input."
     blocks = self.layers[i].blocks
     f = checkpoint_seq(blocks, x) if self.grad_checkpointing and torch.is_grad_enabled() else blocks(x)
     return f, self.layers[i].downsample(f)
 
+
 @patch
-def forward_features(self:VMamba, x): # images (B, in_chans, H, W)
+def forward_features(self: VMamba, x):  # images (B, in_chans, H, W)
     "Patch embedding and the four stages: `(B, 3, H, W)` → `(B, ⌈H/32⌉, ⌈W/32⌉, dims[-1])`."
     self._check_images(x)
     x = self.patch_embed(x)
-    for i in range(len(self.layers)): _, x = self._stage(i, x)
+    for i in range(len(self.layers)):
+        _, x = self._stage(i, x)
     return x
 
+
 @patch
-def forward_head(self:VMamba, x, # (B, h, w, C) from `forward_features`
-                 pre_logits=False): # return the pooled features (after dropout) instead of the logits
+def forward_head(
+    self: VMamba,
+    x,  # (B, h, w, C) from `forward_features`
+    pre_logits=False,
+):  # return the pooled features (after dropout) instead of the logits
     "LayerNorm, global pool, dropout, linear head."
     c = self.classifier
     x = c.drop(c.pool(c.permute(c.norm(x))))  # (B, C·mult)
     return x if pre_logits else c.head(x)
 
+
 @patch
-def forward(self:VMamba, x): return self.forward_head(self.forward_features(x))
+def forward(self: VMamba, x):
+    return self.forward_head(self.forward_features(x))
 
 # %% ../nbs/06_vmamba.ipynb #7fa360fd
 VMAMBA_CONFIGS = dict(  # size -> what differs from VMamba's defaults; chapter 07b registers each as create_model("vmamba_<size>")
-    tiny =dict(depths=(2, 2, 9, 2),  dims=96,  drop_path_rate=0.2),   # VMamba-T
-    small=dict(depths=(2, 2, 27, 2), dims=96,  drop_path_rate=0.3),   # VMamba-S
-    base =dict(depths=(2, 2, 27, 2), dims=128, drop_path_rate=0.5),   # VMamba-B
-    test =dict(depths=(1, 1, 1, 1),  dims=16,  d_state=4, drop_path_rate=0.),  # dims 16-32-64-128, N 4: for tests
+    tiny=dict(depths=(2, 2, 9, 2), dims=96, drop_path_rate=0.2),  # VMamba-T
+    small=dict(depths=(2, 2, 27, 2), dims=96, drop_path_rate=0.3),  # VMamba-S
+    base=dict(depths=(2, 2, 27, 2), dims=128, drop_path_rate=0.5),  # VMamba-B
+    test=dict(
+        depths=(1, 1, 1, 1), dims=16, d_state=4, drop_path_rate=0.0
+    ),  # dims 16-32-64-128, N 4: for tests
 )
 
 # %% ../nbs/06_vmamba.ipynb #b7c10003
 @patch
-def get_classifier(self:VMamba): return self.classifier.head
+def get_classifier(self: VMamba):
+    return self.classifier.head
+
 
 @patch
-def reset_classifier(self:VMamba, num_classes, # new number of classes; 0 = no head
-                     global_pool=None):         # new pooling (one of `GLOBAL_POOLS`); None keeps the current one
+def reset_classifier(
+    self: VMamba,
+    num_classes,  # new number of classes; 0 = no head
+    global_pool=None,
+):  # new pooling (one of `GLOBAL_POOLS`); None keeps the current one
     "Replace the linear head (new, initialised weights) and optionally the pooling; the LayerNorm is kept."
     check_model_args(f"{type(self).__name__}.reset_classifier", num_classes=num_classes)
     pool = _pool(self.global_pool if global_pool is None else global_pool, num_classes)
     self.global_pool, self.num_classes, self.classifier.pool = pool.pool_type, num_classes, pool
-    self.classifier.head = _linear_head(self.num_features * pool.feat_mult(), num_classes, self.patch_embed[0].weight)
+    self.classifier.head = _linear_head(
+        self.num_features * pool.feat_mult(), num_classes, self.patch_embed[0].weight
+    )
     self._init_weights(self.classifier.head)
 
+
 @patch
-def no_weight_decay(self:VMamba):
+def no_weight_decay(self: VMamba):
     "Names of the parameters kept out of weight decay beyond the 1-D ones: every SS2D's `A_logs` and `Ds`."
     return {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[-1] in ("A_logs", "Ds")}
 
+
 @patch
-def set_grad_checkpointing(self:VMamba, enable=True):
+def set_grad_checkpointing(self: VMamba, enable=True):
     "Recompute each block's activations in the backward instead of storing them (less memory, ~1/3 more compute)."
     self.grad_checkpointing = enable
 
 # %% ../nbs/06_vmamba.ipynb #b7c10005
 @patch
-def forward_intermediates(self:VMamba, x, # images (B, in_chans, H, W)
-                          indices=None,       # stages to return: None = all, an int n = the last n, or a list
-                          norm=False,         # apply the classifier's LayerNorm to the last stage's features
-                          stop_early=False,   # stop after the last stage asked for
-                          output_fmt="NCHW",  # "NCHW" or "NHWC" (the model's own channels-last layout)
-                          intermediates_only=False): # return only the stage features
+def forward_intermediates(
+    self: VMamba,
+    x,  # images (B, in_chans, H, W)
+    indices=None,  # stages to return: None = all, an int n = the last n, or a list
+    norm=False,  # apply the classifier's LayerNorm to the last stage's features
+    stop_early=False,  # stop after the last stage asked for
+    output_fmt="NCHW",  # "NCHW" or "NHWC" (the model's own channels-last layout)
+    intermediates_only=False,
+):  # return only the stage features
     "timm's feature API: each chosen stage's features (its blocks' output), and the final features unless `intermediates_only`."
-    if output_fmt not in ("NCHW", "NHWC"): raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+    if output_fmt not in ("NCHW", "NHWC"):
+        raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
     take, max_index = feature_take_indices(len(self.layers), indices)
     self._check_images(x)
     x, feats = self.patch_embed(x), []
     for i in range(max_index + 1 if stop_early or intermediates_only else len(self.layers)):
         f, x = self._stage(i, x)
         if i in take:
-            if norm and i == len(self.layers) - 1: f = self.classifier.norm(f)
+            if norm and i == len(self.layers) - 1:
+                f = self.classifier.norm(f)
             feats.append(f.permute(0, 3, 1, 2) if output_fmt == "NCHW" else f)
     return feats if intermediates_only else (x, feats)
 
+
 @patch
-def prune_intermediate_layers(self:VMamba, indices=1, prune_norm=False, prune_head=True):
+def prune_intermediate_layers(self: VMamba, indices=1, prune_norm=False, prune_head=True):
     "Drop the stages after the last of `indices` (and the head, the norm), for a features-only model."
     take, max_index = feature_take_indices(len(self.layers), indices)
-    self.layers = self.layers[:max_index + 1]
+    self.layers = self.layers[: max_index + 1]
     self.layers[-1].downsample = nn.Identity()  # its output would be the next stage's input: unused now
-    if prune_head: self.reset_classifier(0, "")
-    if prune_norm: self.classifier.norm = nn.Identity()
+    if prune_head:
+        self.reset_classifier(0, "")
+    if prune_norm:
+        self.classifier.norm = nn.Identity()
     return take
 
 # %% ../nbs/06_vmamba.ipynb #7c7e1814
 def meta_model(fn, **kwargs):
     "Build `fn(**kwargs)` on the meta device: every shape, no memory, no arithmetic."
-    with torch.device("meta"): return fn(**kwargs)
+    with torch.device("meta"):
+        return fn(**kwargs)
 
 # %% ../nbs/06_vmamba.ipynb #c308c4cd
 def scan_flops(batch, L, channels, d_state, with_D=True):
     "Multiply-accumulates of one selective scan over `channels` sequences of length `L`: 9·B·L·D·N (+ B·L·D for D)."
     return 9 * batch * L * channels * d_state + (batch * L * channels if with_D else 0)
 
-def count_flops(model,          # a VMamba (any device; "meta" is fastest)
-                img_size=224):  # side of the square input
+
+def count_flops(
+    model,  # a VMamba (any device; "meta" is fastest)
+    img_size=224,
+):  # side of the square input
     "Multiply-accumulates of one image's forward pass: `{'gemm': ..., 'scan': ..., 'total': ...}`."
     from torch.utils.flop_counter import FlopCounterMode
+
     scans = []
+
     def fake_scan(self, x, dts, Bs, Cs):  # records the scan's size, returns a map of the right shape
         b, d, H, W = x.shape
         scans.append(scan_flops(b, H * W, 4 * d, self.d_state))
         return torch.zeros_like(x)
+
     device = next(model.parameters()).device
-    with mock.patch.object(SS2D, "_scan", fake_scan), FlopCounterMode(display=False) as counter, torch.no_grad():
+    with (
+        mock.patch.object(SS2D, "_scan", fake_scan),
+        FlopCounterMode(display=False) as counter,
+        torch.no_grad(),
+    ):
         model(torch.zeros(1, model.in_chans, img_size, img_size, device=device))
     gemm = counter.get_total_flops() // 2  # FlopCounterMode counts a multiply-add as 2
     return dict(gemm=gemm, scan=sum(scans), total=gemm + sum(scans))
@@ -292,138 +442,230 @@ def count_flops(model,          # a VMamba (any device; "meta" is fastest)
 class CheckpointError(ValueError):
     "A checkpoint that cannot be read, or that holds no weights in the expected layout (a `ValueError`, so older `except ValueError` code still catches it)."
 
-def _cause(e:BaseException) -> str:
+
+def _cause(e: BaseException) -> str:
     "An exception's own words, in one line: an OS error's reason (`No space left on device`), else its first line."
-    if isinstance(e, OSError) and e.strerror: return e.strerror
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
     said = str(e).strip().splitlines()
     return said[0] if said else type(e).__name__
 
-def _text_start(head:bytes) -> str|None:
+
+def _text_start(head: bytes) -> str | None:
     "The first line of `head` (spaces collapsed, at most 40 characters) if the bytes are text (UTF-8, no NUL), else None."
-    if b"\0" in head: return None
-    for cut in range(4):                                  # the read may end inside a multi-byte character
-        try: text = head[:len(head) - cut].decode("utf-8"); break
-        except UnicodeDecodeError: continue
-    else: return None
-    if not all(c.isprintable() or c.isspace() for c in text): return None
+    if b"\0" in head:
+        return None
+    for cut in range(4):  # the read may end inside a multi-byte character
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return None
+    if not all(c.isprintable() or c.isspace() for c in text):
+        return None
     first = next((l for l in text.splitlines() if l.strip()), "")
     return " ".join(first.split())[:40]
 
-def _not_torch(head:bytes, size:int) -> str|None:
+
+def _not_torch(head: bytes, size: int) -> str | None:
     "What a file of `size` bytes starting with `head` is, if it cannot be a PyTorch file; None if it may be one."
     start = _text_start(head)
-    if start is not None: return f"a text file, {size:,} bytes, starts with {start!r}"
+    if start is not None:
+        return f"a text file, {size:,} bytes, starts with {start!r}"
     # torch.save writes a zip archive ('PK'); files of torch < 1.6 are a pickle (protocol 2+: 0x80)
-    if not head.startswith((b"PK", b"\x80")): return f"{size:,} bytes of other data, starting with {head[:8]!r}"
+    if not head.startswith((b"PK", b"\x80")):
+        return f"{size:,} bytes of other data, starting with {head[:8]!r}"
     return None
 
-def _load_problem(e:BaseException, head:bytes, size:int) -> str:
+
+def _load_problem(e: BaseException, head: bytes, size: int) -> str:
     "What `torch.load`'s exception `e` means for a file of `size` bytes starting with `head`, in words."
     if "Weights only load failed" in str(e):
-        return ("holds Python objects besides tensors, numbers and plain containers, which a safe load refuses; "
-                "expected a state dict or a training checkpoint written by torch.save")
-    if head.startswith(b"PK") or isinstance(e, EOFError):  # a zip archive is read from its end: a cut one fails there
+        return (
+            "holds Python objects besides tensors, numbers and plain containers, which a safe load refuses; "
+            "expected a state dict or a training checkpoint written by torch.save"
+        )
+    if head.startswith(b"PK") or isinstance(
+        e, EOFError
+    ):  # a zip archive is read from its end: a cut one fails there
         return f"is truncated or damaged ({size:,} bytes; {_cause(e)}); expected a complete file written by torch.save"
     return f"could not be read ({type(e).__name__}: {_cause(e)}); expected a file written by torch.save"
 
-def read_checkpoint(path): # a file written by torch.save
+
+def read_checkpoint(path):  # a file written by torch.save
     "`torch.load(path, weights_only=True)` on the CPU, or an error naming the file, what is wrong with it and what was expected."
     f = Path(path)
-    if not f.exists(): raise FileNotFoundError(f"checkpoint {f} does not exist; expected a file written by torch.save")
+    if not f.exists():
+        raise FileNotFoundError(f"checkpoint {f} does not exist; expected a file written by torch.save")
     if f.is_dir():
         inside = sorted(p.name for p in f.glob("*.pth"))[:3]
-        raise CheckpointError(f"checkpoint {f} is a folder; expected a file written by torch.save"
-                              + (f" (it holds {', '.join(inside)})" if inside else ""))
+        raise CheckpointError(
+            f"checkpoint {f} is a folder; expected a file written by torch.save"
+            + (f" (it holds {', '.join(inside)})" if inside else "")
+        )
     size = f.stat().st_size
-    if size == 0: raise CheckpointError(f"checkpoint {f} is empty (0 bytes); expected a file written by torch.save")
-    with f.open("rb") as fh: head = fh.read(512)
-    what = _not_torch(head, size)  # before torch.load, whose unpickler may read text as a pickle "holding Python objects"
-    if what: raise CheckpointError(f"checkpoint {f} is not a PyTorch file: {what}; expected a file written by torch.save")
-    try: return torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e: raise CheckpointError(f"checkpoint {f} {_load_problem(e, head, size)}") from e
+    if size == 0:
+        raise CheckpointError(f"checkpoint {f} is empty (0 bytes); expected a file written by torch.save")
+    with f.open("rb") as fh:
+        head = fh.read(512)
+    what = _not_torch(
+        head, size
+    )  # before torch.load, whose unpickler may read text as a pickle "holding Python objects"
+    if what:
+        raise CheckpointError(
+            f"checkpoint {f} is not a PyTorch file: {what}; expected a file written by torch.save"
+        )
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {f} {_load_problem(e, head, size)}") from e
 
-def check_finite_weights(sd,                   # the state dict about to be loaded
-                         source,               # how the messages name it, e.g. "checkpoint runs/a.pth"
-                         allow_nonfinite=False # True: only warn
-                        ):
+
+def check_finite_weights(
+    sd,  # the state dict about to be loaded
+    source,  # how the messages name it, e.g. "checkpoint runs/a.pth"
+    allow_nonfinite=False,  # True: only warn
+):
     "Raise a CheckpointError naming every tensor of `sd` holding NaN or ±inf."
     bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if not bad: return
-    msg = (f"{source} has non-finite values (NaN or inf) in {len(bad)} tensor(s): {', '.join(bad[:10])}"
-           f"{' ...' if len(bad) > 10 else ''}")
+    if not bad:
+        return
+    msg = (
+        f"{source} has non-finite values (NaN or inf) in {len(bad)} tensor(s): {', '.join(bad[:10])}"
+        f"{' ...' if len(bad) > 10 else ''}"
+    )
     if not allow_nonfinite:
-        raise CheckpointError(f"{msg}; a model loaded from it would output NaN. "
-                              "Pass allow_nonfinite=True to load it anyway")
+        raise CheckpointError(
+            f"{msg}; a model loaded from it would output NaN. Pass allow_nonfinite=True to load it anyway"
+        )
     warnings.warn(msg + "; loaded anyway (allow_nonfinite=True)")
 
 # %% ../nbs/06_vmamba.ipynb #b7c10010
-def vmamba_checkpoint_filter(checkpoint,          # a checkpoint's contents: a state dict, or a dict holding one under `key`
-                             key="model",         # where the weights are: "model" (official files, training checkpoints),
-                                                  # "model_ema" (official EMA), "ema" (this package's training checkpoints)
-                             source="checkpoint"):# how error messages name it, e.g. the file
+def vmamba_checkpoint_filter(
+    checkpoint,  # a checkpoint's contents: a state dict, or a dict holding one under `key`
+    key="model",  # where the weights are: "model" (official files, training checkpoints),
+    # "model_ema" (official EMA), "ema" (this package's training checkpoints)
+    source="checkpoint",
+):  # how error messages name it, e.g. the file
     "The state dict under `key` (or `checkpoint` itself, if it is a plain state dict), with `self_attention` renamed `op`."
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{source} holds a {type(checkpoint).__name__}; expected a dict: a state dict, or one under {key!r}")
-    if isinstance(checkpoint.get(key), dict): checkpoint = checkpoint[key]
+        raise CheckpointError(
+            f"{source} holds a {type(checkpoint).__name__}; expected a dict: a state dict, or one under {key!r}"
+        )
+    if isinstance(checkpoint.get(key), dict):
+        checkpoint = checkpoint[key]
     elif key != "model" or not all(torch.is_tensor(v) for v in checkpoint.values()) or not checkpoint:
-        raise CheckpointError(f"{source} has no {key!r} holding a state dict, and is not a state dict itself; "
-                              f"its top-level keys: {list(checkpoint)[:10]}")
+        raise CheckpointError(
+            f"{source} has no {key!r} holding a state dict, and is not a state dict itself; "
+            f"its top-level keys: {list(checkpoint)[:10]}"
+        )
     not_tensors = [k for k, v in checkpoint.items() if not torch.is_tensor(v)]
-    if not_tensors: raise CheckpointError(f"{source}: {key!r} is not a state dict; entries that are not tensors: {not_tensors[:10]}")
+    if not_tensors:
+        raise CheckpointError(
+            f"{source}: {key!r} is not a state dict; entries that are not tensors: {not_tensors[:10]}"
+        )
     return {k.replace(".self_attention.", ".op."): v for k, v in checkpoint.items()}
 
 # %% ../nbs/06_vmamba.ipynb #e825b461
 HEAD_KEYS = ("classifier.head.weight", "classifier.head.bias")
 
+
 def _key_lines(missing, unexpected, mismatched) -> str:
     "The lines of a mismatch message: each kind of key counted, the first 20 named."
-    return "".join(f"\n  {name} ({len(ks)}): {', '.join(ks[:20])}{' ...' if len(ks) > 20 else ''}"
-                   for name, ks in [("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)] if ks)
+    return "".join(
+        f"\n  {name} ({len(ks)}): {', '.join(ks[:20])}{' ...' if len(ks) > 20 else ''}"
+        for name, ks in [
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ]
+        if ks
+    )
 
-def load_state_strict(model,                  # the model to load into
-                      sd,                     # a state dict in the model's parameter names
-                      source="the checkpoint given", # how messages name it, e.g. "checkpoint runs/a.pth"
-                      expected="weights of this model's architecture and size", # what would fit, said when `sd` does not
-                      head_keys=(),           # the classifier's keys: of another shape (another class count) they are left out
-                      optional=(),            # key prefixes the model may have and `sd` lack: those tensors keep their init
-                      allow_nonfinite=False): # True: load NaN/inf weights with a warning; None: do not look (the caller has)
+
+def load_state_strict(
+    model,  # the model to load into
+    sd,  # a state dict in the model's parameter names
+    source="the checkpoint given",  # how messages name it, e.g. "checkpoint runs/a.pth"
+    expected="weights of this model's architecture and size",  # what would fit, said when `sd` does not
+    head_keys=(),  # the classifier's keys: of another shape (another class count) they are left out
+    optional=(),  # key prefixes the model may have and `sd` lack: those tensors keep their init
+    allow_nonfinite=False,
+):  # True: load NaN/inf weights with a warning; None: do not look (the caller has)
     "Load `sd` into `model` if every key and shape fits, else raise a `CheckpointError` listing what does not; True if the head was left out."
-    if not isinstance(sd, dict): raise CheckpointError(f"{source} holds a {type(sd).__name__}; expected a state dict (parameter name -> tensor)")
+    if not isinstance(sd, dict):
+        raise CheckpointError(
+            f"{source} holds a {type(sd).__name__}; expected a state dict (parameter name -> tensor)"
+        )
     not_tensors = [k for k, v in sd.items() if not torch.is_tensor(v)]
-    if not_tensors: raise CheckpointError(f"{source} is not a state dict; entries that are not tensors: {not_tensors[:10]}")
+    if not_tensors:
+        raise CheckpointError(
+            f"{source} is not a state dict; entries that are not tensors: {not_tensors[:10]}"
+        )
     own, optional = model.state_dict(), tuple(optional)
     head_left_out = any(k in sd and k in own and sd[k].shape != own[k].shape for k in head_keys)
-    if head_left_out: sd = {k: v for k, v in sd.items() if k not in head_keys}
-    missing = [k for k in own if k not in sd and not (head_left_out and k in head_keys) and not k.startswith(optional)]
+    if head_left_out:
+        sd = {k: v for k, v in sd.items() if k not in head_keys}
+    missing = [
+        k
+        for k in own
+        if k not in sd and not (head_left_out and k in head_keys) and not k.startswith(optional)
+    ]
     unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    mismatched = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sd
+        if k in own and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
-        raise CheckpointError(f"{source} does not match the model; expected {expected}" + _key_lines(missing, unexpected, mismatched))
-    if allow_nonfinite is not None: check_finite_weights(sd, source, allow_nonfinite)
-    model.load_state_dict(sd, strict=False)  # strict in effect: every key is checked above, optional ones may be absent
+        raise CheckpointError(
+            f"{source} does not match the model; expected {expected}"
+            + _key_lines(missing, unexpected, mismatched)
+        )
+    if allow_nonfinite is not None:
+        check_finite_weights(sd, source, allow_nonfinite)
+    model.load_state_dict(
+        sd, strict=False
+    )  # strict in effect: every key is checked above, optional ones may be absent
     return head_left_out
 
 # %% ../nbs/06_vmamba.ipynb #b7c10011
-def load_vmamba_checkpoint(model,          # a VMamba (or ResVMamba)
-                           checkpoint,     # a file (official VMamba v0, this package's training checkpoint or EMA file), or its contents
-                           key="model",    # where the weights are: "model", "model_ema" (official EMA), "ema" (our training EMA)
-                           verbose=True,   # print what was re-initialised or kept
-                           allow_nonfinite=False): # load NaN/inf weights (with a warning), not refuse
+def load_vmamba_checkpoint(
+    model,  # a VMamba (or ResVMamba)
+    checkpoint,  # a file (official VMamba v0, this package's training checkpoint or EMA file), or its contents
+    key="model",  # where the weights are: "model", "model_ema" (official EMA), "ema" (our training EMA)
+    verbose=True,  # print what was re-initialised or kept
+    allow_nonfinite=False,
+):  # load NaN/inf weights (with a warning), not refuse
     "Load VMamba v0 weights into `model`; a head of another size is re-initialised, anything else must match."
     source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the checkpoint given"
-    if isinstance(checkpoint, (str, Path)): checkpoint = read_checkpoint(checkpoint)
+    if isinstance(checkpoint, (str, Path)):
+        checkpoint = read_checkpoint(checkpoint)
     elif not isinstance(checkpoint, dict):
-        raise TypeError(f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), got a {type(checkpoint).__name__}")
+        raise TypeError(
+            f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), got a {type(checkpoint).__name__}"
+        )
     sd = vmamba_checkpoint_filter(checkpoint, key, source)
     optional = tuple(getattr(model, "checkpoint_optional_prefixes", ()))
-    if load_state_strict(model, sd, source, "VMamba v0 weights of this size", HEAD_KEYS, optional, allow_nonfinite):
+    if load_state_strict(
+        model, sd, source, "VMamba v0 weights of this size", HEAD_KEYS, optional, allow_nonfinite
+    ):
         model._init_weights(model.classifier.head)
-        if verbose: print(f"load_vmamba_checkpoint: head re-initialised for {model.num_classes} classes "
-                          f"(checkpoint has {checkpoint_classes(checkpoint, key)})")
+        if verbose:
+            print(
+                f"load_vmamba_checkpoint: head re-initialised for {model.num_classes} classes "
+                f"(checkpoint has {checkpoint_classes(checkpoint, key)})"
+            )
     kept = [k for k in model.state_dict() if k not in sd and k.startswith(optional)]
-    if kept and verbose: print(f"load_vmamba_checkpoint: {len(kept)} tensors not in the checkpoint kept at their init: "
-                               + ", ".join(sorted({k.rsplit('.', 2)[0] for k in kept})))
+    if kept and verbose:
+        print(
+            f"load_vmamba_checkpoint: {len(kept)} tensors not in the checkpoint kept at their init: "
+            + ", ".join(sorted({k.rsplit(".", 2)[0] for k in kept}))
+        )
     return model
+
 
 def checkpoint_classes(checkpoint, key="model"):
     "Number of classes of a checkpoint's head (None if it has none)."

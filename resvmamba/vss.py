@@ -8,26 +8,34 @@ __all__ = ['SCAN_BACKENDS', 's4d_real_A_logs', 'inv_softplus', 'dt_bias_init', '
 
 # %% ../nbs/05_vss.ipynb #44842513
 import math
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from fastcore.basics import patch
 from timm.layers import DropPath, Mlp
 
 # %% ../nbs/05_vss.ipynb #cb033d18
-def s4d_real_A_logs(d_state, # N, states per channel
-                    d_inner, # d, channels
-                    copies=4): # K, one copy per scan direction
+def s4d_real_A_logs(
+    d_state,  # N, states per channel
+    d_inner,  # d, channels
+    copies=4,
+):  # K, one copy per scan direction
     "S4D-real init: `A_log[k*d + c, n] = log(n+1)`, so that `A = -exp(A_log) = -(1..N)`; shape (copies·d, N)."
-    A = torch.arange(1, d_state + 1, dtype=torch.float32)        # (N,) = 1..N
+    A = torch.arange(1, d_state + 1, dtype=torch.float32)  # (N,) = 1..N
     return torch.log(A).repeat(copies * d_inner, 1).contiguous()  # (K*d, N), row k*d + c
 
 # %% ../nbs/05_vss.ipynb #51b8d281
-def inv_softplus(y): # positive values
+def inv_softplus(y):  # positive values
     "The inverse of softplus, `log(exp(y) - 1)`, written so it is accurate for small `y`."
     return y + torch.log(-torch.expm1(-y))
 
-def dt_bias_init(d_inner, # d, channels
-                 dt_min=0.001, dt_max=0.1, # range of the log-uniform Δ at init
-                 dt_init_floor=1e-4): # smallest Δ allowed
+
+def dt_bias_init(
+    d_inner,  # d, channels
+    dt_min=0.001,
+    dt_max=0.1,  # range of the log-uniform Δ at init
+    dt_init_floor=1e-4,
+):  # smallest Δ allowed
     "A bias `b` of shape (d,) such that `softplus(b)` is log-uniform in [dt_min, dt_max] (floored)."
     log_dt = torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
     return inv_softplus(torch.exp(log_dt).clamp(min=dt_init_floor))
@@ -35,15 +43,22 @@ def dt_bias_init(d_inner, # d, channels
 # %% ../nbs/05_vss.ipynb #e4fa8863
 SCAN_BACKENDS = ("auto", "reference", "parallel", "triton")
 
+
 class SS2D(nn.Module):
     "VMamba's 2-D selective-scan mixer (v0), channels-last `(B, H, W, C) -> (B, H, W, C)`."
-    def __init__(self, d_model,          # C, channels in and out
-                 d_state=16,             # N, state size per channel
-                 ssm_ratio=2.0,          # d_inner = ssm_ratio * C
-                 dt_rank="auto",         # rank of the Δ projection; "auto" = ceil(C/16)
-                 dropout=0.,             # dropout on the output
-                 dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, # Δ at init: log-uniform in [dt_min, dt_max]
-                 scan_backend="auto"):   # "auto" | "reference" | "parallel" | "triton" (chapter 04's dispatcher)
+
+    def __init__(
+        self,
+        d_model,  # C, channels in and out
+        d_state=16,  # N, state size per channel
+        ssm_ratio=2.0,  # d_inner = ssm_ratio * C
+        dt_rank="auto",  # rank of the Δ projection; "auto" = ceil(C/16)
+        dropout=0.0,  # dropout on the output
+        dt_min=0.001,
+        dt_max=0.1,
+        dt_init_floor=1e-4,  # Δ at init: log-uniform in [dt_min, dt_max]
+        scan_backend="auto",
+    ):  # "auto" | "reference" | "parallel" | "triton" (chapter 04's dispatcher)
         super().__init__()
         if scan_backend not in SCAN_BACKENDS:
             raise ValueError(f"scan_backend must be one of {SCAN_BACKENDS}, got {scan_backend!r}")
@@ -54,12 +69,14 @@ class SS2D(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * d, bias=False)
         self.conv2d = nn.Conv2d(d, d, kernel_size=3, padding=1, groups=d, bias=True)  # depthwise 3x3
         # nn.Linear's default init (uniform ±1/sqrt(d)), as the official code's stacked nn.Linear layers
-        self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * N, d).uniform_(-d ** -0.5, d ** -0.5))
+        self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * N, d).uniform_(-(d**-0.5), d**-0.5))
         # Mamba's Δ init: weight uniform ±R^-1/2, bias = softplus^-1 of a log-uniform Δ
-        self.dt_projs_weight = nn.Parameter(torch.empty(K, d, R).uniform_(-R ** -0.5, R ** -0.5))
-        self.dt_projs_bias = nn.Parameter(torch.stack([dt_bias_init(d, dt_min, dt_max, dt_init_floor) for _ in range(K)]))
+        self.dt_projs_weight = nn.Parameter(torch.empty(K, d, R).uniform_(-(R**-0.5), R**-0.5))
+        self.dt_projs_bias = nn.Parameter(
+            torch.stack([dt_bias_init(d, dt_min, dt_max, dt_init_floor) for _ in range(K)])
+        )
         self.A_logs = nn.Parameter(s4d_real_A_logs(N, d, K))  # (K*d, N), kept as the official layout
-        self.Ds = nn.Parameter(torch.ones(K * d))              # (K*d,)
+        self.Ds = nn.Parameter(torch.ones(K * d))  # (K*d,)
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -69,49 +86,66 @@ def ss2d_param_count(C, d_state=16, ssm_ratio=2.0, dt_rank="auto"):
     "Parameters of one `SS2D(C, d_state, ssm_ratio, dt_rank)`, from the formula in the text."
     d, N = int(ssm_ratio * C), d_state
     R = math.ceil(C / 16) if dt_rank == "auto" else dt_rank
-    return 2*d*C + 10*d + 4*(R + 2*N)*d + 4*d*R + 4*d + 4*d*N + 4*d + 2*d + d*C
+    return 2 * d * C + 10 * d + 4 * (R + 2 * N) * d + 4 * d * R + 4 * d + 4 * d * N + 4 * d + 2 * d + d * C
 
 # %% ../nbs/05_vss.ipynb #a83f74a8
 @patch
-def _project_dt_B_C(self:SS2D, x): # (B, d, H, W) after conv and SiLU
+def _project_dt_B_C(self: SS2D, x):  # (B, d, H, W) after conv and SiLU
     "Per-direction Δ, B, C in image layout: Δ (B,4,d,H,W), B and C (B,4,N,H,W)."
     x_dbl = torch.einsum("bdhw,kcd->bkchw", x, self.x_proj_weight)  # (B, 4, R+2N, H, W)
     dts, Bs, Cs = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
     dts = torch.einsum("bkrhw,kdr->bkdhw", dts, self.dt_projs_weight)  # (B, 4, d, H, W)
     return dts, Bs, Cs
 
-@patch
-def _scan(self:SS2D, x, dts, Bs, Cs): # x (B,d,H,W), dts (B,4,d,H,W), Bs/Cs (B,4,N,H,W)
-    "The four-direction selective scan of chapter 04 with this layer's A, D and Δ bias; returns (B, d, H, W)."
-    from resvmamba.triton_scan import cross_selective_scan  # imported on use: chapter 04 may be absent
-    K, d, N = 4, self.d_inner, self.d_state
-    A = -self.A_logs.float().exp().view(K, d, N)  # (4, d, N), row k*d + c of A_logs
-    return cross_selective_scan(x, dts, A, Bs, Cs, self.Ds.float().view(K, d),
-                                delta_bias=self.dt_projs_bias.float(), delta_softplus=True,
-                                backend=self.scan_backend)
 
 @patch
-def forward(self:SS2D, x): # (B, H, W, C)
+def _scan(self: SS2D, x, dts, Bs, Cs):  # x (B,d,H,W), dts (B,4,d,H,W), Bs/Cs (B,4,N,H,W)
+    "The four-direction selective scan of chapter 04 with this layer's A, D and Δ bias; returns (B, d, H, W)."
+    from resvmamba.triton_scan import cross_selective_scan  # imported on use: chapter 04 may be absent
+
+    K, d, N = 4, self.d_inner, self.d_state
+    A = -self.A_logs.float().exp().view(K, d, N)  # (4, d, N), row k*d + c of A_logs
+    return cross_selective_scan(
+        x,
+        dts,
+        A,
+        Bs,
+        Cs,
+        self.Ds.float().view(K, d),
+        delta_bias=self.dt_projs_bias.float(),
+        delta_softplus=True,
+        backend=self.scan_backend,
+    )
+
+
+@patch
+def forward(self: SS2D, x):  # (B, H, W, C)
     "in_proj → depthwise conv + SiLU → Δ, B, C → 4-direction scan → LayerNorm → gate → out_proj."
     if x.ndim != 4 or x.shape[-1] != self.d_model:
         raise ValueError(f"SS2D expects a channels-last map (B, H, W, {self.d_model}), got {tuple(x.shape)}")
-    x, z = self.in_proj(x).chunk(2, dim=-1)                # (B, H, W, d) each
-    x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))         # (B, d, H, W)
-    y = self._scan(x, *self._project_dt_B_C(x))            # (B, d, H, W)
-    y = self.out_norm(y.permute(0, 2, 3, 1))               # (B, H, W, d)
-    return self.dropout(self.out_proj(y * F.silu(z)))      # (B, H, W, C)
+    x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, d) each
+    x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, d, H, W)
+    y = self._scan(x, *self._project_dt_B_C(x))  # (B, d, H, W)
+    y = self.out_norm(y.permute(0, 2, 3, 1))  # (B, H, W, d)
+    return self.dropout(self.out_proj(y * F.silu(z)))  # (B, H, W, C)
 
 # %% ../nbs/05_vss.ipynb #0badc050
 class VSSBlock(nn.Module):
     "Pre-norm residual block around SS2D (and an optional MLP), channels-last `(B, H, W, C)`."
-    def __init__(self, hidden_dim,       # C, channels
-                 drop_path=0.,           # stochastic-depth rate of this block
-                 d_state=16, ssm_ratio=2.0, dt_rank="auto", # SS2D's sizes
-                 ssm_drop_rate=0.,       # dropout at SS2D's output
-                 mlp_ratio=0.,           # hidden width of the MLP branch / C; 0 = no MLP (the paper's model)
-                 mlp_drop_rate=0.,       # dropout inside the MLP
-                 norm_layer=nn.LayerNorm,
-                 scan_backend="auto"):   # passed to SS2D
+
+    def __init__(
+        self,
+        hidden_dim,  # C, channels
+        drop_path=0.0,  # stochastic-depth rate of this block
+        d_state=16,
+        ssm_ratio=2.0,
+        dt_rank="auto",  # SS2D's sizes
+        ssm_drop_rate=0.0,  # dropout at SS2D's output
+        mlp_ratio=0.0,  # hidden width of the MLP branch / C; 0 = no MLP (the paper's model)
+        mlp_drop_rate=0.0,  # dropout inside the MLP
+        norm_layer=nn.LayerNorm,
+        scan_backend="auto",
+    ):  # passed to SS2D
         super().__init__()
         self.norm = norm_layer(hidden_dim)
         self.op = SS2D(hidden_dim, d_state, ssm_ratio, dt_rank, ssm_drop_rate, scan_backend=scan_backend)
@@ -121,28 +155,35 @@ class VSSBlock(nn.Module):
             self.norm2 = norm_layer(hidden_dim)
             self.mlp = Mlp(hidden_dim, int(hidden_dim * mlp_ratio), act_layer=nn.GELU, drop=mlp_drop_rate)
 
-    def forward(self, x): # (B, H, W, C)
+    def forward(self, x):  # (B, H, W, C)
         x = x + self.drop_path(self.op(self.norm(x)))
-        if self.mlp_branch: x = x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.mlp_branch:
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 
 # %% ../nbs/05_vss.ipynb #91f93680
 class PatchMerging2D(nn.Module):
     "2×2 neighbourhoods concatenated (odd sizes zero-padded), LayerNorm, linear 4C → 2C; channels-last."
-    def __init__(self, dim,                # C, channels in
-                 out_dim=-1,               # channels out; -1 = 2C
-                 norm_layer=nn.LayerNorm):
+
+    def __init__(
+        self,
+        dim,  # C, channels in
+        out_dim=-1,  # channels out; -1 = 2C
+        norm_layer=nn.LayerNorm,
+    ):
         super().__init__()
         self.reduction = nn.Linear(4 * dim, 2 * dim if out_dim < 0 else out_dim, bias=False)
         self.norm = norm_layer(4 * dim)
 
     @staticmethod
-    def merge(x): # (B, H, W, C)
+    def merge(x):  # (B, H, W, C)
         "Concatenate each 2×2 neighbourhood: (B, H, W, C) -> (B, ⌈H/2⌉, ⌈W/2⌉, 4C)."
         H, W = x.shape[-3:-1]
-        if H % 2 or W % 2: x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # zeros at the bottom/right
-        return torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :],
-                          x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
+        if H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # zeros at the bottom/right
+        return torch.cat(
+            [x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1
+        )
 
-    def forward(self, x): # (B, H, W, C)
+    def forward(self, x):  # (B, H, W, C)
         return self.reduction(self.norm(self.merge(x)))
