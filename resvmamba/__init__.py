@@ -15,7 +15,8 @@ from .resvmamba import ResVMamba
 __version__ = "0.1.0"
 
 # %% ../nbs/14_package.ipynb #d1400006
-from . import models  # noqa: F401 (chapter 07b's registry: importing it registers the vmamba_* and resvmamba_* presets)
+# chapter 07b's registry: importing it registers the vmamba_* and resvmamba_* presets
+from . import models  # noqa: F401
 from . import vmamba, resvmamba, vim, medmamba
 
 _FAMILIES = dict(

@@ -40,7 +40,8 @@ def _train_rng(dls):
 
 
 def _rng_state(dls):
-    "Every random stream a continuation needs, as tensors, numbers and tuples (NumPy's key array as a tensor)."
+    """Every random stream a continuation needs, as tensors,
+    numbers and tuples (NumPy's key array as a tensor)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = dict(
         python=random.getstate(),
@@ -64,7 +65,8 @@ def _set_rng_state(state, dls):
 
 
 def _plain(o):
-    "`o` with fastcore `L`s as lists and NumPy values as Python numbers or tensors: loadable with `weights_only=True`."
+    """`o` with fastcore `L`s as lists and NumPy values as Python numbers or tensors:
+    loadable with `weights_only=True`."""
     if isinstance(o, dict):
         return {k: _plain(v) for k, v in o.items()}
     if isinstance(o, (list, L)):
@@ -81,7 +83,8 @@ def _plain(o):
 
 # %% ../nbs/09b_checkpoint.ipynb #9f8f97f4
 def check_writable(folder) -> Path:
-    "Make `folder` if needed and write, sync and remove a test file in it; raise `OSError` naming the folder and the cause."
+    """Make `folder` if needed and write, sync and remove a test file in it;
+    raise `OSError` naming the folder and the cause."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -112,7 +115,8 @@ def _fsync_dir(folder):
 
 # %% ../nbs/09b_checkpoint.ipynb #a5dcf6d3
 def _write_problem(e: BaseException, fname: Path, written: int) -> str:
-    "What an exception of `torch.save` says, in words: PyTorch's zip writer reports a full disk as 'unexpected pos'."
+    """What an exception of `torch.save` says, in words:
+    PyTorch's zip writer reports a full disk as 'unexpected pos'."""
     full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "unexpected pos" in str(
         e
     )
@@ -124,13 +128,14 @@ def _write_problem(e: BaseException, fname: Path, written: int) -> str:
         free = "free space unknown"
     said = f" ({e.strerror})" if isinstance(e, OSError) and e.strerror else ""
     return (
-        f"the disk is full or the file is larger than allowed (a quota or file-size limit){said}: writing stopped after "
-        f"{written:,} bytes, {free}. Free some space or choose another folder"
+        f"the disk is full or the file is larger than allowed (a quota or file-size limit){said}: "
+        f"writing stopped after {written:,} bytes, {free}. Free some space or choose another folder"
     )
 
 
 def save_checkpoint(state: dict, fname, prev: str | None = "prev.pth"):
-    "Write `state` to `fname` through a synced temporary file; the file replaced is kept as `prev` (None: not kept)."
+    """Write `state` to `fname` through a synced temporary file;
+    the file replaced is kept as `prev` (None: not kept)."""
     fname = Path(fname)
     tmp = fname.with_name(fname.name + ".tmp")
     try:
@@ -206,7 +211,8 @@ def _check_finite(state, epoch, fname):
 
 # %% ../nbs/09b_checkpoint.ipynb #4b585bdc
 class Checkpoint(Callback):
-    "Save model, EMA, optimizer, epoch, schedule position, RNG and history to `<path>/last.pth` after every epoch."
+    """Save model, EMA, optimizer, epoch, schedule position,
+    RNG and history to `<path>/last.pth` after every epoch."""
 
     order, _only_train_loop = (
         80,
@@ -261,7 +267,8 @@ class Checkpoint(Callback):
 
 # %% ../nbs/09b_checkpoint.ipynb #d37a4372
 def load_fitting(model: nn.Module, sd: dict, what: str):
-    "Load state dict `sd` into `model` strictly (chapter 06's `load_state_strict`), or raise a `CheckpointError` saying how they differ."
+    """Load state dict `sd` into `model` strictly (chapter 06's `load_state_strict`),
+    or raise a `CheckpointError` saying how they differ."""
     # finiteness is the caller's: `read_training_checkpoint` has checked it, or was told not to
     load_state_strict(
         model,
@@ -276,7 +283,7 @@ TRAINING_KEYS = ("model", "ema", "opt", "epoch", "rng", "recorder")
 
 
 def nonfinite_tensors(state: dict) -> list[str]:
-    "Names ('model.x', 'ema.x') of the floating-point weights of a training checkpoint that hold a NaN or an infinity."
+    "Names ('model.x', 'ema.x') of a training checkpoint's float weights that hold a NaN or an infinity."
     return [
         f"{w}.{k}"
         for w in ("model", "ema")
@@ -289,7 +296,8 @@ def read_training_checkpoint(
     fname,
     allow_nonfinite: bool = False,  # accept weights that are NaN or infinite
 ) -> dict:
-    "`read_checkpoint`, and check that the file is a `Checkpoint` file (not only weights) with finite weights."
+    """`read_checkpoint`, and check that the file is a `Checkpoint` file
+    (not only weights) with finite weights."""
     state = read_checkpoint(fname)
     missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
@@ -310,7 +318,8 @@ def read_training_checkpoint(
 
 # %% ../nbs/09b_checkpoint.ipynb #4432c85a
 def latest_checkpoint(folder, fname: str = "last.pth", prev: str = "prev.pth", allow_nonfinite: bool = False):
-    "`(path, state)` of the newest readable training checkpoint in `folder`: `fname`, else `prev` with a warning; `(None, None)` if neither exists."
+    """`(path, state)` of the newest readable training checkpoint in `folder`:
+    `fname`, else `prev` with a warning; `(None, None)` if neither exists."""
     folder, problems = Path(folder), []
     for name in (fname, prev):
         f = folder / name
@@ -332,7 +341,8 @@ def latest_checkpoint(folder, fname: str = "last.pth", prev: str = "prev.pth", a
 
 
 def _opt_state_to_params(opt):
-    "Put each parameter's optimizer state (read on the CPU) on that parameter's device, as `load_model(device=...)` does."
+    """Put each parameter's optimizer state (read on the CPU) on that parameter's device,
+    as `load_model(device=...)` does."""
     for p, _, st, _ in opt.all_params():
         for k, v in st.items():
             if torch.is_tensor(v):
@@ -341,7 +351,7 @@ def _opt_state_to_params(opt):
 
 @patch
 def load_checkpoint(self: Learner, fname, state: dict | None = None, allow_nonfinite: bool = False):
-    "Load a `Checkpoint` file (or its already read `state`) into this learner: model, EMA, optimizer; return the state."
+    "Load a `Checkpoint` file (or its read `state`) into this learner: model, EMA, optimizer; return it."
     state = read_training_checkpoint(fname, allow_nonfinite) if state is None else state
     load_fitting(
         getattr(self.model, "module", self.model),

@@ -95,7 +95,8 @@ ARG_RULES = dict(  # argument: (valid?, what is expected) -- checked before anyt
     ),
     factor=(
         lambda v: _int(2)[0](v) and not v & (v - 1),  # SRFront upsamples by pixel shuffles of 2: 2, 4, 8, ...
-        "expected a power of 2 >= 2 (2, 4, 8, ...): the student's super-resolution front upsamples in steps of 2",
+        "expected a power of 2 >= 2 (2, 4, 8, ...): the student's super-resolution front upsamples "
+        "in steps of 2",
     ),
 )
 
@@ -119,7 +120,8 @@ def check_args(
         raise ArgumentError(
             "bs",
             cfg["bs"],
-            "expected an even number: mixup and cutmix pair up the images of a batch (or pass --mixup 0 --cutmix 0)",
+            "expected an even number: mixup and cutmix pair up the images of a batch "
+            "(or pass --mixup 0 --cutmix 0)",
         )
     return cfg | (dict(warmup=w) if w is not None else {})
 
@@ -169,10 +171,11 @@ def make_settings(
     quiet=False,  # print only the result
     teacher=None,  # a run folder or checkpoint of an HR teacher: distil it into an LR student (chapter 12)
     factor=4,  # with a teacher: the student sees images `factor` times smaller
-    grad_checkpointing=False,  # recompute each block's activations in the backward pass: less memory, more time
-    lr_find=False,  # only run fastai's lr_find: print the suggestion, save lr_find.png in the run folder, train nothing
+    grad_checkpointing=False,  # recompute block activations in the backward pass: less memory, more time
+    lr_find=False,  # only run fastai's lr_find: print its suggestion, save lr_find.png in the run folder
 ) -> TrainSettings:
-    "The settings of a run from `train`'s arguments, defaults filled in, or an `ArgumentError` for the first bad one."
+    """The settings of a run from `train`'s arguments, defaults filled in,
+    or an `ArgumentError` for the first bad one."""
     if teacher is not None:
         if not Path(teacher).exists():
             raise ArgumentError(
@@ -246,7 +249,8 @@ def _holds(p: Path) -> bool:
 
 
 def run_files(folder) -> list[str]:
-    "The files of a run that `folder` holds (empty for a new or unrelated folder; an empty `ckpt/` is no run)."
+    """The files of a run that `folder` holds
+    (empty for a new or unrelated folder; an empty `ckpt/` is no run)."""
     return [f for f in RUN_FILES if _holds(Path(folder) / f)]
 
 
@@ -260,7 +264,8 @@ def run_folder(
     resume: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    "Where a run goes: never into a folder that holds another run, unless resuming it or replacing it on purpose."
+    """Where a run goes: never into a folder that holds another run,
+    unless resuming it or replacing it on purpose."""
     if resume and overwrite:
         raise ArgumentError(
             "overwrite",
@@ -287,7 +292,7 @@ def run_folder(
 
 # %% ../nbs/cli_reference.ipynb #8210f108
 def check_folder(out: Path) -> Path:
-    "`out`, or an `ArgumentError` if the run folder and its `ckpt/` could not be made or written there; creates nothing."
+    "`out`, or an `ArgumentError` if the run folder or its `ckpt/` can't be made or written; creates nothing."
     target = out / "ckpt"
     base = next(
         p for p in (target, *target.parents) if p.exists()
@@ -326,7 +331,8 @@ def _checkpoint_in(out: Path) -> bool:
 
 # %% ../nbs/cli_reference.ipynb #94e2f99b
 def distill_run_learner(s: TrainSettings, **kwargs):
-    "A run's learner for `--teacher`: chapter 12's `distill_learner`, the teacher's overrides from its run folder's config.json."
+    """A run's learner for `--teacher`:
+    chapter 12's `distill_learner`, the teacher's overrides from its run folder's config.json."""
     conf = Path(s.teacher) / "config.json"
     teacher_kwargs = read_config(conf)["model_overrides"] if conf.is_file() else None
     if kwargs["compile"] == "auto":
@@ -350,7 +356,8 @@ def learner_factory(s: TrainSettings):
 # %% ../nbs/cli_reference.ipynb #08339072
 @delegates(make_settings)
 def train(data=None, **kwargs) -> dict:
-    "Train, evaluate on the test set and save a run; returns the test metrics and timings (`make_settings` lists the arguments)."
+    """Train, evaluate on the test set and save a run;
+    returns the test metrics and timings (`make_settings` lists the arguments)."""
     t0 = time.time()
     s = make_settings(data, **kwargs)
     dev = start_distributed(s.cpu)
@@ -364,7 +371,8 @@ def train(data=None, **kwargs) -> dict:
 
 
 def _train(s: TrainSettings, make_learner, dev, t0: float) -> dict:
-    "The body of `train`, in every process: the folder, the learner and the checks that need the data; then chapter 10's `fit_run`."
+    """The body of `train`, in every process: the folder, the learner and the checks that need the data;
+    then chapter 10's `fit_run`."""
     out = from_rank0(
         lambda: check_folder(run_folder(s.out, s.arch, s.resume, s.overwrite))
     )  # decided and checked; nothing made yet
@@ -382,7 +390,8 @@ def _train(s: TrainSettings, make_learner, dev, t0: float) -> dict:
     if s.lr_find:
         return _lr_find(learn, s)
 
-    def _start():  # only now, with data, split, teacher and batch size checked: a run that cannot start creates nothing
+    # only now, with data, split, teacher and batch size checked: a run that cannot start creates nothing
+    def _start():
         prepare_folder(out)
         if s.overwrite:
             clear_run(out)  # and leaves the old run as it was
@@ -393,7 +402,8 @@ def _train(s: TrainSettings, make_learner, dev, t0: float) -> dict:
 
 
 def _lr_find(learn, s: TrainSettings) -> dict:
-    "fastai's `lr_find` on the run's model and data (chapter 09's `run_lr_find`): the suggestion printed, the plot in the run folder."
+    """fastai's `lr_find` on the run's model and data (chapter 09's `run_lr_find`):
+    the suggestion printed, the plot in the run folder."""
     if num_distrib() > 1:
         raise ArgumentError(
             "lr_find", True, "expected a single process (not under torchrun or accelerate launch)"
@@ -421,8 +431,9 @@ def check_batches(learn, bs: int):
         raise ArgumentError(
             "bs",
             bs,
-            f"expected at most {n // procs}: the training set has {n} images{f' for {procs} processes' if procs > 1 else ''}, "
-            "and a partial last batch is dropped, so no batch would train",
+            f"expected at most {n // procs}: the training set has {n} "
+            f"images{f' for {procs} processes' if procs > 1 else ''}, and a partial last batch is "
+            "dropped, so no batch would train",
         )
 
 # %% ../nbs/cli_reference.ipynb #f0d62b9f
@@ -430,7 +441,8 @@ Run = namedtuple("Run", "model transform classes config")
 
 
 def _student_of(cfg: dict) -> dict | None:
-    "A distilled run's student front; runs written before config.json recorded it used the `sr` front of `--teacher`."
+    """A distilled run's student front;
+    runs written before config.json recorded it used the `sr` front of `--teacher`."""
     if cfg.get("student"):
         return cfg["student"]
     settings = cfg.get("settings") or {}
@@ -438,7 +450,8 @@ def _student_of(cfg: dict) -> dict | None:
 
 
 def run_model(cfg: dict) -> torch.nn.Module:
-    "The (untrained) network a run's config describes; for a distilled run, the student with its front (chapter 12)."
+    """The (untrained) network a run's config describes;
+    for a distilled run, the student with its front (chapter 12)."""
     arch, size, student = cfg["arch"], cfg["eval_transform"]["size"], _student_of(cfg)
     if student is not None and student["front"] == "native":
         size //= student["factor"]  # the classifier itself sees LR images
@@ -451,7 +464,8 @@ def run_model(cfg: dict) -> torch.nn.Module:
 
 
 class LowRes:
-    "An image tensor `(3, H, W)` made `factor` times smaller the way a distilled student saw its batches (chapter 12's `low_res_pair`)."
+    """An image tensor `(3, H, W)` made `factor` times smaller the way a distilled student saw its batches
+    (chapter 12's `low_res_pair`)."""
 
     def __init__(self, factor: int):
         self.factor = factor
@@ -461,7 +475,8 @@ class LowRes:
 
 
 def _weights(f: Path) -> dict:
-    "The state dict in `f`: a weights file (`model_ema.pth`), or a training checkpoint's EMA (else model) weights."
+    """The state dict in `f`: a weights file (`model_ema.pth`),
+    or a training checkpoint's EMA (else model) weights."""
     sd = read_checkpoint(f)
     if isinstance(sd, dict) and {"model", "opt"} <= set(sd):
         sd = sd.get("ema") or sd["model"]  # e.g. ckpt/last.pth
@@ -473,14 +488,16 @@ def load_run(
     device="cpu",
     weights: str = "model_ema.pth",  # a weights file of the run, or its training checkpoint ckpt/last.pth
 ) -> Run:
-    "The trained model of a run (EMA weights, eval mode), its evaluation transform (PIL image -> tensor), class names and config."
+    """The trained model of a run (EMA weights, eval mode), its evaluation transform (PIL image -> tensor),
+    class names and config."""
     from timm.data.transforms_factory import transforms_imagenet_eval
 
     out = Path(out)
     for f in (out / "config.json", out / weights):
         if not f.is_file():
             raise FileNotFoundError(
-                f"{f} not found: load_run needs a finished run folder of resvmamba_train (config.json and {weights})"
+                f"{f} not found: load_run needs a finished run folder of resvmamba_train "
+                f"(config.json and {weights})"
             )
     cfg = read_config(out / "config.json")
     model, sd = run_model(cfg), _weights(out / weights)
@@ -499,7 +516,8 @@ def load_run(
 
 # %% ../nbs/cli_reference.ipynb #6eb63154
 class _Parser(argparse.ArgumentParser):
-    "argparse, with its errors on one line (no usage block), and negative numbers as values of numeric options."
+    """argparse, with its errors on one line (no usage block),
+    and negative numbers as values of numeric options."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -510,7 +528,8 @@ class _Parser(argparse.ArgumentParser):
         )
 
     def _join_numbers(self, args: list[str]) -> list[str]:
-        "`--lr -1e-3` as `--lr=-1e-3`: argparse takes a token starting with '-' for an option unless it looks like -4 or -.5"
+        """`--lr -1e-3` as `--lr=-1e-3`:
+        argparse takes a token starting with '-' for an option unless it looks like -4 or -.5"""
         numeric = {s for a in self._actions if a.type in (int, float) for s in a.option_strings}
         joined = []
         for t in args:
@@ -548,18 +567,20 @@ def cli_parser() -> argparse.ArgumentParser:
     a(
         "--warmup",
         type=int,
-        help="warm-up epochs, 0..epochs-1 (default: the recipe's share of --epochs, paper 20 of 150, light 1 of 14, "
-        "at most epochs-1)",
+        help="warm-up epochs, 0..epochs-1 (default: the recipe's share of --epochs, paper 20 of 150, "
+        "light 1 of 14, at most epochs-1)",
     )
     a(
         "--recipe",
         default="auto",
-        help=f"auto | {' | '.join(RECIPES)}: augmentation, mixing, lr, batch and warm-up (chapter 08). Default auto: "
-        f"light for fewer than {SMALL_SET:,} training images or images under {LOW_RES} px, else paper",
+        help=f"auto | {' | '.join(RECIPES)}: augmentation, mixing, lr, batch and warm-up (chapter 08). "
+        f"Default auto: light for fewer than {SMALL_SET:,} training images or images under "
+        f"{LOW_RES} px, else paper",
     )
     a(
         "--pretrained",
-        help="weights to start from: an official VMamba checkpoint, or a run's model_ema.pth or ckpt/last.pth",
+        help="weights to start from: an official VMamba checkpoint, or a run's model_ema.pth or "
+        "ckpt/last.pth",
     )
     a(
         "--resume",
@@ -601,7 +622,8 @@ def cli_parser() -> argparse.ArgumentParser:
     )
     a(
         "--teacher",
-        help="distil: a run folder (or its ckpt/last.pth) of a teacher trained at --size; the --arch student sees images --factor times smaller",
+        help="distil: a run folder (or its ckpt/last.pth) of a teacher trained at --size; the --arch "
+        "student sees images --factor times smaller",
     )
     a(
         "--factor",
@@ -629,7 +651,8 @@ def _fail(msg: str, code: int):
 
 
 def _message(e: Exception) -> str:
-    "The library's own message on one line, without the 'Exception occured in `Callback`' line fastai puts before it."
+    """The library's own message on one line,
+    without the 'Exception occured in `Callback`' line fastai puts before it."""
     m = str(e) or type(e).__name__
     if m.startswith("Exception occured in `") and ":\n\t" in m:
         m = m.split(":\n\t", 1)[1]
@@ -648,7 +671,8 @@ USER_ERRORS = (
 
 
 def resvmamba_train(argv=None):
-    "The console script: parse the options, train, and turn every user-facing failure into one line and an exit code."
+    """The console script: parse the options, train,
+    and turn every user-facing failure into one line and an exit code."""
     a = vars(cli_parser().parse_args(argv))
     a["ema"] = not a.pop("no_ema")
     with warnings.catch_warnings():

@@ -32,7 +32,7 @@ def _unroute(y, k, H, W):
 
 # %% ../nbs/03_cross_scan.ipynb #afed0412
 def cross_scan(x):  # feature map, (b, d, H, W)
-    "The four sequences VMamba reads from an image: row-major, column-major, and both reversed; (b, 4, d, H*W)."
+    "The four sequences VMamba reads from an image: row-major, column-major, both reversed; (b, 4, d, H*W)."
     _check_image(x)
     return torch.stack([_route(x, k) for k in range(4)], dim=1)
 
@@ -42,7 +42,8 @@ def cross_merge(
     H,  # image height
     W,  # image width
 ):
-    "Put each route's sequence back in image order and sum the four: (b, d, H, W); the adjoint of `cross_scan`."
+    """Put each route's sequence back in image order and sum the four: (b, d, H, W);
+    the adjoint of `cross_scan`."""
     if ys.dim() != 4 or ys.shape[1] != 4 or ys.shape[-1] != H * W:
         raise ValueError(
             f"cross_merge: ys must be (b, 4, d, H*W) with H*W={H * W}, got shape {tuple(ys.shape)}"
@@ -76,7 +77,8 @@ def _check_cross_args(x, delta, A, B, C, D, delta_bias):
     for name, (t, shape) in want.items():
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(
-                f"cross_selective_scan_ref: {name} must be {shape} (b, 4 directions, ...), got {tuple(t.shape)}"
+                f"cross_selective_scan_ref: {name} must be {shape} (b, 4 directions, ...), got "
+                f"{tuple(t.shape)}"
             )
     require_negative_A("cross_selective_scan_ref", A)
 
@@ -92,7 +94,7 @@ def cross_selective_scan_ref(
     delta_softplus=True,  # softplus on Δ + bias?
     scan_fn=None,  # a 1-D selective scan; `selective_scan_ref` by default
 ):
-    "The 2-D selective scan: y = Σ_k uncross_k(scan_k(cross_k(inputs))), all inputs in image layout; (b, d, H, W)."
+    "The 2-D selective scan y = Σ_k uncross_k(scan_k(cross_k(inputs))), inputs in image layout; (b, d, H, W)."
     _check_cross_args(x, delta, A, B, C, D, delta_bias)
     (b, d, H, W), L, N, dtype = x.shape, x.shape[2] * x.shape[3], A.shape[-1], x.dtype
     ct = torch.promote_types(dtype, torch.float32)  # compute in float32 (float64 stays): the four routes'

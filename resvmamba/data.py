@@ -73,7 +73,8 @@ def numbered_split(source) -> list[tuple[str, int, int]]:
         if m is None:
             raise ValueError(f"{name}, line {i}: {line!r} is not '<class>/<file>.jpg <label>'")
         f, label = parts[0], int(parts[1])
-        # the label is the class folder's number; a list that disagrees would train on wrong labels without a sound
+        # the label is the class folder's number; a list that disagrees would train on wrong labels without a
+        # sound
         if int(m[1]) != label:
             raise ValueError(f"{name}, line {i}: {f} is in class folder {m[1]}/ but labelled {label}")
         if f in seen:
@@ -111,7 +112,8 @@ _SYSTEM_FILES = {"thumbs.db", "desktop.ini"}  # written into folders by Windows 
 
 
 def _visible(name: str) -> bool:
-    "Whether a folder entry is data: not hidden ('.DS_Store', '.ipynb_checkpoints', ...) and not a system file."
+    """Whether a folder entry is data:
+    not hidden ('.DS_Store', '.ipynb_checkpoints', ...) and not a system file."""
     return not name.startswith(".") and name.lower() not in _SYSTEM_FILES
 
 
@@ -119,13 +121,15 @@ def _class_folders(folder: Path) -> list[str]:
     "Class folders of `folder`, checked to be CNFOOD-241's '000', '001', ... names."
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"{folder} is missing: a CNFOOD-241 root holds train600x600/<class>/<file>.jpg and val600x600/<class>/<file>.jpg"
+            f"{folder} is missing: a CNFOOD-241 root holds train600x600/<class>/<file>.jpg and "
+            "val600x600/<class>/<file>.jpg"
         )
     subs = sorted(e.name for e in os.scandir(folder) if e.is_dir() and _visible(e.name))
     bad = [s for s in subs if not (s.isdigit() and len(s) == 3)]
     if not subs or bad:
         raise ValueError(
-            f"{folder} is not CNFOOD-241's layout: expected class folders named 000, 001, ..., found {(bad or ['nothing'])[:3]}"
+            f"{folder} is not CNFOOD-241's layout: expected class folders named 000, 001, ..., "
+            f"found {(bad or ['nothing'])[:3]}"
         )
     return subs
 
@@ -149,7 +153,8 @@ def _images(folder: Path) -> list[str]:
 
 
 def _nfc(name: str) -> str:
-    "`name` in Unicode's composed form (NFC): macOS writes 'é' as 'e' + accent (NFD), most editors and lists as one 'é'."
+    """`name` in Unicode's composed form (NFC):
+    macOS writes 'é' as 'e' + accent (NFD), most editors and lists as one 'é'."""
     return unicodedata.normalize("NFC", name)
 
 
@@ -166,13 +171,15 @@ def _resolve(entries, folder: Path, name: str) -> list[tuple[Path, int]]:
     missing = [f for f, _ in entries if _nfc(f) not in have]
     if missing:
         raise FileNotFoundError(
-            f"split '{name}': {len(missing)} of {len(entries)} entries are not in {folder}, e.g. {folder / missing[0]}"
+            f"split '{name}': {len(missing)} of {len(entries)} entries are not in {folder}, e.g. "
+            f"{folder / missing[0]}"
         )
     return [(folder / have[_nfc(f)], l) for f, l in entries]
 
 # %% ../nbs/08_data.ipynb #fd35aad4
 def _random_split(root: Path, valid_pct: float, seed: int) -> dict[str, list[tuple[str, int]]]:
-    "A seeded class-by-class draw of `valid_pct` of train600x600/ for validation; the test set is all of val600x600/."
+    """A seeded class-by-class draw of `valid_pct` of train600x600/ for validation;
+    the test set is all of val600x600/."""
     rng, out = random.Random(seed), {"train": [], "val": []}
     for c in _class_folders(root / "train600x600"):
         files = _images(root / "train600x600" / c)
@@ -185,14 +192,16 @@ def _random_split(root: Path, valid_pct: float, seed: int) -> dict[str, list[tup
 
 
 def _disjoint(lists: dict[str, tuple[str, list]]):
-    "Fail if two lists that draw from the same folder name the same file: {set: (list's name, numbered entries)}."
+    """Fail if two lists that draw from the same folder name the same file:
+    {set: (list's name, numbered entries)}."""
     first = {}
     for s, (name, entries) in lists.items():
         for f, _, line in entries:
             key = (SPLIT_FOLDERS[s], _nfc(f))  # one file, however its name is normalised
             if key in first:
                 raise ValueError(
-                    f"{f} is in two splits: {first[key]} and {name}, line {line}; a file belongs to one split only"
+                    f"{f} is in two splits: {first[key]} and {name}, line {line}; a file belongs to "
+                    "one split only"
                 )
             first[key] = f"{name}, line {line}"
 
@@ -255,7 +264,8 @@ def food_split(
             folder = Path(split)
             if not folder.is_dir():
                 raise ValueError(
-                    f"split={split!r}: expected 'paper', 'random' or a folder holding train.txt, val.txt, test.txt"
+                    f"split={split!r}: expected 'paper', 'random' or a folder holding train.txt, "
+                    "val.txt, test.txt"
                 )
         sources = {s: folder / f"{s}.txt" if folder else s for s in ("train", "val", "test")}
         lists = {s: (_split_name(src), numbered_split(src)) for s, src in sources.items()}
@@ -277,7 +287,8 @@ def mini_food_class(c: int) -> tuple[str, str, str]:
 
 
 def base_pattern(texture: str, S: int, period: float, angle: float, phase: float) -> np.ndarray:
-    "An `S`×`S` light/dark pattern of `texture`, rotated by `angle`, scaled to mean 0 and standard deviation 1."
+    """An `S`×`S` light/dark pattern of `texture`, rotated by `angle`,
+    scaled to mean 0 and standard deviation 1."""
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
     u, v = xx * math.cos(angle) + yy * math.sin(angle), -xx * math.sin(angle) + yy * math.cos(angle)
     wu, wv = np.sin(2 * math.pi * u / period + phase), np.sin(2 * math.pi * v / period)
@@ -359,14 +370,16 @@ def draw_dish(
     d = ImageDraw.Draw(img)
     cx, cy, pr = S * u(0.42, 0.58), S * u(0.42, 0.58), S * u(0.40, 0.47)
     d.ellipse([cx - pr, cy - pr, cx + pr, cy + pr], fill=_hsv(u(0, 1), u(0, 0.15), u(0.8, 1.0)))
-    # 2. the base: any food colour, with the class's texture as a zero-mean light/dark pattern (mean colour unchanged)
+    # 2. the base: any food colour, with the class's texture as a zero-mean light/dark pattern (mean colour
+    # unchanged)
     br, base = pr * u(0.8, 0.9), np.array(_hsv(u(0, 1), u(0.4, 0.9), u(0.45, 0.8)), dtype=np.float32)
     pat = base_pattern(texture, S, period=S * u(0.07, 0.1), angle=u(0, math.pi), phase=u(0, 2 * math.pi))
     tex = np.clip(base + 90 * pat[..., None] + rng.normal(0, 6, (S, S, 3)), 0, 255).astype(np.uint8)
     mask = Image.new("L", (S, S), 0)
     ImageDraw.Draw(mask).ellipse([cx - br, cy - br, cx + br, cy + br], fill=255)
     img.paste(Image.fromarray(tex), (0, 0), mask)
-    # 3. toppings of the class's shape in any colour, spread around the base; a garnish of the class's colour on each
+    # 3. toppings of the class's shape in any colour, spread around the base; a garnish of the class's colour
+    # on each
     n = int(rng.integers(3, 6))
     for j in range(n):
         a, rr, r = u(0, 2 * math.pi / n) + 2 * math.pi * j / n, br * u(0.35, 0.6), S * u(0.11, 0.14)
@@ -388,7 +401,7 @@ def make_mini_food(
     dest,  # folder to create (the dataset root)
     n_classes: int = 8,  # number of classes (at most 128)
     per_class: int = 60,  # images per class in train600x600/ (split into train and val)
-    valid_tenths: int = 3,  # of every ten images of a class in train600x600/, the last `valid_tenths` go to val.txt
+    valid_tenths: int = 3,  # of every ten images of a class in train600x600/, how many (the last) go to val
     size: int = 64,  # image side in pixels
     seed: int = 0,  # same seed, byte-identical files
     n_test: int = None,  # test images per class in val600x600/ (default per_class // 3)
@@ -506,7 +519,8 @@ class BatchRandomErasing(Transform):
 # %% ../nbs/08_data.ipynb #rec1pe01
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    "The settings of a training recipe that depend on the data: augmentation, mixing, batch, learning rate, warm-up."
+    """The settings of a training recipe that depend on the data:
+    augmentation, mixing, batch, learning rate, warm-up."""
 
     rand_augment: str | None  # timm RandAugment policy; None: none (colour jitter instead)
     color_jitter: float  # colour jitter strength; timm applies it only when RandAugment is off
@@ -542,8 +556,8 @@ RECIPES = dict(
         warmup=(20, 150),
         max_warmup=20,
     ),
-    # small or low-resolution sets: crops that keep most of the image, flips and colour jitter only, no mixing;
-    # more, smaller steps at a higher rate (chapter 09 measures it against the paper's recipe)
+    # small or low-resolution sets: crops that keep most of the image, flips and colour jitter only, no
+    # mixing; more, smaller steps at a higher rate (chapter 09 measures it against the paper's recipe)
     light=Recipe(
         rand_augment=None,
         color_jitter=0.4,
@@ -563,7 +577,8 @@ LOW_RES = 96  # pixels: a typical short side below this is a low-resolution set
 
 # %% ../nbs/08_data.ipynb #rec1pe02
 def typical_size(files, n: int = 256, seed: int = 0) -> tuple[int, int]:
-    "The most common (width, height) among up to `n` of `files` (a seeded sample), read from the image headers only."
+    """The most common (width, height) among up to `n` of `files` (a seeded sample),
+    read from the image headers only."""
     files = list(files)
     sample = random.Random(seed).sample(files, min(n, len(files)))
 
@@ -578,7 +593,7 @@ def choose_recipe(
     n_train: int,  # number of training images
     image_size,  # their typical (width, height), or one side
 ) -> tuple[str, str]:
-    "(name, reason): 'light' for a small (< `SMALL_SET` images) or low-resolution (< `LOW_RES` px) set, else 'paper'."
+    "(name, reason): 'light' for a set under `SMALL_SET` images or `LOW_RES` px, else 'paper'."
     w, h = (image_size, image_size) if isinstance(image_size, int) else image_size
     small, low = n_train < SMALL_SET, min(w, h) < LOW_RES
     what = " and ".join([w_ for w_, on in (("small", small), ("low-resolution", low)) if on])
@@ -601,14 +616,18 @@ def get_recipe(recipe) -> Recipe:
 def _why(e: Exception) -> str:
     "What an exception raised while decoding an image says about the file, in words."
     if isinstance(e, Image.DecompressionBombError):  # a size limit, not damage: say so, and how to lift it
-        return f"PIL refuses it as a possible decompression bomb ({e}); if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS"
+        return (
+            f"PIL refuses it as a possible decompression bomb ({e}); if you trust the file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS"
+        )
     if isinstance(e, FileNotFoundError):
         return "it does not exist"
     return f"it is corrupt or not an image ({type(e).__name__}: {e})"
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    "An 8-bit RGB copy of `im`, turned upright by its EXIF orientation; 16-bit grey is scaled to 8 bits, not clipped."
+    """An 8-bit RGB copy of `im`, turned upright by its EXIF orientation;
+    16-bit grey is scaled to 8 bits, not clipped."""
     im = ImageOps.exif_transpose(im)  # phones store pictures sideways plus an orientation tag
     if im.mode in (
         "I",
@@ -688,7 +707,8 @@ def class_names(root, n: int) -> list[str]:
 
 
 class _LabelName:
-    "Class name of a (path, label) item (a class, not a lambda, so the DataLoaders pickle for `learn.export`)."
+    """Class name of a (path, label) item
+    (a class, not a lambda, so the DataLoaders pickle for `learn.export`)."""
 
     def __init__(self, vocab):
         self.vocab = vocab
@@ -712,7 +732,7 @@ def food_dls(
     size: int = 224,  # training/eval image side
     bs: int | None = None,  # batch size; None: the recipe's
     split="paper",  # 'paper', 'random', or a folder of split lists (see `food_split`)
-    recipe="auto",  # 'auto' (`choose_recipe` on the training set), 'paper', 'light' or a `Recipe`: the augmentation
+    recipe="auto",  # augmentation: 'auto' (`choose_recipe` on the train set), 'paper', 'light' or a `Recipe`
     rand_augment: str | None = FROM_RECIPE,  # timm RandAugment policy, None for none
     color_jitter: float = FROM_RECIPE,  # colour jitter (timm uses it only without RandAugment)
     re_prob: float = FROM_RECIPE,  # random erasing probability
@@ -727,7 +747,8 @@ def food_dls(
     valid_pct: float = 0.3,  # share of each class held out for validation when split='random'
     **kwargs,  # passed on to `DataBlock.dataloaders`
 ):
-    "fastai `DataLoaders` (train, valid) of CNFOOD-241 (or a dataset in its layout) with the augmentation of `recipe`."
+    """fastai `DataLoaders` (train, valid) of CNFOOD-241
+    (or a dataset in its layout) with the augmentation of `recipe`."""
     if recipe != "auto":
         get_recipe(recipe)  # a wrong name fails before the folders are read
     sets = food_split(path, split, valid_pct=valid_pct, seed=seed)

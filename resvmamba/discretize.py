@@ -17,7 +17,8 @@ def discretize_zoh(
     delta: torch.Tensor | float,  # step size, broadcasting with the batch dims of A and B
     diag: bool | None = None,  # True: A holds diagonals; None: only a 1-d A is diagonal
 ) -> tuple:  # (Ab, Bb)
-    "Zero-order hold: $\\bar A = e^{\\Delta A}$, $\\bar B = \\int_0^\\Delta e^{As}ds\\,B$, exact for input held over each step."
+    """Zero-order hold: $\\bar A = e^{\\Delta A}$, $\\bar B = \\int_0^\\Delta e^{As}ds\\,B$,
+    exact for input held over each step."""
     return state_flow(
         A, B, delta, diag=diag
     )  # Van Loan's block exponential (dense) or expm1 (diagonal): no inverse of A
@@ -52,7 +53,8 @@ def discretize_bilinear(
     delta: torch.Tensor | float,  # step size, broadcasting with the batch dims of A and B
     diag: bool | None = None,  # see `discretize_zoh`
 ) -> tuple:  # (Ab, Bb)
-    "Bilinear (Tustin): $\\bar A = (I - \\frac\\Delta2 A)^{-1}(I + \\frac\\Delta2 A)$, $\\bar B = (I - \\frac\\Delta2 A)^{-1}\\Delta B$."
+    """Bilinear (Tustin): $\\bar A = (I - \\frac\\Delta2 A)^{-1}(I + \\frac\\Delta2 A)$,
+    $\\bar B = (I - \\frac\\Delta2 A)^{-1}\\Delta B$."""
     A, B, delta, diag = _delta_for(A, B, delta, diag)
     if diag:
         return (1 + delta / 2 * A) / (1 - delta / 2 * A), delta * B / (1 - delta / 2 * A)
@@ -78,11 +80,13 @@ def discretize_mamba(
 
 # %% ../nbs/01_discretization.ipynb #c1d2e3f4
 def _check_time_axes(L, **coefs):
-    "Each coefficient name=(tensor, axis) of a per-step system needs a time axis of length L at `axis`, before its state axes."
+    """Each coefficient name=(tensor, axis) of a per-step system needs a time axis of length L at `axis`,
+    before its state axes."""
     for name, (v, ax) in coefs.items():
         if v.ndim < -ax or v.shape[ax] != L:
             raise ValueError(
-                f"with per_step=True, {name} needs a time axis of length L={L} before its state axes, got {tuple(v.shape)}"
+                f"with per_step=True, {name} needs a time axis of length L={L} before its state "
+                f"axes, got {tuple(v.shape)}"
             )
 
 
@@ -92,7 +96,7 @@ def _at_step(v, k, time_axis):
 
 # %% ../nbs/01_discretization.ipynb #e3636ef2
 def ssm_recurrent(
-    Ab: torch.Tensor,  # discrete state matrix (..., n, n), or diagonals (..., n); with per_step an L axis before the state axes
+    Ab: torch.Tensor,  # discrete state matrix (..., n, n) or diagonals (..., n); per_step: (..., L, n[, n])
     Bb: torch.Tensor,  # discrete input vector (..., n); with per_step (..., L, n)
     C: torch.Tensor,  # output vector (..., n); with per_step (..., L, n)
     D: torch.Tensor | float | None,  # feedthrough (...), or None for 0
@@ -139,7 +143,8 @@ def ssm_conv_kernel(
     L: int,  # kernel length
     diag: bool | None = None,  # True: Ab holds diagonals; None: only a 1-d Ab is diagonal
 ) -> torch.Tensor:  # K (..., L)
-    "The convolution kernel $\\bar K_k = C \\bar A^k \\bar B$, $k = 0..L-1$, of a time-invariant discrete SSM."
+    """The convolution kernel $\\bar K_k = C \\bar A^k \\bar B$, $k = 0..L-1$,
+    of a time-invariant discrete SSM."""
     Ab, Bb, C = as_float(Ab, Bb, C)
     diag = is_diagonal(Ab, diag)
     n = Ab.shape[-1]

@@ -24,7 +24,8 @@ def low_res_pair(
     hr,  # a batch of HR images (B, 3, H, W), normalised or not
     factor=4,
 ):  # the resolution ratio; H and W must be multiples of it
-    "The pair (HR, LR) of one crop: LR is HR downsampled by `factor` (bicubic, antialiased); `(B, 3, H/f, W/f)`."
+    """The pair (HR, LR) of one crop: LR is HR downsampled by `factor` (bicubic, antialiased);
+    `(B, 3, H/f, W/f)`."""
     if hr.ndim != 4:
         raise ValueError(f"low_res_pair expects images (B, C, H, W), got {tuple(hr.shape)}")
     if factor < 1 or hr.shape[-1] % factor or hr.shape[-2] % factor:
@@ -57,7 +58,8 @@ class SRResBlock(nn.Module):
 
 
 class SRFront(nn.Module):
-    "A small SRResNet-style ×`factor` super-resolution net added to the bicubic upsampling; equals bicubic at init."
+    """A small SRResNet-style ×`factor` super-resolution net added to the bicubic upsampling;
+    equals bicubic at init."""
 
     def __init__(self, factor=4, channels=32, n_blocks=2, in_chans=3):
         super().__init__()
@@ -98,7 +100,8 @@ FRONTS = ("bicubic", "sr", "native")
 
 
 class LRStudent(nn.Module):
-    "The student: a front (`bicubic`, `sr` or `native`) and a classifier `net`; `(B, 3, h, w)` LR images → logits."
+    """The student: a front (`bicubic`, `sr` or `native`) and a classifier `net`;
+    `(B, 3, h, w)` LR images → logits."""
 
     def __init__(self, net, front="sr", factor=4, **sr_kwargs):
         super().__init__()
@@ -139,7 +142,8 @@ def _level_modules(model, levels):
 
 
 class LevelRecorder:
-    "Forward hooks that keep the features of `levels` from every forward pass of `model` (Vim: normalised streams)."
+    """Forward hooks that keep the features of `levels` from every forward pass of `model`
+    (Vim: normalised streams)."""
 
     def __init__(self, model, levels):
         self.levels, self.feats = list(levels), {}
@@ -185,7 +189,8 @@ def match_level(
     t_model,  # the models they come from (their kind says how to read the features)
     projector=None,
 ):  # a 1×1 conv from the student's width to the teacher's, when they differ
-    "Student and teacher features of one level brought to one shape: pooled teacher grid, projected student width."
+    """Student and teacher features of one level brought to one shape:
+    pooled teacher grid, projected student width."""
     (sm, sc), (tm, tc) = _as_map(s, s_model), _as_map(t, t_model)
     if tm.shape[-2:] != sm.shape[-2:]:
         tm = F.adaptive_avg_pool2d(tm, sm.shape[-2:])
@@ -195,7 +200,8 @@ def match_level(
             sc = projector(sc[..., None, None])[..., 0, 0]
     if sm.shape[1] != tm.shape[1]:
         raise ValueError(
-            f"match_level: student width {sm.shape[1]} and teacher width {tm.shape[1]} differ; a projector is needed"
+            f"match_level: student width {sm.shape[1]} and teacher width {tm.shape[1]} differ; a "
+            "projector is needed"
         )
     s_out = (
         torch.cat([sm.flatten(2), sc[..., None]], -1) if sc is not None and tc is not None else sm.flatten(2)
@@ -239,7 +245,8 @@ class DistillLoss(nn.Module):
         )
 
     def hsd(self, pairs):
-        "Mean over levels of the MSE between matched (student, teacher) features; the last level only if last_only."
+        """Mean over levels of the MSE between matched (student, teacher) features;
+        the last level only if last_only."""
         if len(pairs) != len(self.levels):
             raise ValueError(f"DistillLoss: {len(pairs)} feature pairs for levels {self.levels}")
         if self.last_only:
@@ -254,7 +261,8 @@ class DistillLoss(nn.Module):
 
 # %% ../nbs/12_distill.ipynb #1ec972df
 class Distill(Callback):
-    "ViMD training: LR to the student, HR to the frozen teacher, L = CE + β·HSD + α·LD; the terms are kept in `history`."
+    """ViMD training: LR to the student, HR to the frozen teacher, L = CE + β·HSD + α·LD;
+    the terms are kept in `history`."""
 
     order = -5  # before PlainTensors and the metrics see the batch
 
@@ -328,7 +336,8 @@ def _depth_and_widths(model):
 
 
 def default_levels(student, teacher):
-    "All student levels, each paired with the teacher level at the same relative depth: (student levels, teacher levels)."
+    """All student levels, each paired with the teacher level at the same relative depth:
+    (student levels, teacher levels)."""
     ns, nt = _depth_and_widths(student)[0], _depth_and_widths(teacher)[0]
     return list(range(ns)), [math.ceil((i + 1) * nt / ns) - 1 for i in range(ns)]
 
@@ -347,7 +356,7 @@ def _classifier(arch, n_classes, img_size, overrides, pretrained=None):
 
 
 def load_teacher(
-    teacher,  # a model, a training checkpoint file (`Checkpoint`'s last.pth), or a folder holding last.pth or ckpt/last.pth
+    teacher,  # a model, a training checkpoint (`Checkpoint`'s last.pth), or a folder with it or ckpt/last.pth
     n_classes,
     img_size,  # the head and input size the teacher must have
     use_ema=True,  # take the checkpoint's EMA weights when it has them
@@ -377,7 +386,8 @@ def load_teacher(
 
 # %% ../nbs/12_distill.ipynb #00455769
 def _resolve_levels(levels, student, teacher):
-    "(student levels, teacher levels) from `levels`: None (the default pairing), one list for both, or a pair of lists."
+    """(student levels, teacher levels) from `levels`:
+    None (the default pairing), one list for both, or a pair of lists."""
     if levels is None:
         return default_levels(student, teacher)
     if isinstance(levels, tuple) and len(levels) == 2 and not isinstance(levels[0], int):
@@ -405,16 +415,19 @@ def distill_learner(
     sr_kwargs=None,  # `SRFront` arguments (channels, n_blocks)
     **kwargs,
 ):  # as `food_learner`: split, student overrides, data and recipe options, `Learner` arguments
-    "`food_learner` for an LR student taught by an HR teacher with ViMD's loss (no mixup); train it with `fit_paper`."
+    """`food_learner` for an LR student taught by an HR teacher with ViMD's loss (no mixup);
+    train it with `fit_paper`."""
     if teacher is None:
         raise ValueError("distill_learner needs a teacher: a model, a training checkpoint or a run folder")
     if size % factor:
         raise ValueError(
-            f"distill_learner: size={size} is not a multiple of factor={factor}; the student sees size/factor pixels"
+            f"distill_learner: size={size} is not a multiple of factor={factor}; the student sees "
+            "size/factor pixels"
         )
     if kwargs.pop("mixup", 0) or kwargs.pop("cutmix", 0):
         raise ValueError(
-            "distill_learner: mixup/cutmix are not supported (the teacher would have to see the same mix); pass 0"
+            "distill_learner: mixup/cutmix are not supported (the teacher would have to see the "
+            "same mix); pass 0"
         )
     built = {}
 

@@ -82,7 +82,8 @@ class TopK(AvgMetric):
 
 # %% ../nbs/09_learner.ipynb #5bf6fddf
 class FoodLoss(LabelSmoothingCrossEntropy):
-    "Label-smoothed cross-entropy for class labels; soft-target cross-entropy for (mixup/cutmix) target distributions."
+    """Label-smoothed cross-entropy for class labels;
+    soft-target cross-entropy for (mixup/cutmix) target distributions."""
 
     def forward(self, output, target):
         if target.ndim == 2:  # (B, n) soft targets, already smoothed by timm's Mixup
@@ -156,7 +157,8 @@ def is_no_decay(name: str, p: nn.Parameter) -> bool:
 
 
 def no_decay_names(model: nn.Module, official: bool = False) -> set[str]:
-    "Parameter names kept out of weight decay: 1-D tensors and biases, plus (unless `official`) `model.no_weight_decay()`."
+    """Parameter names kept out of weight decay:
+    1-D tensors and biases, plus (unless `official`) `model.no_weight_decay()`."""
     model = getattr(model, "module", model)  # unwrap DDP
     named = dict(model.named_parameters())
     names = {
@@ -171,7 +173,7 @@ def no_decay_names(model: nn.Module, official: bool = False) -> set[str]:
 
 
 class DecayExempt(Callback):
-    "Turn weight decay off (the optimizer's `do_wd` state) for `no_decay_names(model, official)` before each fit."
+    "Turn weight decay off (optimizer state `do_wd`) for `no_decay_names(model, official)` before each fit."
 
     order = 0
 
@@ -188,7 +190,8 @@ class DecayExempt(Callback):
 
 # %% ../nbs/09_learner.ipynb #0c412d02
 def head_of(model: nn.Module) -> nn.Module:
-    "The classifier head: `model.classifier` (final norm + linear), else `model.head`, else timm's `get_classifier()`."
+    """The classifier head: `model.classifier` (final norm + linear), else `model.head`,
+    else timm's `get_classifier()`."""
     model = getattr(model, "module", model)
     for name in ("classifier", "head"):
         if isinstance(getattr(model, name, None), nn.Module):
@@ -196,7 +199,8 @@ def head_of(model: nn.Module) -> nn.Module:
     if hasattr(model, "get_classifier"):
         return model.get_classifier()
     raise ValueError(
-        f"cannot find the head of {type(model).__name__} (no .classifier, .head or get_classifier()): pass splitter="
+        f"cannot find the head of {type(model).__name__} (no .classifier, .head or "
+        "get_classifier()): pass splitter="
     )
 
 
@@ -231,11 +235,12 @@ class EMA(Callback):
         self.model_ema = ModelEmaV3(
             self._raw_model(), decay=self.decay, use_warmup=self.warmup, warmup_power=3 / 4
         )
-        # The copy runs eager, also when the model is compiled. A compiled forward carried over by the copy would call the raw
-        # model (validation would report the raw weights). Compiling the copy would add an inference graph (~45 s for
-        # resvmamba_small on an H200) and a recompile for each last, partial batch of validation and test, for at most the
-        # 1.42x of compiled inference; measured in the full loop, eager EMA validation took the same 2.9-3.9 s per 1,933
-        # images in compiled and eager runs (benchmarks/RESULTS.md, 2026-12-01).
+        # The copy runs eager, also when the model is compiled. A compiled forward carried over by the copy
+        # would call the raw model (validation would report the raw weights). Compiling the copy would add an
+        # inference graph (~45 s for resvmamba_small on an H200) and a recompile for each last, partial batch
+        # of validation and test, for at most the 1.42x of compiled inference; measured in the full loop,
+        # eager EMA validation took the same 2.9-3.9 s per 1,933 images in compiled and eager runs
+        # (benchmarks/RESULTS.md, 2026-12-01).
         self.model_ema.module._compiled_call_impl = None
 
     def before_fit(self):
@@ -289,7 +294,8 @@ def after_validate(self: EMA):  # also runs after a cancelled validation
 
 # %% ../nbs/09_learner.ipynb #a27bfe3f
 class StopOnNonFinite(Callback):
-    "Raise `NonFiniteLossError` when a training loss is NaN or infinite (fastai's `TerminateOnNaNCallback`, failing loudly)."
+    """Raise `NonFiniteLossError` when a training loss is NaN or infinite
+    (fastai's `TerminateOnNaNCallback`, failing loudly)."""
 
     order, run_valid = -9, False  # right after the loss, before the backward pass and the step
 
@@ -324,7 +330,8 @@ def should_compile(
     compile,  # True, False or 'auto'
     device,  # where the batches go
 ) -> bool:
-    "Whether to compile: as asked, or for `'auto'` when `device` is a CUDA device and Triton (Inductor's GPU code generator) is installed."
+    """Whether to compile: as asked,
+    or for `'auto'` when `device` is a CUDA device and Triton (Inductor's GPU code generator) is installed."""
     if check_compile(compile) != "auto":
         return compile
     return (
@@ -335,12 +342,14 @@ def should_compile(
 
 
 def is_compiled(model: torch.nn.Module) -> bool:
-    "Whether `model.compile()` was called on `model` (in place: nn.Module keeps the compiled forward beside the eager one)."
+    """Whether `model.compile()` was called on `model`
+    (in place: nn.Module keeps the compiled forward beside the eager one)."""
     return getattr(model, "_compiled_call_impl", None) is not None
 
 # %% ../nbs/09_learner.ipynb #thr0ug01
 class Throughput(Callback):
-    "Images/s of each training epoch as the recorder column 'img/s'; totals and peak GPU memory in `learn.throughput_totals`."
+    """Images/s of each training epoch as the recorder column 'img/s';
+    totals and peak GPU memory in `learn.throughput_totals`."""
 
     order, _only_train_loop = (
         54,
@@ -392,7 +401,8 @@ class Throughput(Callback):
         )
 
     def after_validate(self):
-        # only in an epoch that trained: `learn.validate()` alone returns the recorder's values without this column
+        # only in an epoch that trained: `learn.validate()` alone returns the recorder's values without this
+        # column
         if self._epoch_rate is not None and hasattr(self.learn, "recorder"):
             self.recorder.log.append(self._epoch_rate)
 
@@ -465,7 +475,8 @@ def mini_food_path(**mini) -> Path:
 
 # %% ../nbs/09_learner.ipynb #ad995d10
 def _make_model(arch, n_classes, pretrained, overrides, size=None):
-    "The model: `create_model(arch)` for a name (built for `size` if its family fixes the image size, as Vim does), or `arch(num_classes=...)`."
+    """The model: `create_model(arch)` for a name
+    (built for `size` if its family fixes the image size, as Vim does), or `arch(num_classes=...)`."""
     if isinstance(arch, str):
         return create_model(
             arch,
@@ -497,7 +508,7 @@ def _recipe_cbs(options, settings: Recipe, ema):
 
 
 def _grad_checkpointing(model: nn.Module, on: bool):
-    "timm's convention: `model.set_grad_checkpointing(True)` recomputes each block's activations in the backward pass."
+    "timm's convention: `model.set_grad_checkpointing(True)` recomputes block activations in the backward."
     if not on:
         return
     if not hasattr(model, "set_grad_checkpointing"):
@@ -525,13 +536,12 @@ def food_learner(
     split="paper",  # 'paper', 'random' or a folder of split lists
     recipe="auto",  # 'auto' (`choose_recipe` on the training set), 'paper', 'light' (`RECIPES`) or a `Recipe`
     ema: bool = True,  # keep a model EMA and report it
-    label_smoothing: float
-    | None = None,  # label smoothing of the loss and of mixup's targets; None: the recipe's
+    label_smoothing: float | None = None,  # label smoothing of loss and mixup targets; None: the recipe's
     opt_func=adamw,  # the optimizer (a fastai optimizer function)
     grad_checkpointing: bool = False,  # recompute activations in the backward pass (less memory, more time)
-    **kwargs,  # recipe fields (`RECIPE_KEYS`), model overrides, data options, `OPTIONS`, or `Learner` arguments
+    **kwargs,  # recipe fields (`RECIPE_KEYS`), model overrides, data options, `OPTIONS`, `Learner` arguments
 ) -> Learner:
-    "A fastai `Learner` for CNFOOD-241 (or a dataset in its layout) with the training recipe that suits the data."
+    "A fastai `Learner` for CNFOOD-241 (or a dataset in its layout) with the recipe that suits the data."
     pick = lambda keys: {k: kwargs.pop(k) for k in list(kwargs) if k in keys}
     given = pick(RECIPE_KEYS) | {
         k: v for k, v in dict(bs=bs, label_smoothing=label_smoothing).items() if v is not None
@@ -600,12 +610,14 @@ def _schedule(schedule, n_epoch, lr, warmup, warmup_div, final_div):
     if callable(schedule):
         return schedule, 0
     raise ValueError(
-        f"schedule={schedule!r}: expected 'paper', 'constant' or a function of the training position p in [0, 1]"
+        f"schedule={schedule!r}: expected 'paper', 'constant' or a function of the training "
+        "position p in [0, 1]"
     )
 
 
 def _resume_state(learn, resume, ck, allow_nonfinite=False):
-    "The checkpoint `(path, state)` to resume from: an explicit path must exist; `True` looks in the Checkpoint folder."
+    """The checkpoint `(path, state)` to resume from: an explicit path must exist;
+    `True` looks in the Checkpoint folder."""
     if not resume:
         return None, None
     if not isinstance(resume, bool):
@@ -617,7 +629,8 @@ def _resume_state(learn, resume, ck, allow_nonfinite=False):
     fname, state = latest_checkpoint(ck.path, ck.fname, ck.prev, allow_nonfinite)
     if fname is None:
         warnings.warn(
-            f"resume=True, but {ck.path} holds no checkpoint ({ck.fname} or {ck.prev}): training starts at epoch 0"
+            f"resume=True, but {ck.path} holds no checkpoint ({ck.fname} or {ck.prev}): training "
+            "starts at epoch 0"
         )
     return fname, state
 
@@ -636,7 +649,7 @@ def fit_paper(
     schedule="paper",  # 'paper' (warm-up + cosine), 'constant', or a function of the position p in [0, 1]
     allow_nonfinite: bool = False,  # resume even from weights that are NaN or infinite
 ):
-    "Train with the paper's schedule (linear warm-up, cosine to lr/100, per step), resuming from a checkpoint if asked; sets `self.resumed_from`."
+    "Train by the paper's schedule (warm-up, cosine to lr/100), resuming if asked; sets `self.resumed_from`."
     recipe = getattr(self, "recipe_settings", None) or RECIPES["paper"]
     if lr is None:
         lr = recipe.lr
@@ -645,8 +658,9 @@ def fit_paper(
     sched, warmup = _schedule(schedule, n_epoch, lr, warmup, warmup_div, final_div)
     if len(self.dls.train) == 0:
         raise ValueError(
-            f"no training batches: {len(self.dls.train_ds)} training images and bs={self.dls.train.bs} (an incomplete "
-            f"last batch is dropped); use a batch size of at most {len(self.dls.train_ds)}"
+            f"no training batches: {len(self.dls.train_ds)} training images and "
+            f"bs={self.dls.train.bs} (an incomplete last batch is dropped); use a batch size of at "
+            f"most {len(self.dls.train_ds)}"
         )
     ck = next((c for c in self.cbs if c.name == "checkpoint"), None)  # by name, as in `load_checkpoint`
     self.fit_args = dict(
@@ -662,7 +676,8 @@ def fit_paper(
         saved = state.get("fit_args") or {}
         if any(saved[k] != v for k, v in self.fit_args.items() if k in saved):
             raise ValueError(
-                f"checkpoint {self.resumed_from} was made by fit_paper{saved}, not fit_paper{self.fit_args}: the schedule would not continue"
+                f"checkpoint {self.resumed_from} was made by fit_paper{saved}, not "
+                f"fit_paper{self.fit_args}: the schedule would not continue"
             )
         if ck is None:
             raise ValueError("resuming needs a Checkpoint callback to skip the finished epochs")
@@ -677,7 +692,8 @@ def fit_paper(
 
 # %% ../nbs/09_learner.ipynb #lrf1nd01
 def run_lr_find(learn: Learner, fname=None, **kwargs) -> float:
-    "fastai's `lr_find`, its scratch weights in a temporary folder; the plot saved to `fname`; returns the suggested lr."
+    """fastai's `lr_find`, its scratch weights in a temporary folder; the plot saved to `fname`;
+    returns the suggested lr."""
     import matplotlib.pyplot as plt  # only for the plot
 
     path = learn.path
@@ -704,7 +720,8 @@ def plot_curves(learn: Learner, fname=None):
     vals = np.array([r for r in learn.recorder.values if len(r) == len(names)], dtype=float)
     if not len(vals):
         raise ValueError(
-            "no training history to plot: fastai's `validate` replaces the recorder's values, so plot before validating"
+            "no training history to plot: fastai's `validate` replaces the recorder's values, so "
+            "plot before validating"
         )
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3), dpi=80)
     ep = np.arange(1, len(vals) + 1)

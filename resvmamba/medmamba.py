@@ -27,7 +27,8 @@ def channel_shuffle(
     x,  # (..., C), channels last
     groups=2,
 ):  # g; C must be divisible by it
-    "ShuffleNet's channel shuffle on the last axis: output channel `j*groups + i` is channel `j` of group `i`."
+    """ShuffleNet's channel shuffle on the last axis:
+    output channel `j*groups + i` is channel `j` of group `i`."""
     *lead, C = x.shape
     if C % groups:
         raise ValueError(f"channel_shuffle: {C} channels do not split into {groups} groups")
@@ -37,7 +38,8 @@ def channel_shuffle(
 
 # %% ../nbs/13_medmamba.ipynb #f626f11b
 def conv_stack(C):  # channels of the conv half
-    "The conv half, indexed as the official `conv33conv33conv11`: BN, 3×3, BN, ReLU, 3×3, BN, ReLU, 1×1, ReLU."
+    """The conv half, indexed as the official `conv33conv33conv11`:
+    BN, 3×3, BN, ReLU, 3×3, BN, ReLU, 1×1, ReLU."""
     return nn.Sequential(
         nn.BatchNorm2d(C),
         nn.Conv2d(C, C, 3, padding=1),
@@ -52,7 +54,7 @@ def conv_stack(C):  # channels of the conv half
 
 # %% ../nbs/13_medmamba.ipynb #da3c89c8
 class SSConvSSM(nn.Module):
-    "MedMamba's block: half the channels through SS2D, half through convolutions, shuffled together, plus the input."
+    "MedMamba's block: half the channels through SS2D, half through convolutions, shuffled, plus the input."
 
     def __init__(
         self,
@@ -93,7 +95,8 @@ def ss_conv_ssm_param_count(C, d_state=16, ssm_ratio=2.0):
 
 # %% ../nbs/13_medmamba.ipynb #35a13fb7
 class CropPatchMerging2D(PatchMerging2D):
-    "`PatchMerging2D` that drops the last row/column of an odd-sized map (the reference MedMamba) instead of zero-padding it."
+    """`PatchMerging2D` that drops the last row/column of an odd-sized map
+    (the reference MedMamba) instead of zero-padding it."""
 
     @staticmethod
     def merge(x):  # (B, H, W, C)
@@ -101,7 +104,8 @@ class CropPatchMerging2D(PatchMerging2D):
         H, W = x.shape[-3:-1]
         if H < 2 or W < 2:
             raise ValueError(
-                f"cropping patch merging needs a map of at least 2×2, got {H}×{W}: use larger images or odd_sizes='pad'"
+                f"cropping patch merging needs a map of at least 2×2, got {H}×{W}: use larger "
+                "images or odd_sizes='pad'"
             )
         return PatchMerging2D.merge(x[..., : H - H % 2, : W - W % 2, :])
 
@@ -116,7 +120,8 @@ def medmamba_stage(
     odd_sizes="pad",  # patch merging of odd sizes: "pad" (chapter 05) or "crop" (the reference)
     **block_kwargs,
 ):  # passed to every SSConvSSM
-    "One stage, named as in the official code: `blocks` (SS-Conv-SSM blocks), then `downsample` (patch merging or Identity)."
+    """One stage, named as in the official code:
+    `blocks` (SS-Conv-SSM blocks), then `downsample` (patch merging or Identity)."""
     return nn.Sequential(
         OrderedDict(
             blocks=nn.Sequential(*[SSConvSSM(dim, drop_path=dp, **block_kwargs) for dp in drop_paths]),
@@ -126,7 +131,8 @@ def medmamba_stage(
 
 # %% ../nbs/13_medmamba.ipynb #7a649bbc
 class MedMamba(nn.Module):
-    "MedMamba: `(B, 3, H, W)` images → patch embedding → four stages of SS-Conv-SSM blocks → average pool → `(B, num_classes)`."
+    """MedMamba: `(B, 3, H, W)` images → patch embedding → four stages of SS-Conv-SSM blocks → average pool →
+    `(B, num_classes)`."""
 
     def __init__(
         self,
@@ -215,7 +221,8 @@ class MedMamba(nn.Module):
 # %% ../nbs/13_medmamba.ipynb #2fc92945
 @patch
 def forward_features(self: MedMamba, x):  # images (B, in_chans, H, W)
-    "Patch embedding and the four stages: `(B, 3, H, W)` → `(B, h, w, dims[-1])` (h = H/32 for sizes that divide)."
+    """Patch embedding and the four stages:
+    `(B, 3, H, W)` → `(B, h, w, dims[-1])` (h = H/32 for sizes that divide)."""
     if x.ndim != 4 or x.shape[1] != self.in_chans:
         raise ValueError(f"MedMamba expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
     x = self.patch_embed(x)
@@ -254,7 +261,8 @@ MEDMAMBA_HEAD_KEYS = ("head.weight", "head.bias")
 
 
 def medmamba_checkpoint_filter(checkpoint):  # a state dict, or a dict wrapping one under "model"/"state_dict"
-    "The state dict inside `checkpoint`, unwrapped from 'model' or 'state_dict' and without DataParallel's 'module.' prefix."
+    """The state dict inside `checkpoint`,
+    unwrapped from 'model' or 'state_dict' and without DataParallel's 'module.' prefix."""
     sd = next(
         (checkpoint[k] for k in ("model", "state_dict") if isinstance(checkpoint.get(k), dict)), checkpoint
     )

@@ -121,7 +121,8 @@ def read_medmnist(
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"no MedMNIST file at {path}; download one (e.g. pathmnist.npz) where there is internet and pass its path"
+            f"no MedMNIST file at {path}; download one (e.g. pathmnist.npz) where there is internet "
+            "and pass its path"
         )
     with np.load(path) as f:
         missing = [
@@ -137,7 +138,8 @@ def read_medmnist(
 
 # %% ../nbs/13b_medmnist.ipynb #b13b1003
 class MedMambaTrainAug(Transform):
-    "Training-only PIL augmentation of MedMamba's recipe: torchvision's random resized crop to `size`, horizontal flip."
+    """Training-only PIL augmentation of MedMamba's recipe:
+    torchvision's random resized crop to `size`, horizontal flip."""
 
     split_idx, order = 0, 1
 
@@ -149,7 +151,8 @@ class MedMambaTrainAug(Transform):
 
 
 class MedMambaEvalResize(Transform):
-    "Validation/test PIL transform of MedMamba's recipe: resize to `size`×`size` (aspect not kept, nothing cropped)."
+    """Validation/test PIL transform of MedMamba's recipe:
+    resize to `size`×`size` (aspect not kept, nothing cropped)."""
 
     split_idx, order = 1, 1
 
@@ -190,7 +193,8 @@ def medmnist_dls(
     n_classes: int | None = None,  # classes; None: the dataset's (file name), or the labels'
     **kwargs,
 ):  # passed on to `DataBlock.dataloaders`
-    "fastai `DataLoaders` (train, valid) of a MedMNIST `.npz` with MedMamba's transforms; `medmnist_test_dl` gives the test split."
+    """fastai `DataLoaders` (train, valid) of a MedMNIST `.npz` with MedMamba's transforms;
+    `medmnist_test_dl` gives the test split."""
     splits = read_medmnist(path, n_classes)
     images = np.concatenate(
         [splits[s][0] for s in MEDMNIST_SPLITS]
@@ -269,7 +273,8 @@ def medmamba_learner(
     pretrained=None,  # a checkpoint file for `create_model`
     **overrides,
 ):  # model overrides (drop_path_rate, ssm_half, ...)
-    "A fastai `Learner` with MedMamba's recipe: Adam (torch defaults), cross-entropy, accuracy; train with `learn.fit(n, lr)`."
+    """A fastai `Learner` with MedMamba's recipe: Adam (torch defaults), cross-entropy, accuracy;
+    train with `learn.fit(n, lr)`."""
     model = (
         create_model(arch, num_classes=dls.c, pretrained=pretrained, **overrides)
         if isinstance(arch, str)
@@ -325,7 +330,8 @@ def halves_experiment(
     lr: float = 1e-4,  # MedMamba's recipe, shorter and smaller
     device=None,
 ):  # where to train (default: the GPU if there is one)
-    "Train every variant from every seed with MedMamba's recipe; one dict per run (final and per-epoch validation accuracy)."
+    """Train every variant from every seed with MedMamba's recipe;
+    one dict per run (final and per-epoch validation accuracy)."""
     rows = []
     for name, (arch, overrides) in variants.items():
         for seed in seeds:
@@ -353,7 +359,8 @@ def halves_table(
     size: int = 64,
     n_classes: int = 10,
 ):
-    "Accuracy over seeds (mean, standard deviation, ddof 1) per learning rate, and each model's parameters and multiply-accumulates."
+    """Accuracy over seeds (mean, standard deviation, ddof 1) per learning rate,
+    and each model's parameters and multiply-accumulates."""
     import pandas as pd
 
     cols = {}

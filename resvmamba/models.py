@@ -71,7 +71,7 @@ def register_family(
     pretrained_cfgs: dict | None = None,  # size -> entries over `DEFAULT_PRETRAINED_CFG`
     timm_prefix=TIMM_PREFIX,  # prefix of the names in timm's registry
 ) -> list[str]:
-    "Register `{family}_{size}` for every size with `create_model` and, as `{timm_prefix}{family}_{size}`, with timm."
+    "Register `{family}_{size}` of each size with `create_model`, in timm as `{timm_prefix}{family}_{size}`."
     names = []
     for size, cfg in configs.items():
         name = f"{family}_{size}"
@@ -108,7 +108,8 @@ def _accepted(cls):
 
 
 def image_size_override(name: str, size=None) -> dict:
-    "`{'img_size': size}` for a family whose models are built for one image size (Vim's position embeddings), else `{}`."
+    """`{'img_size': size}` for a family whose models are built for one image size
+    (Vim's position embeddings), else `{}`."""
     return {"img_size": size} if size and name in MODELS and "img_size" in _accepted(MODELS[name].cls) else {}
 
 
@@ -152,7 +153,8 @@ def create_model(
     **overrides,
 ):  # constructor arguments (dims, depths, drop_path_rate, drop_rate, global_pool, ...) and
     # timm's features_only, out_indices, pretrained_cfg, pretrained_cfg_overlay
-    "Build a registered model by name through timm's `build_model_with_cfg`, optionally loading a checkpoint file."
+    """Build a registered model by name through timm's `build_model_with_cfg`,
+    optionally loading a checkpoint file."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     entry = MODELS[name]

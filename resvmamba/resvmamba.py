@@ -11,7 +11,8 @@ from .vmamba import VMamba
 
 # %% ../nbs/07_resvmamba.ipynb #086af92d
 class GlobalResidual(nn.Module):
-    "Res-VMamba's stage residual: 2×2 max-pool (ceil mode) and a zero-initialised 1×1 conv; `(B,H,W,C_in)` → `(B,⌈H/2⌉,⌈W/2⌉,C_out)`."
+    """Res-VMamba's stage residual: 2×2 max-pool (ceil mode) and a zero-initialised 1×1 conv;
+    `(B,H,W,C_in)` → `(B,⌈H/2⌉,⌈W/2⌉,C_out)`."""
 
     def __init__(
         self,
@@ -31,14 +32,16 @@ class GlobalResidual(nn.Module):
 
 # %% ../nbs/07_resvmamba.ipynb #2869c255
 class OfficialResidual(nn.Module):
-    "The authors' code's residual: 2×2 max-pool and a NEW, randomly initialised 1×1 conv on every call (no parameters)."
+    """The authors' code's residual:
+    2×2 max-pool and a NEW, randomly initialised 1×1 conv on every call (no parameters)."""
 
     def __init__(self, in_dim, out_dim):
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
 
     def forward(self, x):  # (B, H, W, C_in), channels-last
-        # built here, as the official forward builds it: PyTorch's default init, drawn from the global RNG each call
+        # built here, as the official forward builds it: PyTorch's default init, drawn from the global RNG
+        # each call
         conv = nn.Conv2d(self.in_dim, self.out_dim, kernel_size=1, device=x.device, dtype=x.dtype)
         pooled = nn.functional.max_pool2d(x.permute(0, 3, 1, 2), 2, ceil_mode=True)  # (B, C_in, ⌈H/2⌉, ⌈W/2⌉)
         return conv(pooled).permute(0, 2, 3, 1)  # (B, ⌈H/2⌉, ⌈W/2⌉, C_out)

@@ -26,13 +26,15 @@ def require_float(
     fn_name: str,  # the public function doing the check, named in the message
     **tensors,  # argument name -> value; None (an optional input left out) is skipped
 ):
-    "Raise a TypeError unless every given argument is a floating-point torch.Tensor (float16, bfloat16, float32 or float64)."
+    """Raise a TypeError unless every given argument is a floating-point torch.Tensor
+    (float16, bfloat16, float32 or float64)."""
     for name, t in tensors.items():
         if t is None or (isinstance(t, torch.Tensor) and t.dtype in _FLOAT_DTYPES):
             continue
         got = t.dtype if isinstance(t, torch.Tensor) else _type_name(t)
         raise TypeError(
-            f"{fn_name}: {name} must be a floating-point torch.Tensor (float16, bfloat16, float32 or float64), got {got}"
+            f"{fn_name}: {name} must be a floating-point torch.Tensor (float16, bfloat16, float32 "
+            f"or float64), got {got}"
         )
 
 # %% ../nbs/02_selective_scan.ipynb #c7e1a0b2
@@ -53,7 +55,8 @@ def require_negative_A(
 
 
 def _check_scan_args(fn, u, delta, A, B, C, D, z, delta_bias):
-    "Raise a TypeError or ValueError, prefixed with the caller's name `fn`, naming the first argument that breaks the contract."
+    """Raise a TypeError or ValueError, prefixed with the caller's name `fn`,
+    naming the first argument that breaks the contract."""
     require_float(fn, u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
     if u.dim() != 3:
         raise ValueError(f"{fn}: u must be (batch, d, L), got shape {tuple(u.shape)}")
@@ -91,7 +94,8 @@ def _compute_dtype(u):
 
 
 def _layout_BC(t, G, d):
-    "B or C as (batch|1, G, d/G|1, N, L|1): fixed (d, N) per channel and constant in time, or shared by a group at each step."
+    """B or C as (batch|1, G, d/G|1, N, L|1):
+    fixed (d, N) per channel and constant in time, or shared by a group at each step."""
     if t.dim() == 2:
         return t.view(1, G, d // G, -1, 1)  # fixed: one row per channel, the same at every step
     if t.dim() == 3:
@@ -102,7 +106,8 @@ def _layout_BC(t, G, d):
 
 
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
-    "Cast everything to the compute dtype, form Δ (bias, then softplus, as in Mamba), lay B and C out for broadcasting."
+    """Cast everything to the compute dtype, form Δ (bias, then softplus, as in Mamba),
+    lay B and C out for broadcasting."""
     ct = _compute_dtype(u)
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
     if delta_bias is not None:
@@ -135,7 +140,8 @@ def selective_scan_ref(
     delta_softplus=False,  # apply softplus to delta (+ bias)?
     return_last_state=False,  # also return the final state h_L, (batch, d, N)?
 ):
-    "The selective scan (Mamba's S6) as a plain loop over time: h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t·h_t + D u_t."
+    """The selective scan (Mamba's S6) as a plain loop over time:
+    h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t·h_t + D u_t."""
     _check_scan_args("selective_scan_ref", u, delta, A, B, C, D, z, delta_bias)
     dtype, (b, d, L), N = u.dtype, u.shape, A.shape[1]
     u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
@@ -160,7 +166,8 @@ def _block_len(L):
 
 
 def _time_blocks(t, T, value=0.0):
-    "(..., L) -> (T, ..., ⌈L/T⌉), the tail padded with `value`; step-in-block first and contiguous, so each step is one slice."
+    """(..., L) -> (T, ..., ⌈L/T⌉), the tail padded with `value`;
+    step-in-block first and contiguous, so each step is one slice."""
     return F.pad(t, (0, -t.shape[-1] % T), value=value).unflatten(-1, (-1, T)).movedim(-1, 0).contiguous()
 
 # %% ../nbs/02_selective_scan.ipynb #447eb8c2
@@ -169,7 +176,8 @@ def _states(
     x,  # inputs, blocked (T, ..., nc, N)
     p,  # each block's total decay Π a, (..., nc, N)
 ):
-    "Reduce each block, scan the block totals, rescan: H (T+1, ..., nc, N), H[0] the state entering each block, H[s+1] after step s."
+    """Reduce each block, scan the block totals, rescan:
+    H (T+1, ..., nc, N), H[0] the state entering each block, H[s+1] after step s."""
     h = x[0]
     for s in range(1, len(x)):
         h = torch.addcmul(x[s], a[s], h)  # 1. reduce: every block's end state from zero
@@ -187,7 +195,8 @@ def _adjoints(
     r,  # gradients of the states from above, blocked (T, ..., nc, N)
     p,  # each block's total decay Π a, (..., nc, N)
 ):
-    "The total gradients g_t = r_t + a_{t+1} g_{t+1} of all states, g_L = r_L, by `_states`' three stages walked from the end."
+    """The total gradients g_t = r_t + a_{t+1} g_{t+1} of all states, g_L = r_L,
+    by `_states`' three stages walked from the end."""
     g = r[-1]
     for s in range(len(r) - 2, -1, -1):
         g = torch.addcmul(r[s], a[s + 1], g)  # 1. reduce each block from its end
@@ -204,7 +213,8 @@ def _adjoints(
 
 # %% ../nbs/02_selective_scan.ipynb #0517116a
 class _LinearScan(torch.autograd.Function):
-    "All states of h_t = a_t h_{t-1} + x_t on blocked (T, ..., nc, N) tensors, with the backward derived above."
+    """All states of h_t = a_t h_{t-1} + x_t on blocked (T, ..., nc, N) tensors,
+    with the backward derived above."""
 
     @staticmethod
     def forward(ctx, a, x, p=None):  # p: each block's total decay Π a, if the caller knows it better
@@ -226,7 +236,8 @@ def linear_scan(
     x,  # inputs x_t, (..., L, N)
     chunk=None,  # block length T; ⌈√L⌉ by default
 ):
-    "All states of h_t = a_t h_{t-1} + x_t, h_0 = 0, along dim -2, by a blocked (reduce-then-scan) parallel scan; (..., L, N)."
+    """All states of h_t = a_t h_{t-1} + x_t, h_0 = 0, along dim -2,
+    by a blocked (reduce-then-scan) parallel scan; (..., L, N)."""
     L = x.shape[-2]
     if L == 0:
         return x
@@ -239,17 +250,19 @@ def linear_scan(
 
 # %% ../nbs/02_selective_scan.ipynb #c2d3e4f5
 def _to_blocks(
-    t,  # (b|1, G, d/G|1, N|1, L|1): Δ or Δu as (b, G, d/G, 1, L), B or C as `_layout_BC` gives them, A as (1, G, d/G, N, 1)
+    t,  # (b|1, G, d/G|1, N|1, L|1): Δ, Δu (b, G, d/G, 1, L); B, C from `_layout_BC`; A (1, G, d/G, N, 1)
     T,  # steps per block
     L,  # sequence length
 ):
-    "The blocked layout (T|1, N|1, b|1, G, nc|1, d/G|1): time blocks first, the state outside, a group's channels innermost."
+    """The blocked layout (T|1, N|1, b|1, G, nc|1, d/G|1):
+    time blocks first, the state outside, a group's channels innermost."""
     blk = _time_blocks(t, T) if t.shape[-1] == L else t[None]  # a fixed B, C (or A) has no time axis to block
     return blk.permute(0, 4, 1, 2, 5, 3).contiguous()
 
 
 def _from_blocks(t, L):
-    "The inverse of `_to_blocks`, the padded tail cut: (T|1, N|1, b|1, G, nc|1, d/G|1) -> (b|1, G, d/G|1, N|1, L|1)."
+    """The inverse of `_to_blocks`, the padded tail cut:
+    (T|1, N|1, b|1, G, nc|1, d/G|1) -> (b|1, G, d/G|1, N|1, L|1)."""
     return t.permute(0, 2, 3, 5, 1, 4).movedim(0, -1).flatten(-2)[..., :L]
 
 # %% ../nbs/02_selective_scan.ipynb #23e90201
@@ -265,7 +278,8 @@ def selective_scan_parallel(
     delta_softplus=False,  # apply softplus to delta (+ bias)?
     return_last_state=False,  # also return the final state h_L, (batch, d, N)?
 ):
-    "`selective_scan_ref` computed by a blocked parallel scan: the same arguments and result, ~2√L steps instead of L."
+    """`selective_scan_ref` computed by a blocked parallel scan:
+    the same arguments and result, ~2√L steps instead of L."""
     _check_scan_args("selective_scan_parallel", u, delta, A, B, C, D, z, delta_bias)
     dtype, (b, d, L), N = u.dtype, u.shape, A.shape[1]
     u, delta, A, B, C, G = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)

@@ -11,7 +11,8 @@ import torch
 
 # %% ../nbs/00_ssm.ipynb #3c4639ce
 def as_float(*xs):
-    "Tensors of `xs` on one device in one floating (or complex) dtype; integer inputs become the default float."
+    """Tensors of `xs` on one device in one floating (or complex) dtype;
+    integer inputs become the default float."""
     tensors = [x for x in xs if isinstance(x, torch.Tensor)]
     dev = tensors[0].device if tensors else None
     dtype = tensors[0].dtype if tensors else torch.get_default_dtype()
@@ -19,7 +20,8 @@ def as_float(*xs):
         dtype = torch.promote_types(dtype, t.dtype)
     if not (dtype.is_floating_point or dtype.is_complex):
         dtype = torch.get_default_dtype()
-    # Python numbers take the tensors' dtype (as in torch's own promotion): a float delta must not be rounded to float32 first
+    # Python numbers take the tensors' dtype (as in torch's own promotion): a float delta must not be rounded
+    # to float32 first
     return [torch.as_tensor(x, dtype=dtype, device=dev) for x in xs]
 
 # %% ../nbs/00_ssm.ipynb #63140d64
@@ -64,7 +66,8 @@ def state_flow(
     t: torch.Tensor,  # elapsed time, any shape broadcasting with the batch dims of A and B
     diag: bool | None = None,  # see `is_diagonal`
 ) -> tuple:  # (Phi (..., n, n) or (..., n), Gamma (..., n))
-    "$\\Phi = e^{At}$ and $\\Gamma = \\int_0^t e^{As} ds\\,B$: the exact flow over time `t` under constant unit input."
+    """$\\Phi = e^{At}$ and $\\Gamma = \\int_0^t e^{As} ds\\,B$:
+    the exact flow over time `t` under constant unit input."""
     A, B, t = as_float(A, B, t)
     diag = is_diagonal(A, diag)
     n = A.shape[-1]
@@ -144,7 +147,8 @@ def _held_input(x, t, delta):
 
 
 def _free_motion(A, B, h0, t, diag):
-    "e^{At} h0 for every t: the state's own motion from h0, (..., T, n). (B only sets the batch shape, as in `state_flow`.)"
+    """e^{At} h0 for every t: the state's own motion from h0, (..., T, n).
+    (B only sets the batch shape, as in `state_flow`.)"""
     Phi = state_flow(A[..., None, :] if diag else A[..., None, :, :], B[..., None, :], t, diag=diag)[0]
     return Phi * h0[..., None, :] if diag else (Phi @ h0[..., None, :, None])[..., 0]
 
@@ -160,7 +164,8 @@ def ssm_solve_pwc(
     h0: torch.Tensor | None = None,  # initial state (..., n), default 0
     diag: bool | None = None,  # see `is_diagonal`
 ) -> tuple:  # (y (..., T), h (..., T, n))
-    "Exact output and state of the continuous SSM for piecewise-constant input, by superposing delayed step responses."
+    """Exact output and state of the continuous SSM for piecewise-constant input,
+    by superposing delayed step responses."""
     A, B, C, x, t = as_float(A, B, C, x, t)
     diag = is_diagonal(A, diag)
     n = A.shape[-1]

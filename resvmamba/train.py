@@ -18,8 +18,8 @@ from importlib.metadata import version, PackageNotFoundError
 from inspect import signature
 from pathlib import Path
 
-# fastai's own modules apply `torch.jit.script`, which recent torch deprecates with a FutureWarning at every start.
-# It concerns fastai's code, not the user's: silence it before fastai is first imported.
+# fastai's own modules apply `torch.jit.script`, which recent torch deprecates with a FutureWarning at every
+# start. It concerns fastai's code, not the user's: silence it before fastai is first imported.
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
 import numpy as np
@@ -45,7 +45,8 @@ __all__ = ['PAPER', 'DEMO', 'DEMO_MINI', 'DEMO_MODEL', 'COMPILE', 'RUN_ONLY', 'C
 
 # %% ../nbs/10_train.ipynb #ff56eaee
 def recipe_args(recipe: Recipe, epochs: int) -> dict:
-    "The command's options that a recipe (chapter 08) decides: peak lr, batch size, mixing, and the warm-up of a run of `epochs`."
+    """The command's options that a recipe (chapter 08) decides:
+    peak lr, batch size, mixing, and the warm-up of a run of `epochs`."""
     return dict(
         warmup=recipe.warmup_epochs(epochs),
         lr=recipe.lr,
@@ -108,7 +109,8 @@ class TrainSettings:
         return self.data is None
 
     def with_recipe(self, recipe: Recipe) -> TrainSettings:
-        "These settings with `recipe`'s values where none was given; a default warm-up shrinks to leave one epoch of decay."
+        """These settings with `recipe`'s values where none was given;
+        a default warm-up shrinks to leave one epoch of decay."""
         filled = {k: v for k, v in recipe_args(recipe, self.epochs).items() if getattr(self, k) is None}
         if "warmup" in filled:
             filled["warmup"] = min(filled["warmup"], self.epochs - 1)
@@ -130,9 +132,12 @@ RUN_ONLY = (
 
 # %% ../nbs/10_train.ipynb #5898cd9f
 class PlainLog(Callback):
-    "Each epoch's record as one plain line, after a header line: what a file or a pipe should get instead of progress bars."
+    """Each epoch's record as one plain line, after a header line:
+    what a file or a pipe should get instead of progress bars."""
 
-    order = 58  # after Recorder (50), EMA (55) and Throughput (56) have named their columns; before CSVLogger (60), which hands each record on to us
+    # after Recorder (50), EMA (55) and Throughput (56) have named their columns; before CSVLogger (60),
+    # which hands each record on to us
+    order = 58
 
     def before_fit(self):
         if hasattr(self, "gather_preds") or rank_distrib():
@@ -158,7 +163,8 @@ def _cell(v) -> str:
 
 
 def set_log(learn, quiet: bool = False):
-    "fastprogress bars in a terminal or notebook, one plain line per epoch elsewhere, nothing but the result if `quiet`."
+    """fastprogress bars in a terminal or notebook, one plain line per epoch elsewhere,
+    nothing but the result if `quiet`."""
     if quiet or not (sys.stdout.isatty() or in_notebook()):
         learn.remove_cb(ProgressCallback)
     if quiet:
@@ -182,7 +188,8 @@ def _epoch_of(line: str):
 
 
 class ResumableCSVLogger(CSVLogger):
-    "fastai's `CSVLogger` for runs that resume: the log keeps the rows of the epochs in the checkpoint, one header, and goes on."
+    """fastai's `CSVLogger` for runs that resume:
+    the log keeps the rows of the epochs in the checkpoint, one header, and goes on."""
 
     def before_fit(self):
         if hasattr(self, "gather_preds"):
@@ -202,7 +209,10 @@ def _device_line(learn) -> str:
     "The hardware: GPU name and count of processes, or CPU threads."
     dev, procs = learn.dls.device, max(num_distrib(), 1)
     if getattr(dev, "type", None) == "cuda":
-        return f"{torch.cuda.get_device_name(dev)} ({dev}), {procs} process{'es' if procs > 1 else ''} ({torch.cuda.device_count()} GPU{'s' if torch.cuda.device_count() > 1 else ''} visible)"
+        return (
+            f"{torch.cuda.get_device_name(dev)} ({dev}), {procs} process{'es' if procs > 1 else ''} "
+            f"({torch.cuda.device_count()} GPU{'s' if torch.cuda.device_count() > 1 else ''} visible)"
+        )
     return f"CPU, {torch.get_num_threads()} threads" + (f", {procs} processes" if procs > 1 else "")
 
 
@@ -217,13 +227,14 @@ def _data_line(learn, data, size: int) -> str:
     where = str(data) if data is not None else f"generated mini dataset ({info.get('path')})"
     n_test = len(info.get("sets", {}).get("test", []))
     return (
-        f"{where}: {len(learn.dls.train_ds):,} train / {len(learn.dls.valid_ds):,} valid / {n_test:,} test images, "
-        f"{learn.dls.c} classes, {size} px"
+        f"{where}: {len(learn.dls.train_ds):,} train / {len(learn.dls.valid_ds):,} valid / "
+        f"{n_test:,} test images, {learn.dls.c} classes, {size} px"
     )
 
 
 def run_header(learn, s: TrainSettings) -> list[str]:
-    "The lines that say what a run is about to do: model, data, device, precision, compile, recipe, schedule, run folder."
+    """The lines that say what a run is about to do:
+    model, data, device, precision, compile, recipe, schedule, run folder."""
     model = getattr(learn.model, "module", learn.model)
     overrides = {k: v for k, v in run_overrides(s).items() if k in MODEL_KEYS}
     n_params = sum(p.numel() for p in model.parameters())
@@ -245,7 +256,8 @@ def run_header(learn, s: TrainSettings) -> list[str]:
 
 
 class CompileNotice(Callback):
-    "Print a line before the first training step of a compiled model (it compiles then) and one after it with the time it took."
+    """Print a line before the first training step of a compiled model
+    (it compiles then) and one after it with the time it took."""
 
     order = -20
 
@@ -272,7 +284,8 @@ class CompileNotice(Callback):
 
 # %% ../nbs/10_train.ipynb #8b201182
 def _broadcast(self, t, rank):
-    "fastai's `DistributedDL` index broadcast, on the CPU when the process group is gloo (fastai always moves it to CUDA)."
+    """fastai's `DistributedDL` index broadcast,
+    on the CPU when the process group is gloo (fastai always moves it to CUDA)."""
     dev = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
     t = torch.tensor(t, dtype=torch.long, device=dev)
     torch.distributed.broadcast(t, rank)
@@ -286,7 +299,7 @@ def _patch_distributed_dl():
 
 
 def start_distributed(cpu: bool) -> torch.device | None:
-    "Join the process group that `accelerate launch` or `torchrun` set up (bound to this process's GPU); None if alone."
+    "Join the process group of `accelerate launch` or `torchrun` (on this process's GPU); None if alone."
     if num_distrib() <= 1:
         return None
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -320,7 +333,8 @@ def from_rank0(make):
 
 # %% ../nbs/10_train.ipynb #299f1501
 def match_grad_layout(model: torch.nn.Module) -> torch.nn.Module:
-    "Keep 4-D parameters (convolution weights) in channels-last memory, the layout their gradients come back in."
+    """Keep 4-D parameters (convolution weights) in channels-last memory,
+    the layout their gradients come back in."""
     return model.to(memory_format=torch.channels_last)
 
 # %% ../nbs/10_train.ipynb #b4948ea5
@@ -330,7 +344,8 @@ def run_overrides(s: TrainSettings) -> dict:
 
 
 def learner_kwargs(s: TrainSettings, dev: torch.device | None = None) -> dict:
-    "The arguments every learner of a run takes from its settings: data options, EMA, checkpoints, the log, device, recipe."
+    """The arguments every learner of a run takes from its settings:
+    data options, EMA, checkpoints, the log, device, recipe."""
     log = (
         [ResumableCSVLogger(s.out.absolute() / "log.csv", append=s.resume)]
         if rank_distrib() == 0 and not s.lr_find
@@ -355,7 +370,8 @@ def learner_kwargs(s: TrainSettings, dev: torch.device | None = None) -> dict:
 
 
 def food_run_learner(s: TrainSettings, **kwargs):
-    "A run's learner: chapter 09's `food_learner` for `s.arch`, with the mixing the user gave (else the recipe's)."
+    """A run's learner: chapter 09's `food_learner` for `s.arch`,
+    with the mixing the user gave (else the recipe's)."""
     mixing = {k: getattr(s, k) for k in ("mixup", "cutmix") if k in s.given}
     return food_learner(s.data, arch=s.arch, **mixing, **kwargs)
 
@@ -363,11 +379,11 @@ def food_run_learner(s: TrainSettings, **kwargs):
 def fit_run(
     learn,
     s: TrainSettings,  # a learner from a learner factory; settings with the recipe's values
-    dev: torch.device
-    | None = None,  # this process's device when there are several (`start_distributed`), else None
+    dev: torch.device | None = None,  # this process's device if there are several (`start_distributed`)
     t0: float | None = None,  # when the run started (for the totals); None: now
 ) -> dict:
-    "Fit with the paper's schedule in every process (DDP when there are several); rank 0 then evaluates and returns the test metrics."
+    """Fit with the paper's schedule in every process (DDP when there are several);
+    rank 0 then evaluates and returns the test metrics."""
     t0, rank, distributed = time.time() if t0 is None else t0, rank_distrib(), dev is not None
     if not s.quiet:
         print("\n".join(run_header(learn, s)), flush=True)
@@ -391,7 +407,8 @@ def fit_run(
 
 @contextmanager
 def _alone(distributed):
-    "Rank 0 evaluates the test set by itself: fastai gathers predictions whenever WORLD_SIZE > 1, so hide it meanwhile."
+    """Rank 0 evaluates the test set by itself:
+    fastai gathers predictions whenever WORLD_SIZE > 1, so hide it meanwhile."""
     ws = os.environ.get("WORLD_SIZE")
     if distributed:
         os.environ["WORLD_SIZE"] = "1"
@@ -407,7 +424,8 @@ def _default(f, k):
 
 
 def package_version() -> str | None:
-    "The installed package's version, from its metadata (None when the source tree runs without being installed)."
+    """The installed package's version,
+    from its metadata (None when the source tree runs without being installed)."""
     try:
         return version("resvmamba")
     except PackageNotFoundError:
@@ -415,7 +433,8 @@ def package_version() -> str | None:
 
 
 def save_config(learn, s: TrainSettings):
-    "Write `config.json` into the run folder: the settings, the model's name and overrides, the class names, the versions."
+    """Write `config.json` into the run folder:
+    the settings, the model's name and overrides, the class names, the versions."""
     kw = run_overrides(s)
     overrides = {k: v for k, v in kw.items() if k in MODEL_KEYS}
     tfm = dict(
@@ -448,7 +467,8 @@ def save_config(learn, s: TrainSettings):
 
 
 def _student(model) -> dict:
-    "What rebuilds a distilled run's `LRStudent` around its classifier: the front, the factor and the SR net's size."
+    """What rebuilds a distilled run's `LRStudent` around its classifier:
+    the front, the factor and the SR net's size."""
     sr = (
         dict(channels=model.front.head[0].out_channels, n_blocks=len(model.front.blocks))
         if model.front_name == "sr"
@@ -458,7 +478,8 @@ def _student(model) -> dict:
 
 
 def _write_json(f: Path, obj):
-    "JSON that any reader accepts: NaN and infinities become null, paths strings; written whole, then renamed."
+    """JSON that any reader accepts: NaN and infinities become null, paths strings;
+    written whole, then renamed."""
     clean = lambda o: (
         {k: clean(v) for k, v in o.items()}
         if isinstance(o, dict)
@@ -490,7 +511,8 @@ def read_config(f) -> dict:
             f" ({e.msg} at line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
         )
         raise ValueError(
-            f"{f} is not valid JSON{where}: truncated or damaged; expected the config.json that resvmamba_train writes"
+            f"{f} is not valid JSON{where}: truncated or damaged; expected the config.json that "
+            "resvmamba_train writes"
         ) from None
     missing = [k for k in CONFIG_KEYS if k not in cfg] if isinstance(cfg, dict) else list(CONFIG_KEYS)
     if missing:
@@ -501,7 +523,8 @@ def read_config(f) -> dict:
 
 # %% ../nbs/10_train.ipynb #5c3aefd3
 def predict_test_set(learn) -> tuple[np.ndarray, np.ndarray, float]:
-    "Predicted and true classes of the test set (EMA weights when the learner keeps an EMA), and the mean test loss."
+    """Predicted and true classes of the test set (EMA weights when the learner keeps an EMA),
+    and the mean test loss."""
     learn.remove_cbs(
         [c for c in learn.cbs if isinstance(c, (CSVLogger, PlainLog))]
     )  # predicting must not touch the log
@@ -548,7 +571,8 @@ def plot_confusion(cm: np.ndarray, names, fname=None):
 
 # %% ../nbs/10_train.ipynb #586c789f
 def totals_line(tp: dict) -> str:
-    "The training's totals: epochs, time, throughput and peak GPU memory (chapter 09's `learn.throughput_totals`)."
+    """The training's totals: epochs, time,
+    throughput and peak GPU memory (chapter 09's `learn.throughput_totals`)."""
     mem = (
         f"peak GPU memory {tp['peak_mem_gib']:.2f} GiB"
         if tp.get("peak_mem_gib") is not None
@@ -562,7 +586,10 @@ def totals_line(tp: dict) -> str:
 
 def evaluate(learn, s: TrainSettings, t0: float, t_fit: float, processes: int = 1) -> dict:
     out = s.out
-    "Curves, the test report (top-1/top-5, per-class accuracy, confusion matrix), EMA weights and `test.json` of a finished run."
+    (
+        "Curves, the test report (top-1/top-5, per-class accuracy, confusion matrix), EMA weights and "
+        "`test.json` of a finished run."
+    )
     if getattr(learn.recorder, "values", None):
         plot_curves(learn, out / "curves.png")
         plt.close("all")  # none when resume found the run finished
@@ -612,8 +639,8 @@ def evaluate(learn, s: TrainSettings, t0: float, t_fit: float, processes: int = 
     if tp and not s.quiet:
         print(totals_line(tp), flush=True)
     print(
-        f"test top-1 {top1:.3f}  top-5 {top5:.3f}  (chance {1 / n:.3f} / {min(5, n) / n:.3f}; {len(targ)} test images, {n} classes; "
-        f"{res['seconds']:.0f} s; run folder {out})",
+        f"test top-1 {top1:.3f}  top-5 {top5:.3f}  (chance {1 / n:.3f} / {min(5, n) / n:.3f}; "
+        f"{len(targ)} test images, {n} classes; {res['seconds']:.0f} s; run folder {out})",
         flush=True,
     )
     return res
@@ -623,7 +650,7 @@ _IN_CLI = ("train", "resvmamba_train", "load_run")  # the command's module has t
 
 
 def __getattr__(name):
-    "The command's names, for code and console scripts installed by earlier versions that import them from here."
+    "The command's names, for code and console scripts of earlier versions that import them from here."
     if name in _IN_CLI:
         return getattr(importlib.import_module("resvmamba.cli"), name)
     raise AttributeError(f"module 'resvmamba.train' has no attribute {name!r}")

@@ -30,7 +30,8 @@ except ImportError:  # macOS, Windows: PyTorch brings no Triton there
 # %% ../nbs/04_triton_scan.ipynb #09c8d996
 @triton.jit
 def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
-    "Offset of step t of route k in what the route reads: the image (h*W + w), or with CONTIG a column route's (W, H) copy."
+    """Offset of step t of route k in what the route reads:
+    the image (h*W + w), or with CONTIG a column route's (W, H) copy."""
     if k >= 2:
         t = L - 1 - t  # reversed routes walk the same path backwards
     if (k % 2) * (1 - CONTIG) == 1:
@@ -42,7 +43,8 @@ def _step_offset(t, k: tl.constexpr, H, W, L, CONTIG: tl.constexpr):
 
 @triton.jit
 def _route_slot(k: tl.constexpr, b, CONTIG: tl.constexpr):
-    "Index of route k's (Δ, B, C) plane: 4 per image in the image layout; with CONTIG a column route's copy holds 2 per image."
+    """Index of route k's (Δ, B, C) plane: 4 per image in the image layout;
+    with CONTIG a column route's copy holds 2 per image."""
     if CONTIG * (k % 2) == 1:
         return b * 2 + k // 2
     else:
@@ -57,7 +59,8 @@ def _first_order(a1, b1, a2, b2):
 
 @triton.jit
 def _softplus(v):
-    "log(1 + e^v) = max(v, 0) + log1p(e^-|v|), log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."
+    """log(1 + e^v) = max(v, 0) + log1p(e^-|v|),
+    log1p by Kahan's trick (no libdevice, so the interpreter runs it too)."""
     z = tl.exp(-tl.abs(v))
     w = 1.0 + z
     return tl.maximum(v, 0.0) + tl.where(w == 1.0, z, tl.log(w) * z / (w - 1.0))
@@ -65,7 +68,8 @@ def _softplus(v):
 
 @triton.jit
 def _to_acc(v, ACC: tl.constexpr, PTX: tl.constexpr):
-    "Cast a loaded tile to the accumulation dtype; half tiles through PTX's cvt on the GPU (PTX=True), see above."
+    """Cast a loaded tile to the accumulation dtype;
+    half tiles through PTX's cvt on the GPU (PTX=True), see above."""
     if PTX and v.dtype == tl.bfloat16:
         return tl.inline_asm_elementwise(
             "cvt.f32.bf16 $0, $1;", "=r,h", [v], dtype=tl.float32, is_pure=True, pack=1
@@ -95,7 +99,8 @@ def _load_dt(
 # %% ../nbs/04_triton_scan.ipynb #ae63744e
 @triton.jit
 def _route_ptr(k: tl.constexpr, CONTIG: tl.constexpr, image_ptr, copy_ptr):
-    "The buffer route k reads or writes: the column routes' transposed copy with CONTIG, else the image layout."
+    """The buffer route k reads or writes:
+    the column routes' transposed copy with CONTIG, else the image layout."""
     if CONTIG * (k % 2) == 1:
         return copy_ptr
     else:
@@ -164,7 +169,8 @@ def _load_chunk(
 # %% ../nbs/04_triton_scan.ipynb #df1e5e9e
 @triton.jit
 def _discretize(dt, u, A2, Bt):
-    "a = 2^(Δ A log2 e) = e^(Δ A) and b = Δ x B, (T, BLOCK_D, N) each, from Δ, x (T, BLOCK_D), A2 = A log2 e, B (T, N)."
+    """a = 2^(Δ A log2 e) = e^(Δ A) and b = Δ x B, (T, BLOCK_D, N) each, from Δ, x (T, BLOCK_D),
+    A2 = A log2 e, B (T, N)."""
     a = tl.exp2(dt[:, :, None] * A2[None, :, :])
     bu = (dt * u)[:, :, None] * Bt[:, None, :]
     return a, bu
@@ -172,7 +178,8 @@ def _discretize(dt, u, A2, Bt):
 # %% ../nbs/04_triton_scan.ipynb #b9e1e2b1
 @triton.jit
 def _scan_chunk(a, bu, h):
-    "Every state h_t = a_t h_{t-1} + b_t of the chunk (T, BLOCK_D, N), from the state h (BLOCK_D, N) entering it."
+    """Every state h_t = a_t h_{t-1} + b_t of the chunk (T, BLOCK_D, N),
+    from the state h (BLOCK_D, N) entering it."""
     ac, bc = tl.associative_scan((a, bu), 0, _first_order)  # the prefix maps of the chunk
     return ac * h[None, :, :] + bc
 
@@ -196,7 +203,8 @@ def _contract(hh, Ct, u, Dk, HAS_D: tl.constexpr):
 def _save_states(
     hs_ptr, h, hh, bk, c, n_save, Dm, L, d, dm, N: tl.constexpr, T: tl.constexpr, T_SAVE: tl.constexpr
 ):
-    "Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks): h, then hh at piece ends."
+    """Checkpoint the states entering each T_SAVE-step piece of chunk c (the backward's chunks):
+    h, then hh at piece ends."""
     n = tl.arange(0, N)
     for s in tl.static_range(T // T_SAVE):
         if s == 0:
@@ -299,7 +307,8 @@ def _adjoint(f1, q1, r1, f2, q2, r2):
 # %% ../nbs/04_triton_scan.ipynb #3c69809b
 @triton.jit
 def _adjoint_scan(a, dy, Ct, carry):
-    "g_t = C_t ȳ_t + a_{t+1} g_{t+1} over the chunk (T, BLOCK_D, N), with carry = a g entering from the later chunk."
+    """g_t = C_t ȳ_t + a_{t+1} g_{t+1} over the chunk (T, BLOCK_D, N),
+    with carry = a g entering from the later chunk."""
     c_flip = tl.flip(dy[:, :, None] * Ct[:, None, :], 0)
     _, q, r = tl.associative_scan((tl.flip(a, 0), tl.full(a.shape, 1.0, a.dtype), c_flip), 0, _adjoint)
     return tl.flip(r, 0) + tl.flip(q, 0) * carry[None, :, :]
@@ -307,7 +316,8 @@ def _adjoint_scan(a, dy, Ct, carry):
 # %% ../nbs/04_triton_scan.ipynb #33aab6c0
 @triton.jit
 def _local_grads(g, hh, bu, u, v, dt, Bt, A, dy, Dk, m, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr):
-    "dx, dΔ (T, BLOCK_D), and the chunk's shares of dA (BLOCK_D, N) and dD (BLOCK_D,), from g and the states h."
+    """dx, dΔ (T, BLOCK_D), and the chunk's shares of dA (BLOCK_D, N) and dD (BLOCK_D,),
+    from g and the states h."""
     ga = g * (hh - bu)  # g_t a_t h_{t-1}, since a_t h_{t-1} = h_t - b_t
     gB = g * Bt[:, None, :]
     du = tl.sum(gB, 2) * dt
@@ -467,7 +477,8 @@ def _tiles(N, L, backward=False, interp=None):
 
 
 def _contiguous(L, backward):
-    "Do the column routes read transposed copies? Measured: the forward gains above L = 256, the backward above L = 64."
+    """Do the column routes read transposed copies? Measured:
+    the forward gains above L = 256, the backward above L = 64."""
     if CONTIG is not None:
         return CONTIG
     if _interpreting():
@@ -476,12 +487,14 @@ def _contiguous(L, backward):
 
 
 def _acc(x):
-    "Accumulation dtype: float32 for half, bfloat16 and float32 inputs; float64 stays float64 (for gradcheck)."
+    """Accumulation dtype: float32 for half, bfloat16 and float32 inputs;
+    float64 stays float64 (for gradcheck)."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _state_dtype(x):
-    "Checkpoint dtype: bfloat16 for half inputs (float32's range, the inputs' precision), else the accumulation dtype."
+    """Checkpoint dtype: bfloat16 for half inputs (float32's range, the inputs' precision),
+    else the accumulation dtype."""
     return torch.bfloat16 if x.dtype in (torch.bfloat16, torch.float16) else _acc(x)
 
 
@@ -492,7 +505,8 @@ def _empty(shape, like, dtype):
 
 
 def _column_copies(x, *per_route):
-    "x, and routes 1 and 3 of each per-route input, transposed to (..., W, H): the column routes then walk memory in order."
+    """x, and routes 1 and 3 of each per-route input, transposed to (..., W, H):
+    the column routes then walk memory in order."""
     return [x.transpose(-1, -2).contiguous()] + [t[:, 1::2].transpose(-1, -2).contiguous() for t in per_route]
 
 
@@ -507,7 +521,8 @@ def _check_device(x):
 def _scan_fwd(
     x, delta, A, B, C, D, delta_bias, delta_softplus, save_states, tiles=None, t_save=None, contig=None
 ):
-    "Launch the forward kernel; returns (y in float32/float64, the states entering every `t_save` steps, or None)."
+    """Launch the forward kernel; returns
+    (y in float32/float64, the states entering every `t_save` steps, or None)."""
     kernels = _kernels()  # first: a missing Triton is reported by name
     _check_device(x)
     Bsz, Dm, H, W = x.shape
@@ -561,7 +576,8 @@ def _scan_fwd(
 
 # %% ../nbs/04_triton_scan.ipynb #65224868
 def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None, contig=None):
-    "Launch the backward kernel from the forward's chunk checkpoints `hs`; returns the seven gradients (float32/64)."
+    """Launch the backward kernel from the forward's chunk checkpoints `hs`;
+    returns the seven gradients (float32/64)."""
     kernels = _kernels()  # first: a missing Triton is reported by name
     _check_device(x)
     Bsz, Dm, H, W = x.shape
@@ -742,7 +758,8 @@ def cross_selective_scan_triton(
     delta_bias=None,  # per-route Δ bias, (4, Dm)
     delta_softplus=True,  # softplus on Δ + bias?
 ):
-    "Chapter 03's `cross_selective_scan_ref` as one fused Triton kernel (with a Triton backward); (B, Dm, H, W) in x.dtype."
+    """Chapter 03's `cross_selective_scan_ref` as one fused Triton kernel (with a Triton backward);
+    (B, Dm, H, W) in x.dtype."""
     _check_inputs(x, delta, A, B, C, D, delta_bias)
     ins = [None if t is None else t.contiguous() for t in (x, delta, A, B, C, D, delta_bias)]
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ins)
@@ -764,7 +781,8 @@ def cross_selective_scan(
     delta_softplus=True,
     backend="auto",  # "reference" (sequential loop), "parallel" (PyTorch parallel scan), "triton", or "auto"
 ):
-    "The four-route selective scan of chapter 03 by a chosen implementation; 'auto' is 'triton' on CUDA, else 'parallel'."
+    """The four-route selective scan of chapter 03 by a chosen implementation;
+    'auto' is 'triton' on CUDA, else 'parallel'."""
     if backend not in _BACKENDS:
         raise ValueError(f"cross_selective_scan: unknown backend {backend!r}; valid backends are {_BACKENDS}")
     if backend == "auto":

@@ -23,7 +23,8 @@ from .models import register_family
 
 # %% ../nbs/11_vim.ipynb #5bacbf82
 class PatchEmbed(nn.Module):
-    "Overlapping patches: a `patch_size` convolution moved by `stride`, flattened row-major; `(B, 3, H, W) -> (B, M, C)`."
+    """Overlapping patches: a `patch_size` convolution moved by `stride`, flattened row-major;
+    `(B, 3, H, W) -> (B, M, C)`."""
 
     def __init__(self, img_size=224, patch_size=16, stride=8, in_chans=3, embed_dim=192):
         super().__init__()
@@ -35,7 +36,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride)
 
     def grid_for(self, H, W):
-        "Patches per column and per row for an H×W image: ((H - patch) // stride + 1, (W - patch) // stride + 1)."
+        """Patches per column and per row for an H×W image:
+        ((H - patch) // stride + 1, (W - patch) // stride + 1)."""
         if min(H, W) < self.patch_size:
             raise ValueError(f"a {H}×{W} image is smaller than one patch ({self.patch_size})")
         return ((H - self.patch_size) // self.stride + 1, (W - self.patch_size) // self.stride + 1)
@@ -48,7 +50,8 @@ VIM_SCAN_BACKENDS = ("auto", "parallel", "reference")
 
 
 class BiMamba(nn.Module):
-    'Vim\'s bidirectional Mamba mixer ("bimamba v2"): one in_proj, a forward and a backward S6 branch, one out_proj; `(B, L, C) -> (B, L, C)`.'
+    """Vim's bidirectional Mamba mixer ("bimamba v2"):
+    one in_proj, a forward and a backward S6 branch, one out_proj; `(B, L, C) -> (B, L, C)`."""
 
     def __init__(
         self,
@@ -76,7 +79,8 @@ class BiMamba(nn.Module):
         R = self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         N = self.d_state = d_state
         self.d_model, self.d_conv, self.scan_backend = d_model, d_conv, scan_backend
-        # S4D-real A = -(1..N) and unit D for each branch; parameters first, in the official state dict's order
+        # S4D-real A = -(1..N) and unit D for each branch; parameters first, in the official state dict's
+        # order
         self.A_log, self.D = nn.Parameter(s4d_real_A_logs(N, d, 1)), nn.Parameter(torch.ones(d))
         self.A_b_log, self.D_b = nn.Parameter(s4d_real_A_logs(N, d, 1)), nn.Parameter(torch.ones(d))
         self.in_proj = nn.Linear(d_model, 2 * d, bias=False)
@@ -108,7 +112,8 @@ def branch(
     z,  # (B, d, L) each, already in this branch's reading order
     backward=False,
 ):  # use the backward branch's weights (conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b)?
-    "One S6 branch: causal depthwise conv + SiLU, Δ/B/C from x, selective scan with skip D, gated by SiLU(z); `(B, d, L)`."
+    """One S6 branch: causal depthwise conv + SiLU, Δ/B/C from x, selective scan with skip D,
+    gated by SiLU(z); `(B, d, L)`."""
     b = "_b" if backward else ""
     conv, x_proj, dt_proj = (getattr(self, n + b) for n in ("conv1d", "x_proj", "dt_proj"))
     L = x.shape[-1]
@@ -126,7 +131,7 @@ def branch(
 
 @patch
 def forward(self: BiMamba, h):  # tokens (B, L, C)
-    "in_proj → forward branch, backward branch on the flipped sequence (flipped back) → mean → out_proj; `(B, L, C)`."
+    "in_proj → forward and backward (flipped, then flipped back) branches → mean → out_proj; `(B, L, C)`."
     if h.ndim != 3 or h.shape[-1] != self.d_model:
         raise ValueError(f"BiMamba expects tokens (B, L, {self.d_model}), got {tuple(h.shape)}")
     x, z = self.in_proj(h).mT.chunk(2, dim=1)  # (B, d, L) each
@@ -157,7 +162,8 @@ class VimBlock(nn.Module):
 
 # %% ../nbs/11_vim.ipynb #9293b37d
 class Vim(nn.Module):
-    "Vision Mamba: overlapping patches, a middle class token, bidirectional Mamba blocks; `(B, 3, H, W) -> (B, num_classes)`."
+    """Vision Mamba: overlapping patches, a middle class token, bidirectional Mamba blocks;
+    `(B, 3, H, W) -> (B, num_classes)`."""
 
     def __init__(
         self,
@@ -237,7 +243,8 @@ class Vim(nn.Module):
 # %% ../nbs/11_vim.ipynb #49e0b0d9
 @patch
 def init_weights(self: Vim):
-    "Vim's official init (see the text): trunc-normal(0.02) tokens and head, LeCun-normal patches, Δ biases, out_proj / √depth."
+    """Vim's official init (see the text):
+    trunc-normal(0.02) tokens and head, LeCun-normal patches, Δ biases, out_proj / √depth."""
     trunc_normal_(self.pos_embed, std=0.02)
     trunc_normal_(self.cls_token, std=0.02)
     lecun_normal_(self.patch_embed.proj.weight)
@@ -260,7 +267,8 @@ def cls_index_for(self: Vim, M):
 
 @patch
 def _pos_embed_for(self: Vim, grid):
-    "The position embeddings for a patch grid: as built, or (dynamic_img_size) the patch part resampled bicubically."
+    """The position embeddings for a patch grid:
+    as built, or (dynamic_img_size) the patch part resampled bicubically."""
     if grid == self.patch_embed.grid:
         return self.pos_embed
     t0 = self.cls_index_for(self.patch_embed.num_patches)
@@ -273,7 +281,7 @@ def _pos_embed_for(self: Vim, grid):
 
 @patch
 def embed(self: Vim, x):  # images (B, in_chans, H, W)
-    "Patch tokens with the class token inserted at `cls_index_for(M)`, plus position embeddings: `(B, M+1, C)`."
+    "Patch tokens, the class token inserted at `cls_index_for(M)`, plus position embeddings: `(B, M+1, C)`."
     if x.ndim != 4 or x.shape[1] != self.in_chans:
         raise ValueError(f"Vim expects images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
     grid, S = self.patch_embed.grid_for(*x.shape[-2:]), self.patch_embed.img_size

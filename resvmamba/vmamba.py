@@ -43,7 +43,8 @@ def vmamba_stage(
     out_dim=None,  # channels after patch merging; None = last stage, no merging
     **block_kwargs,
 ):  # passed to every VSSBlock
-    "One stage, named as in the official code: `blocks` (VSSBlocks), then `downsample` (PatchMerging2D or Identity)."
+    """One stage, named as in the official code:
+    `blocks` (VSSBlocks), then `downsample` (PatchMerging2D or Identity)."""
     return nn.Sequential(
         OrderedDict(
             blocks=nn.Sequential(*[VSSBlock(dim, drop_path=dp, **block_kwargs) for dp in drop_paths]),
@@ -53,7 +54,8 @@ def vmamba_stage(
 
 
 def stage_drop_paths(depths, rate):
-    "Per stage, the drop-path rate of each block: `rate·j/(n-1)` for block j of all n (the official linspace)."
+    """Per stage, the drop-path rate of each block:
+    `rate·j/(n-1)` for block j of all n (the official linspace)."""
     n = sum(depths)  # Python floats, not torch.linspace, so the model can be built on the meta device
     rates = [rate * j / max(n - 1, 1) for j in range(n)]
     return [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(len(depths))]
@@ -322,7 +324,8 @@ def forward(self: VMamba, x):
     return self.forward_head(self.forward_features(x))
 
 # %% ../nbs/06_vmamba.ipynb #7fa360fd
-VMAMBA_CONFIGS = dict(  # size -> what differs from VMamba's defaults; chapter 07b registers each as create_model("vmamba_<size>")
+# size -> what differs from VMamba's defaults; chapter 07b registers each as create_model("vmamba_<size>")
+VMAMBA_CONFIGS = dict(
     tiny=dict(depths=(2, 2, 9, 2), dims=96, drop_path_rate=0.2),  # VMamba-T
     small=dict(depths=(2, 2, 27, 2), dims=96, drop_path_rate=0.3),  # VMamba-S
     base=dict(depths=(2, 2, 27, 2), dims=128, drop_path_rate=0.5),  # VMamba-B
@@ -361,7 +364,8 @@ def no_weight_decay(self: VMamba):
 
 @patch
 def set_grad_checkpointing(self: VMamba, enable=True):
-    "Recompute each block's activations in the backward instead of storing them (less memory, ~1/3 more compute)."
+    """Recompute each block's activations in the backward instead of storing them
+    (less memory, ~1/3 more compute)."""
     self.grad_checkpointing = enable
 
 # %% ../nbs/06_vmamba.ipynb #b7c10005
@@ -375,7 +379,8 @@ def forward_intermediates(
     output_fmt="NCHW",  # "NCHW" or "NHWC" (the model's own channels-last layout)
     intermediates_only=False,
 ):  # return only the stage features
-    "timm's feature API: each chosen stage's features (its blocks' output), and the final features unless `intermediates_only`."
+    """timm's feature API: each chosen stage's features (its blocks' output),
+    and the final features unless `intermediates_only`."""
     if output_fmt not in ("NCHW", "NHWC"):
         raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
     take, max_index = feature_take_indices(len(self.layers), indices)
@@ -410,7 +415,8 @@ def meta_model(fn, **kwargs):
 
 # %% ../nbs/06_vmamba.ipynb #c308c4cd
 def scan_flops(batch, L, channels, d_state, with_D=True):
-    "Multiply-accumulates of one selective scan over `channels` sequences of length `L`: 9·B·L·D·N (+ B·L·D for D)."
+    """Multiply-accumulates of one selective scan over `channels` sequences of length `L`:
+    9·B·L·D·N (+ B·L·D for D)."""
     return 9 * batch * L * channels * d_state + (batch * L * channels if with_D else 0)
 
 
@@ -440,11 +446,12 @@ def count_flops(
 
 # %% ../nbs/06_vmamba.ipynb #9cd53e68
 class CheckpointError(ValueError):
-    "A checkpoint that cannot be read, or that holds no weights in the expected layout (a `ValueError`, so older `except ValueError` code still catches it)."
+    "An unreadable checkpoint, or one without weights in the expected layout (a `ValueError` for older code)."
 
 
 def _cause(e: BaseException) -> str:
-    "An exception's own words, in one line: an OS error's reason (`No space left on device`), else its first line."
+    """An exception's own words, in one line:
+    an OS error's reason (`No space left on device`), else its first line."""
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     said = str(e).strip().splitlines()
@@ -452,7 +459,8 @@ def _cause(e: BaseException) -> str:
 
 
 def _text_start(head: bytes) -> str | None:
-    "The first line of `head` (spaces collapsed, at most 40 characters) if the bytes are text (UTF-8, no NUL), else None."
+    """The first line of `head` (spaces collapsed, at most 40 characters) if the bytes are text
+    (UTF-8, no NUL), else None."""
     if b"\0" in head:
         return None
     for cut in range(4):  # the read may end inside a multi-byte character
@@ -470,7 +478,8 @@ def _text_start(head: bytes) -> str | None:
 
 
 def _not_torch(head: bytes, size: int) -> str | None:
-    "What a file of `size` bytes starting with `head` is, if it cannot be a PyTorch file; None if it may be one."
+    """What a file of `size` bytes starting with `head` is, if it cannot be a PyTorch file;
+    None if it may be one."""
     start = _text_start(head)
     if start is not None:
         return f"a text file, {size:,} bytes, starts with {start!r}"
@@ -490,12 +499,16 @@ def _load_problem(e: BaseException, head: bytes, size: int) -> str:
     if head.startswith(b"PK") or isinstance(
         e, EOFError
     ):  # a zip archive is read from its end: a cut one fails there
-        return f"is truncated or damaged ({size:,} bytes; {_cause(e)}); expected a complete file written by torch.save"
+        return (
+            f"is truncated or damaged ({size:,} bytes; {_cause(e)}); expected a complete file written "
+            "by torch.save"
+        )
     return f"could not be read ({type(e).__name__}: {_cause(e)}); expected a file written by torch.save"
 
 
 def read_checkpoint(path):  # a file written by torch.save
-    "`torch.load(path, weights_only=True)` on the CPU, or an error naming the file, what is wrong with it and what was expected."
+    """`torch.load(path, weights_only=True)` on the CPU, or an error naming the file,
+    what is wrong with it and what was expected."""
     f = Path(path)
     if not f.exists():
         raise FileNotFoundError(f"checkpoint {f} does not exist; expected a file written by torch.save")
@@ -549,10 +562,12 @@ def vmamba_checkpoint_filter(
     # "model_ema" (official EMA), "ema" (this package's training checkpoints)
     source="checkpoint",
 ):  # how error messages name it, e.g. the file
-    "The state dict under `key` (or `checkpoint` itself, if it is a plain state dict), with `self_attention` renamed `op`."
+    """The state dict under `key` (or `checkpoint` itself, if it is a plain state dict),
+    with `self_attention` renamed `op`."""
     if not isinstance(checkpoint, dict):
         raise CheckpointError(
-            f"{source} holds a {type(checkpoint).__name__}; expected a dict: a state dict, or one under {key!r}"
+            f"{source} holds a {type(checkpoint).__name__}; expected a dict: a state dict, or one "
+            f"under {key!r}"
         )
     if isinstance(checkpoint.get(key), dict):
         checkpoint = checkpoint[key]
@@ -594,7 +609,8 @@ def load_state_strict(
     optional=(),  # key prefixes the model may have and `sd` lack: those tensors keep their init
     allow_nonfinite=False,
 ):  # True: load NaN/inf weights with a warning; None: do not look (the caller has)
-    "Load `sd` into `model` if every key and shape fits, else raise a `CheckpointError` listing what does not; True if the head was left out."
+    """Load `sd` into `model` if every key and shape fits,
+    else raise a `CheckpointError` listing what does not; True if the head was left out."""
     if not isinstance(sd, dict):
         raise CheckpointError(
             f"{source} holds a {type(sd).__name__}; expected a state dict (parameter name -> tensor)"
@@ -634,7 +650,7 @@ def load_state_strict(
 # %% ../nbs/06_vmamba.ipynb #b7c10011
 def load_vmamba_checkpoint(
     model,  # a VMamba (or ResVMamba)
-    checkpoint,  # a file (official VMamba v0, this package's training checkpoint or EMA file), or its contents
+    checkpoint,  # a file (official VMamba v0, this package's training checkpoint or EMA file) or its contents
     key="model",  # where the weights are: "model", "model_ema" (official EMA), "ema" (our training EMA)
     verbose=True,  # print what was re-initialised or kept
     allow_nonfinite=False,
@@ -645,7 +661,8 @@ def load_vmamba_checkpoint(
         checkpoint = read_checkpoint(checkpoint)
     elif not isinstance(checkpoint, dict):
         raise TypeError(
-            f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), got a {type(checkpoint).__name__}"
+            f"checkpoint must be a file path or a dict (a state dict, or one under {key!r}), got a "
+            f"{type(checkpoint).__name__}"
         )
     sd = vmamba_checkpoint_filter(checkpoint, key, source)
     optional = tuple(getattr(model, "checkpoint_optional_prefixes", ()))
