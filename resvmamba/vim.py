@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['VIM_SCAN_BACKENDS', 'VIM_CONFIGS', 'VIM_PRETRAINED_CFGS', 'VIM_HEAD_KEYS', 'VIM_MODELS', 'PatchEmbed', 'BiMamba',
-           'VimBlock', 'Vim', 'vim_tiny', 'vim_test', 'load_vim_checkpoint']
+           'VimBlock', 'Vim', 'load_vim_checkpoint']
 
 # %% ../nbs/11_vim.ipynb #dee68d52
 import math
@@ -351,16 +351,6 @@ VIM_PRETRAINED_CFGS = dict(
     ),
     test=dict(input_size=(3, 64, 64), first_conv="patch_embed.proj", classifier="head", pool_size=None),
 )
-
-
-def vim_tiny(**kwargs):
-    "Vim-Tiny: C 192, 24 blocks, N 16, patches 16 every 8 px at 224²."
-    return Vim(**{**VIM_CONFIGS["tiny"], **kwargs})
-
-
-def vim_test(**kwargs):
-    "A two-block Vim on 64² images for tests (C 32, N 4, patches 8 every 4 px)."
-    return Vim(**{**VIM_CONFIGS["test"], **kwargs})
 
 # %% ../nbs/11_vim.ipynb #3782987d
 VIM_HEAD_KEYS = ("head.weight", "head.bias")

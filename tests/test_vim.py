@@ -3,6 +3,7 @@ checkpoints."""
 
 import copy
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from resvmamba.models import create_model
-from resvmamba.vim import BiMamba, VimBlock, load_vim_checkpoint, vim_test, vim_tiny
+from resvmamba.vim import BiMamba, VimBlock, load_vim_checkpoint
 from resvmamba.vmamba import meta_model
+
+# the presets, built by name as the package builds them, with the official 1000-class head by default
+vim_tiny = partial(create_model, "vim_tiny", num_classes=1000)
+vim_test = partial(create_model, "vim_test", num_classes=1000)
 
 # official Vim-Tiny names and shapes
 KEYS = Path(__file__).resolve().parent / "data" / "vim_keys" / "vim_tiny_1000.json"
