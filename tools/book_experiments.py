@@ -66,12 +66,34 @@ def _food_top1(learn, dl):
     return float((probs.argmax(1) == targs).float().mean()), probs.argmax(1).tolist(), targs.tolist()
 
 
+def _fit_and_score(learn, task):
+    "Train with `fit_paper` and the task's recipe; the record: validation curve, test top-1, sizes, time."
+    from resvmamba.data import food_test_dl
+
+    t0 = time.time()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_paper(task["epochs"], lr=task["lr"], warmup=task["warmup"])
+    names = learn.recorder.metric_names[1:-1]
+    curve = [float(r[names.index("top-1")]) for r in learn.recorder.values]
+    top1, preds, targs = _food_top1(learn, food_test_dl(learn.dls))
+    return dict(
+        task,
+        valid_top1=curve[-1],
+        valid_curve=curve,
+        test_top1=top1,
+        seconds=time.time() - t0,
+        n_train=len(learn.dls.train_ds),
+        n_valid=len(learn.dls.valid_ds),
+        n_test=len(targs),
+        train_loss=float(learn.recorder.values[-1][0]),
+    )
+
+
 def run_food(task):
     "Chapter 07 (and 12's teacher): one `food_learner` run; validation and test top-1."
     _setup()
     from fastai.torch_core import set_seed
 
-    from resvmamba.data import food_test_dl
     from resvmamba.learner import food_learner
 
     set_seed(task["seed"], reproducible=True)
@@ -92,23 +114,7 @@ def run_food(task):
         **LIGHT_AUG,
         **over,
     )
-    t0 = time.time()
-    with learn.no_bar(), learn.no_logging():
-        learn.fit_paper(task["epochs"], lr=task["lr"], warmup=task["warmup"])
-    names = learn.recorder.metric_names[1:-1]
-    curve = [float(r[names.index("top-1")]) for r in learn.recorder.values]
-    top1, preds, targs = _food_top1(learn, food_test_dl(learn.dls))
-    res = dict(
-        task,
-        valid_top1=curve[-1],
-        valid_curve=curve,
-        test_top1=top1,
-        seconds=time.time() - t0,
-        n_train=len(learn.dls.train_ds),
-        n_valid=len(learn.dls.valid_ds),
-        n_test=len(targs),
-        train_loss=float(learn.recorder.values[-1][0]),
-    )
+    res = _fit_and_score(learn, task)
     if getattr(learn.model, "residual", None) == "trained":
         res["residual_norms"] = [
             float(learn.model.residuals[k].proj.weight.norm()) for k in sorted(learn.model.residuals)
@@ -121,7 +127,6 @@ def run_student(task):
     _setup()
     from fastai.torch_core import set_seed
 
-    from resvmamba.data import food_test_dl
     from resvmamba.distill import distill_learner
 
     set_seed(task["seed"], reproducible=True)
@@ -143,23 +148,7 @@ def run_student(task):
         **LIGHT_AUG,
         **CH12[task["way"]],
     )
-    t0 = time.time()
-    with learn.no_bar(), learn.no_logging():
-        learn.fit_paper(task["epochs"], lr=task["lr"], warmup=task["warmup"])
-    names = learn.recorder.metric_names[1:-1]
-    curve = [float(r[names.index("top-1")]) for r in learn.recorder.values]
-    top1, preds, targs = _food_top1(learn, food_test_dl(learn.dls))
-    return dict(
-        task,
-        valid_top1=curve[-1],
-        valid_curve=curve,
-        test_top1=top1,
-        seconds=time.time() - t0,
-        n_train=len(learn.dls.train_ds),
-        n_valid=len(learn.dls.valid_ds),
-        n_test=len(targs),
-        terms=learn.distill.history,
-    )
+    return _fit_and_score(learn, task) | dict(terms=learn.distill.history)
 
 
 def run_medmamba(task):
