@@ -85,15 +85,18 @@ def model_only(name, steps=20, warmup=5, bs=128, size=224, compiled=False, infer
         f"warm-up {warm_s:.1f} s, dynamo graphs {graphs}, graph breaks {breaks} {dict(c['graph_break'])}",
         flush=True,
     )
+    if not infer_steps:  # training only: a compiled model's eval mode would compile a second graph
+        infer_steps, it = None, float("nan")
     run.eval()
 
     def infer():
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
             run(x)
 
-    for _ in range(3):
-        infer()
-    it = _timed(infer, infer_steps)
+    if infer_steps:
+        for _ in range(3):
+            infer()
+        it = _timed(infer, infer_steps)
     out = dict(
         train_img_s=bs / st,
         infer_img_s=bs / it,
@@ -287,6 +290,7 @@ if __name__ == "__main__":
     ap.add_argument("--json", default=None)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--infer-steps", type=int, default=10, help="0: training only (no inference timing)")
     ap.add_argument("--workers", type=int, default=15)
     ap.add_argument("--data", default="/tmp/bench_food")
     ap.add_argument("--models", default="resvmamba_small")
@@ -352,7 +356,15 @@ if __name__ == "__main__":
                 )
             if a.compiled:
                 attempt(
-                    f"{lab} (torch.compile)", model_only, n, a.steps, a.warmup + 3, bs, size, compiled=True
+                    f"{lab} (torch.compile)",
+                    model_only,
+                    n,
+                    a.steps,
+                    a.warmup + 3,
+                    bs,
+                    size,
+                    compiled=True,
+                    infer_steps=a.infer_steps,
                 )
     if a.e2e:
         t = time.time()
