@@ -21,6 +21,7 @@ import json
 import platform
 
 import torch
+from scan_bench import inputs, rel  # this folder is on the path when run as a script
 
 import resvmamba.triton_scan as ts
 from resvmamba.triton_scan import cross_selective_scan_triton
@@ -34,6 +35,12 @@ VARIANTS = [  # (groups, backward tile): as many states a tile as the library (4
 ]
 
 
+def state_group(A, B, C, D, g, n):
+    "Group g's A, B, C (states g*n .. g*n+n-1) and D (the skip term belongs to the first group only)."
+    s = slice(g * n, (g + 1) * n)
+    return A[:, :, s].contiguous(), B[:, :, s].contiguous(), C[:, :, s].contiguous(), D if g == 0 else None
+
+
 def split_scan(G, bwd_tiles):
     "The four-route scan as G launches of the library's kernels on N/G states each (an autograd Function)."
 
@@ -44,19 +51,7 @@ def split_scan(G, bwd_tiles):
             y, states = 0, []
             T = None if bwd_tiles is None else bwd_tiles[1]
             for g in range(G):
-                s = slice(g * n, (g + 1) * n)
-                yg, hs = ts._scan_fwd(
-                    x,
-                    delta,
-                    A[:, :, s].contiguous(),
-                    B[:, :, s].contiguous(),
-                    C[:, :, s].contiguous(),
-                    D if g == 0 else None,
-                    bias,
-                    True,
-                    True,
-                    t_save=T,
-                )
+                yg, hs = ts._scan_fwd(x, delta, *state_group(A, B, C, D, g, n), bias, True, True, t_save=T)
                 y = y + yg
                 states.append(hs)
             ctx.save_for_backward(x, delta, A, B, C, D, bias, *states)
@@ -69,43 +64,19 @@ def split_scan(G, bwd_tiles):
             dx = ddelta = dbias = 0
             dA, dB, dC, dD = [], [], [], None
             for g in range(G):
-                s = slice(g * n, (g + 1) * n)
                 gx, gdelta, gA, gB, gC, gD, gbias = ts._scan_bwd(
-                    dy,
-                    states[g],
-                    x,
-                    delta,
-                    A[:, :, s].contiguous(),
-                    B[:, :, s].contiguous(),
-                    C[:, :, s].contiguous(),
-                    D if g == 0 else None,
-                    bias,
-                    True,
-                    tiles=bwd_tiles,
+                    dy, states[g], x, delta, *state_group(A, B, C, D, g, n), bias, True, tiles=bwd_tiles
                 )
                 dx, ddelta, dbias = dx + gx, ddelta + gdelta, dbias + gbias
                 dA.append(gA)
                 dB.append(gB)
                 dC.append(gC)
-                dD = gD if g == 0 else dD
+                if g == 0:
+                    dD = gD  # D's gradient comes from the group that carries D
             grads = (dx, ddelta, torch.cat(dA, -1), torch.cat(dB, 2), torch.cat(dC, 2), dD, dbias)
             return tuple(gr.to(t.dtype) for gr, t in zip(grads, (x, delta, A, B, C, D, bias)))
 
     return lambda *ins: StateSplit.apply(*ins)
-
-
-def inputs(Bsz, Dm, H, W, dtype, device, seed=0):
-    "Random inputs in the model's ranges (as benchmarks/scan_bench.py)."
-    g = torch.Generator(device=device).manual_seed(seed)
-
-    def r(*s):
-        return torch.randn(*s, device=device, generator=g)
-
-    x = r(Bsz, Dm, H, W).to(dtype)
-    delta = (r(Bsz, 4, Dm, H, W) - 2).to(dtype)
-    A = -torch.exp(r(4, Dm, N) * 0.5)
-    B, C = r(Bsz, 4, N, H, W).to(dtype), r(Bsz, 4, N, H, W).to(dtype)
-    return [x, delta, A, B, C, r(4, Dm), r(4, Dm) * 0.5]
 
 
 def outputs(fn, ins, dy):
@@ -114,17 +85,11 @@ def outputs(fn, ins, dy):
     return [y] + list(torch.autograd.grad(y, xs, dy))
 
 
-def rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
-
-
 def max_rel(fn, ins):
     "Largest relative difference of y and the seven gradients from the library's, same inputs and dy."
-    xs = [t.detach().requires_grad_() for t in ins]
-    y0 = cross_selective_scan_triton(*xs)
-    dy = torch.randn(y0.shape, generator=torch.Generator().manual_seed(1)).to(y0.device, y0.dtype)
-    ref = [y0] + list(torch.autograd.grad(y0, xs, dy))
-    got = outputs(fn, ins, dy)
+    x = ins[0]
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x.device, x.dtype)
+    ref, got = outputs(cross_selective_scan_triton, ins, dy), outputs(fn, ins, dy)
     return max(rel(a, b) for a, b in zip(got, ref))
 
 
@@ -132,7 +97,7 @@ def check_only():
     "CPU (interpreter): the split equals the library on small odd shapes, float64 and float32."
     for dtype in (torch.float64, torch.float32):
         for Bsz, Dm, H, W in [(2, 6, 5, 7), (1, 3, 4, 4), (2, 5, 1, 9)]:
-            ins = [t.to(dtype) if t.is_floating_point() else t for t in inputs(Bsz, Dm, H, W, dtype, "cpu")]
+            ins = inputs(Bsz, Dm, H, W, N, dtype, "cpu", param_dtype=dtype)
             for G in (2, 4):
                 e = max_rel(split_scan(G, None), ins)
                 print(
@@ -185,7 +150,7 @@ def main():
     for dtype in (torch.bfloat16, torch.float32):
         for i in (int(s) for s in a.stages.split(",")):
             Dm, H = STAGES[i]
-            ins = inputs(BATCH, Dm, H, H, dtype, "cuda")
+            ins = inputs(BATCH, Dm, H, H, N, dtype)
             fns = {"library": cross_selective_scan_triton} | {
                 f"G={G} bwd {t}": split_scan(G, t) for G, t in VARIANTS
             }
