@@ -10,7 +10,7 @@ channels (fewer dB, dC partials). This times that design beside the library, in 
     PYTHONPATH=. python benchmarks/state_split_bench.py --json OUT.json            # GPU: time and check
     TRITON_INTERPRET=1 PYTHONPATH=. python benchmarks/state_split_bench.py --check-only   # CPU: check only
 
-Variants: G in {2, 4}, each at the backward tiles (BLOCK_D, T, warps) in VARIANTS; the forward keeps the
+Variants: G in {1, 2, 4}, each at the backward tiles (BLOCK_D, T, warps) in VARIANTS; the forward keeps the
 library's tile for N/G. Rows: stage, dtype, ms of forward+backward (and forward) of the library and of each
 variant, the largest relative difference of y and the seven gradients from the library's.
 """
@@ -28,10 +28,14 @@ from resvmamba.triton_scan import cross_selective_scan_triton
 
 STAGES = [(192, 56), (384, 28), (768, 14), (1536, 7)]
 BATCH, N = 128, 16
-VARIANTS = [  # (groups, backward tile): as many states a tile as the library (4, 8, 1) at N = 16, then half
+VARIANTS = [  # (groups, backward tile): states per thread as the library (4, 8, 1) at N = 16, half, quarter
     (2, (8, 8, 1)),
     (2, (4, 8, 1)),
     (4, (8, 8, 1)),
+    (1, (2, 8, 1)),  # half the channels instead of half the states: twice the dB, dC partials
+    (2, (2, 8, 1)),
+    (4, (4, 8, 1)),
+    (1, (8, 8, 2)),  # two warps, 8 channels: half the dB, dC partials, the channel sums across warps
 ]
 
 
