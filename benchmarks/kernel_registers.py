@@ -7,7 +7,8 @@ counts the registers of each tile shape before any GPU time is spent:
     TRITON_INTERPRET=0 PYTHONPATH=. python benchmarks/kernel_registers.py                 # the shipped tiles
     TRITON_INTERPRET=0 PYTHONPATH=. python benchmarks/kernel_registers.py --bwd 8:4,8,1 8:8,8,1 4:8,8,1
 
-Each `--bwd` entry is N:BLOCK_D,T,warps (bf16 inputs, float32 accumulation, column copies, D, bias, softplus).
+Each entry is N:BLOCK_D,T,warps, and a backward's may add channel blocks per program (bf16 inputs, float32
+accumulation, column copies, D, bias, softplus).
 """
 
 import argparse
@@ -62,18 +63,19 @@ def compiled(fn, constexprs, num_warps):
     return regs, (int(spill.group(1)), int(spill.group(2))), len(re.findall(r";\s*$", ptx, re.M)), mix
 
 
-def report(kind, N, tile, fn_name=None):
-    BD, T, nw = tile
+def report(kind, N, tile):
+    "One line: a kernel's registers, spills, the warps an SM can hold, and its PTX instruction mix."
+    BD, T, nw, *J = tile  # the backward's optional fourth entry: channel blocks per program
     flags = dict(CONTIG=True, HAS_D=True, HAS_BIAS=True, SOFTPLUS=True, ACC=tl.float32, PTX=True)
     common = dict(N=N, BLOCK_D=BD, T=T) | flags
     if kind == "bwd":
-        fn, cx = getattr(ts, fn_name or "_bwd_kernel"), common
+        fn, cx = ts._bwd_kernel, common | dict(J=J[0] if J else 1)
     else:
         fn, cx = ts._fwd_kernel, common | dict(T_SAVE=8, SAVE=True)
     regs, spill, n_ins, mix = compiled(fn, cx, nw)
     warps = min(64, 65536 // (32 * regs) // nw * nw)  # an SM holds at most 64 warps
     print(
-        f"{kind} N={N:2d} tile (BLOCK_D={BD}, T={T}, warps={nw}): {regs} registers, "
+        f"{kind} N={N:2d} tile {tile}: {regs} registers, "
         f"spill {spill[0]}/{spill[1]} B, ≤ {warps} warps/SM, {BD * N} states a program, "
         f"{n_ins} PTX instructions {mix}",
         flush=True,
@@ -82,7 +84,7 @@ def report(kind, N, tile, fn_name=None):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bwd", nargs="*", default=["16:4,8,1"], help="N:BLOCK_D,T,warps")
+    ap.add_argument("--bwd", nargs="*", default=["16:4,8,1"], help="N:BLOCK_D,T,warps[,blocks]")
     ap.add_argument("--fwd", nargs="*", default=["16:8,16,4"], help="N:BLOCK_D,T,warps")
     a = ap.parse_args()
     for kind, entries in (("fwd", a.fwd), ("bwd", a.bwd)):

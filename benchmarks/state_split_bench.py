@@ -1,18 +1,23 @@
-"""Fewer states per program: the scan's N states split into G groups, one kernel launch per group.
+"""Fewer states, or more channel blocks, per program: two designs for the latency-bound backward, timed beside
+the library.
 
-The scan is separable in the state index n: y = Σ_n C_n h_n + D x, and every gradient is either per-n (dA, dB,
-dC) or a sum over n (dx, dΔ, the Δ bias) plus the D terms. So running the library's own kernels on N/G states
-at a time, with D in the first group only, and adding the groups' y, dx, dΔ and bias gradients gives the same
-result as one launch on all N. A group's tile holds N/G states per channel, so a thread carries fewer
-registers (the backward's one-warp tile holds 240 at N = 16) and an SM holds more warps, or a tile holds more
-channels (fewer dB, dC partials). This times that design beside the library, in one run, and checks it:
+*Fewer states.* The scan is separable in the state index n: y = Σ_n C_n h_n + D x, and every gradient is
+either per-n (dA, dB, dC) or a sum over n (dx, dΔ, the Δ bias) plus the D terms. So running the library's
+own kernels on N/G states at a time, with D in the first group only, and adding the groups' y, dx, dΔ and
+bias gradients gives the same result as one launch on all N. A group's tile holds N/G states per channel, so
+a thread carries fewer registers (the backward's one-warp tile holds 240 at N = 16) and an SM holds more
+warps, or a tile holds more channels (fewer dB, dC partials).
+
+*More channel blocks.* The backward's `blocks` argument lets one program walk J channel blocks one after
+another, adding their dB, dC shares into one partial row: J times fewer partials written and summed, the
+same registers.
 
     PYTHONPATH=. python benchmarks/state_split_bench.py --json OUT.json            # GPU: time and check
     TRITON_INTERPRET=1 PYTHONPATH=. python benchmarks/state_split_bench.py --check-only   # CPU: check only
 
-Variants: G in {1, 2, 4}, each at the backward tiles (BLOCK_D, T, warps) in VARIANTS; the forward keeps the
-library's tile for N/G. Rows: stage, dtype, ms of forward+backward (and forward) of the library and of each
-variant, the largest relative difference of y and the seven gradients from the library's.
+Variants: (G, backward tile (BLOCK_D, T, warps), J) in VARIANTS; the forward keeps the library's tile for
+N/G. Rows: stage, dtype, ms of forward+backward (and forward) of the library and of each variant, the
+largest relative difference of y and the seven gradients from the library's.
 """
 
 import argparse
@@ -28,14 +33,16 @@ from resvmamba.triton_scan import cross_selective_scan_triton
 
 STAGES = [(192, 56), (384, 28), (768, 14), (1536, 7)]
 BATCH, N = 128, 16
-VARIANTS = [  # (groups, backward tile): states per thread as the library (4, 8, 1) at N = 16, half, quarter
-    (2, (8, 8, 1)),
-    (2, (4, 8, 1)),
-    (4, (8, 8, 1)),
-    (1, (2, 8, 1)),  # half the channels instead of half the states: twice the dB, dC partials
-    (2, (2, 8, 1)),
-    (4, (4, 8, 1)),
-    (1, (8, 8, 2)),  # two warps, 8 channels: half the dB, dC partials, the channel sums across warps
+VARIANTS = [  # (groups, backward tile, channel blocks a program); the library is (1, (4, 8, 1), 1) at N = 16
+    (2, (8, 8, 1), 1),  # as many states a thread as the library, twice the channels: half the dB, dC partials
+    (2, (4, 8, 1), 1),  # half the states a thread
+    (4, (8, 8, 1), 1),
+    (4, (4, 8, 1), 1),  # a quarter
+    (1, (8, 8, 2), 1),  # two warps, 8 channels: half the partials, the channel sums across warps
+    (1, (4, 8, 1), 2),  # the library's tile, 2, 4 or 8 channel blocks a program: as many times fewer partials
+    (1, (4, 8, 1), 4),
+    (1, (4, 8, 1), 8),
+    (2, (4, 8, 1), 4),
 ]
 
 
@@ -45,8 +52,9 @@ def state_group(A, B, C, D, g, n):
     return A[:, :, s].contiguous(), B[:, :, s].contiguous(), C[:, :, s].contiguous(), D if g == 0 else None
 
 
-def split_scan(G, bwd_tiles):
-    "The four-route scan as G launches of the library's kernels on N/G states each (an autograd Function)."
+def split_scan(G, bwd_tiles, blocks=1):
+    """The four-route scan as G launches of the library's kernels on N/G states each (an autograd Function),
+    the backward's programs walking `blocks` channel blocks each."""
 
     class StateSplit(torch.autograd.Function):
         @staticmethod
@@ -69,7 +77,15 @@ def split_scan(G, bwd_tiles):
             dA, dB, dC, dD = [], [], [], None
             for g in range(G):
                 gx, gdelta, gA, gB, gC, gD, gbias = ts._scan_bwd(
-                    dy, states[g], x, delta, *state_group(A, B, C, D, g, n), bias, True, tiles=bwd_tiles
+                    dy,
+                    states[g],
+                    x,
+                    delta,
+                    *state_group(A, B, C, D, g, n),
+                    bias,
+                    True,
+                    bwd_tiles,
+                    blocks=blocks,
                 )
                 dx, ddelta, dbias = dx + gx, ddelta + gdelta, dbias + gbias
                 dA.append(gA)
@@ -102,10 +118,11 @@ def check_only():
     for dtype in (torch.float64, torch.float32):
         for Bsz, Dm, H, W in [(2, 6, 5, 7), (1, 3, 4, 4), (2, 5, 1, 9)]:
             ins = inputs(Bsz, Dm, H, W, N, dtype, "cpu", param_dtype=dtype)
-            for G in (2, 4):
-                e = max_rel(split_scan(G, None), ins)
+            for G, J in ((2, 1), (4, 1), (1, 2), (2, 3)):
+                e = max_rel(split_scan(G, None, J), ins)
                 print(
-                    f"{str(dtype)[6:]} {(Bsz, Dm, H, W)} G={G}: max relative difference {e:.2e}", flush=True
+                    f"{str(dtype)[6:]} {(Bsz, Dm, H, W)} G={G} J={J}: max relative difference {e:.2e}",
+                    flush=True,
                 )
                 tol = 1e-12 if dtype == torch.float64 else 2e-6
                 assert e < tol, f"state split disagrees with the library: {e:.2e} > {tol:.0e}"
@@ -156,7 +173,7 @@ def main():
             Dm, H = STAGES[i]
             ins = inputs(BATCH, Dm, H, H, N, dtype)
             fns = {"library": cross_selective_scan_triton} | {
-                f"G={G} bwd {t}": split_scan(G, t) for G, t in VARIANTS
+                f"G={G} bwd {t} J={J}": split_scan(G, t, J) for G, t, J in VARIANTS
             }
             row = dict(stage=i + 1, Dm=Dm, H=H, dtype=str(dtype)[6:], fwd_bwd_ms={}, fwd_ms={}, max_rel={})
             for name, fn in fns.items():

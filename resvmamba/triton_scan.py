@@ -369,6 +369,7 @@ def _bwd_kernel(
     N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     T: tl.constexpr,
+    J: tl.constexpr,  # channel blocks per program, walked one after another
     CONTIG: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -376,71 +377,81 @@ def _bwd_kernel(
     ACC: tl.constexpr,
     PTX: tl.constexpr,
 ):
-    db, b = (
+    pb, b = (
         tl.program_id(0),
         tl.program_id(1).to(tl.int64),
-    )  # channel blocks of one image side by side: they share B, C in L2
-    d = db * BLOCK_D + tl.arange(0, BLOCK_D)
-    dm, n = d < Dm, tl.arange(0, N)
-    img = b * Dm * L + d[None, :] * L
-    for k in tl.static_range(4):
-        xk, dyk, dxk = (
-            _route_ptr(k, CONTIG, x_ptr, xT_ptr),
-            _route_ptr(k, CONTIG, dy_ptr, dyT_ptr),
-            _route_ptr(k, CONTIG, dx_ptr, dxT_ptr),
-        )
-        dtk, ddtk = _route_ptr(k, CONTIG, dt_ptr, dtT_ptr), _route_ptr(k, CONTIG, ddt_ptr, ddtT_ptr)
-        Bk, Ck = _route_ptr(k, CONTIG, B_ptr, BT_ptr), _route_ptr(k, CONTIG, C_ptr, CT_ptr)
-        slot, bk = _route_slot(k, b, CONTIG), b * 4 + k
-        A, Dk, bias = _load_params(A_ptr, D_ptr, bias_ptr, k, d, dm, Dm, N, HAS_D, HAS_BIAS, ACC)
-        A2 = A * 1.4426950408889634
-        dt_row, bc_row = (slot * Dm + d[None, :]) * L, (slot * N + n[None, :]) * L
-        part_row = (
-            (db * Bsz * 4 + bk) * N + n[None, :]
-        ) * L  # this channel block's share of dB, dC (in the route's order)
-        carry = tl.zeros([BLOCK_D, N], ACC)  # a_{t+1} g_{t+1} entering from the later chunk
-        dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
-        for ci in range(n_chunks):
-            c = n_chunks - 1 - ci  # last chunk first
-            p, tm, m = _chunk_steps(c, k, H, W, L, dm, T, CONTIG)
-            u, v, dt, Bt, Ct = _load_chunk(
-                xk + img + p,
-                dtk + dt_row + p,
-                Bk + bc_row + p,
-                Ck + bc_row + p,
-                m,
-                tm,
-                bias,
-                HAS_BIAS,
-                SOFTPLUS,
-                ACC,
-                PTX,
+    )  # programs of one image side by side: they share B, C in L2
+    n = tl.arange(0, N)
+    for j in range(J):  # the program's channel blocks: their dB, dC shares add up in one partial row
+        d = (pb * J + j) * BLOCK_D + tl.arange(0, BLOCK_D)
+        dm = d < Dm
+        img = b * Dm * L + d[None, :] * L
+        for k in tl.static_range(4):
+            xk, dyk, dxk = (
+                _route_ptr(k, CONTIG, x_ptr, xT_ptr),
+                _route_ptr(k, CONTIG, dy_ptr, dyT_ptr),
+                _route_ptr(k, CONTIG, dx_ptr, dxT_ptr),
             )
-            dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
-            h0 = tl.load(
-                hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :], mask=dm[:, None], other=0.0
-            )
-            if k > CONTIG * (k % 2):  # not the first route to write this buffer: loaded early, added last
-                dx_before = tl.load(dxk + img + p, mask=m, other=0.0)
-            a, bu = _discretize(dt, u, A2, Bt)
-            hh = _scan_chunk(a, bu, h0.to(ACC))  # h_t again, from the checkpoint
-            g = _adjoint_scan(a, dy, Ct, carry)
-            carry = _pick_step(a * g, 0, T)
-            du, ddt, dA_c, dD_c = _local_grads(g, hh, bu, u, v, dt, Bt, A, dy, Dk, m, HAS_D, SOFTPLUS)
-            dB_c, dC_c = _channel_sums(g, hh, dt, u, dy)
-            dA += dA_c
-            dD += dD_c
-            dbias += tl.sum(ddt, 0)
-            tl.store(ddtk + dt_row + p, ddt, mask=m)
-            tl.store(dB_ptr + part_row + p, dB_c, mask=tm[:, None])
-            tl.store(dC_ptr + part_row + p, dC_c, mask=tm[:, None])
-            if k > CONTIG * (k % 2):
-                du += dx_before
-            tl.store(dxk + img + p, du, mask=m)
-        tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
-        tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
-        tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
-        tl.debug_barrier()
+            dtk, ddtk = _route_ptr(k, CONTIG, dt_ptr, dtT_ptr), _route_ptr(k, CONTIG, ddt_ptr, ddtT_ptr)
+            Bk, Ck = _route_ptr(k, CONTIG, B_ptr, BT_ptr), _route_ptr(k, CONTIG, C_ptr, CT_ptr)
+            slot, bk = _route_slot(k, b, CONTIG), b * 4 + k
+            A, Dk, bias = _load_params(A_ptr, D_ptr, bias_ptr, k, d, dm, Dm, N, HAS_D, HAS_BIAS, ACC)
+            A2 = A * 1.4426950408889634
+            dt_row, bc_row = (slot * Dm + d[None, :]) * L, (slot * N + n[None, :]) * L
+            part_row = (
+                (pb * Bsz * 4 + bk) * N + n[None, :]
+            ) * L  # this program's share of dB, dC (in the route's order)
+            carry = tl.zeros([BLOCK_D, N], ACC)  # a_{t+1} g_{t+1} entering from the later chunk
+            dA, dD, dbias = tl.zeros([BLOCK_D, N], ACC), tl.zeros([BLOCK_D], ACC), tl.zeros([BLOCK_D], ACC)
+            for ci in range(n_chunks):
+                c = n_chunks - 1 - ci  # last chunk first
+                p, tm, m = _chunk_steps(c, k, H, W, L, dm, T, CONTIG)
+                u, v, dt, Bt, Ct = _load_chunk(
+                    xk + img + p,
+                    dtk + dt_row + p,
+                    Bk + bc_row + p,
+                    Ck + bc_row + p,
+                    m,
+                    tm,
+                    bias,
+                    HAS_BIAS,
+                    SOFTPLUS,
+                    ACC,
+                    PTX,
+                )
+                dy = _to_acc(tl.load(dyk + img + p, mask=m, other=0.0), ACC, PTX)
+                h0 = tl.load(
+                    hs_ptr + ((bk * n_chunks + c) * Dm + d[:, None]) * N + n[None, :],
+                    mask=dm[:, None],
+                    other=0.0,
+                )
+                if k > CONTIG * (k % 2):  # not the first route to write this buffer: loaded early, added last
+                    dx_before = tl.load(dxk + img + p, mask=m, other=0.0)
+                if J > 1:  # the program's blocks before wrote their shares here: loaded early, added last
+                    dB_before = tl.load(dB_ptr + part_row + p, mask=tm[:, None] & (j > 0), other=0.0)
+                    dC_before = tl.load(dC_ptr + part_row + p, mask=tm[:, None] & (j > 0), other=0.0)
+                a, bu = _discretize(dt, u, A2, Bt)
+                hh = _scan_chunk(a, bu, h0.to(ACC))  # h_t again, from the checkpoint
+                g = _adjoint_scan(a, dy, Ct, carry)
+                carry = _pick_step(a * g, 0, T)
+                du, ddt, dA_c, dD_c = _local_grads(g, hh, bu, u, v, dt, Bt, A, dy, Dk, m, HAS_D, SOFTPLUS)
+                dB_c, dC_c = _channel_sums(g, hh, dt, u, dy)
+                if J > 1:
+                    dB_c += dB_before
+                    dC_c += dC_before
+                dA += dA_c
+                dD += dD_c
+                dbias += tl.sum(ddt, 0)
+                tl.store(ddtk + dt_row + p, ddt, mask=m)
+                tl.store(dB_ptr + part_row + p, dB_c, mask=tm[:, None])
+                tl.store(dC_ptr + part_row + p, dC_c, mask=tm[:, None])
+                if k > CONTIG * (k % 2):
+                    du += dx_before
+                tl.store(dxk + img + p, du, mask=m)
+            tl.store(dA_ptr + (bk * Dm + d[:, None]) * N + n[None, :], dA, mask=dm[:, None])
+            tl.store(dD_ptr + bk * Dm + d, dD, mask=dm)
+            tl.store(dbias_ptr + bk * Dm + d, dbias, mask=dm)
+            tl.debug_barrier()
 
 # %% ../nbs/04_triton_scan.ipynb #d73b7770
 def _kernels():
@@ -575,9 +586,10 @@ def _scan_fwd(
     return y, (hs if save_states else None)
 
 # %% ../nbs/04_triton_scan.ipynb #65224868
-def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None, contig=None):
+def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=None, contig=None, blocks=None):
     """Launch the backward kernel from the forward's chunk checkpoints `hs`;
-    returns the seven gradients (float32/64)."""
+    returns the seven gradients (float32/64).
+    `blocks` channel blocks per program (default 1) share one row of dB, dC partials."""
     kernels = _kernels()  # first: a missing Triton is reported by name
     _check_device(x)
     Bsz, Dm, H, W = x.shape
@@ -585,19 +597,21 @@ def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=No
     contig = _contiguous(L, True) if contig is None else contig
     BD, T, nw = tiles or _tiles(N, L, backward=True)
     acc, n_chunks, n_blocks = _acc(x), _cdiv(L, T), _cdiv(Dm, BD)
+    J = blocks or 1
+    n_prog = _cdiv(n_blocks, J)
     if hs.shape != (Bsz, 4, n_chunks, Dm, N):
         raise ValueError(f"_scan_bwd: checkpoints must be {(Bsz, 4, n_chunks, Dm, N)}, got {tuple(hs.shape)}")
     dy = dy.contiguous()
     dx, ddelta = _empty((Bsz, Dm, H, W), x, acc), _empty((Bsz, 4, Dm, H, W), x, acc)
     dA = _empty((Bsz, 4, Dm, N), x, acc)  # per-image partials, summed below
-    dB, dC = (_empty((n_blocks, Bsz, 4, N, H, W), x, acc) for _ in range(2))  # per-channel-block partials
+    dB, dC = (_empty((n_prog, Bsz, 4, N, H, W), x, acc) for _ in range(2))  # one partial per program
     dD, dbias = (_empty((Bsz, 4, Dm), x, acc) for _ in range(2))
     if contig:
         cols = _column_copies(x, delta, B, C) + [dy.transpose(-1, -2).contiguous()]
         dxT, ddT = _empty((Bsz, Dm, W, H), x, acc), _empty((Bsz, 2, Dm, W, H), x, acc)
     else:
         cols, dxT, ddT = (x, delta, B, C, dy), dx, ddelta
-    kernels._bwd_kernel[(n_blocks, Bsz)](
+    kernels._bwd_kernel[(n_prog, Bsz)](
         x,
         delta,
         B,
@@ -626,6 +640,7 @@ def _scan_bwd(dy, hs, x, delta, A, B, C, D, delta_bias, delta_softplus, tiles=No
         N=N,
         BLOCK_D=BD,
         T=T,
+        J=J,
         CONTIG=contig,
         HAS_D=D is not None,
         HAS_BIAS=delta_bias is not None,
