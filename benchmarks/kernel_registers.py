@@ -25,7 +25,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 import resvmamba.triton_scan as ts  # noqa: E402
 
-POINTERS = {"x", "dt", "B", "C", "dy", "xT", "dtT", "BT", "CT", "dyT"}  # bf16 inputs and their copies
+POINTERS = {"x", "dt", "B", "C", "dy", "xT", "dtT", "BT", "CT", "dyT", "hs"}  # bf16: inputs, copies, states
 INTS = {"Bsz", "Dm", "H", "W", "L", "n_chunks", "n_save"}
 
 
@@ -37,8 +37,6 @@ def signature(fn, constexprs):
             sig[name] = "constexpr"
         elif name in INTS:
             sig[name] = "i32"
-        elif name == "hs_ptr":
-            sig[name] = "*bf16"  # bfloat16 checkpoints under autocast
         elif name[:-4] in POINTERS:
             sig[name] = "*bf16"
         else:
